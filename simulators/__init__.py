@@ -1,0 +1,1 @@
+"""Simulated Modbus plant: signals with ground truth, served over TCP and RTU."""

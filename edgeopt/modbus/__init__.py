@@ -1,1 +1,1 @@
-"""edgeopt.modbus"""
+"""Modbus access: transports, the codec and the read planner."""

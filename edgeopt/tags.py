@@ -1,0 +1,188 @@
+"""Per-tag state: last value, quality, and the change statistics the optimizer reads.
+
+Pure: callers pass the time in. `TagState.observe` also decides which samples
+are worth storing: a change beyond the deadband (with the value held just
+before it, so trends stay true), or a heartbeat once `max_staleness` passes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+Value = int | float | str | bool
+
+
+class Quality(StrEnum):
+    GOOD = "good"
+    STALE = "stale"
+    BAD = "bad"
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One stored point of a tag: what sinks (storage, later MQTT) receive."""
+
+    tag: str  # "DEVICE/NAME"
+    ts: float  # epoch seconds
+    value: Value | None
+    quality: str  # a Quality value
+
+
+def moved_beyond(a: Value | None, b: Value | None, deadband: float) -> bool:
+    """Whether `b` differs from `a` by more than the deadband (any change if 0)."""
+    if a is None or b is None:
+        return a is not b
+    if isinstance(a, str) or isinstance(b, str):
+        return a != b
+    fa, fb = float(a), float(b)
+    if math.isnan(fa) or math.isnan(fb):
+        return math.isnan(fa) != math.isnan(fb)
+    if deadband <= 0:
+        return fa != fb
+    return abs(fb - fa) > deadband
+
+
+@dataclass(slots=True)
+class RunningStats:
+    """Welford mean and variance, plus min and max, of a stream of numbers."""
+
+    n: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+    low: float = math.inf
+    high: float = -math.inf
+
+    def add(self, x: float) -> None:
+        self.n += 1
+        delta = x - self.mean
+        self.mean += delta / self.n
+        self.m2 += delta * (x - self.mean)
+        self.low = min(self.low, x)
+        self.high = max(self.high, x)
+
+    @property
+    def variance(self) -> float:
+        return self.m2 / (self.n - 1) if self.n > 1 else 0.0
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(self.variance)
+
+
+@dataclass(slots=True)
+class TagStats:
+    """Online change statistics: what the strategies learn from.
+
+    A change event is the value leaving the deadband around its value at the
+    previous event (the same definition the benchmark scores against).
+    """
+
+    reads: int = 0
+    changes: int = 0
+    first_read_ts: float | None = None
+    last_read_ts: float | None = None
+    last_event_ts: float | None = None
+    last_event_value: Value | None = None
+    inter_change: RunningStats = field(default_factory=RunningStats)
+    spread: RunningStats = field(default_factory=RunningStats)
+    # Recent event times, for rate estimates, correlation and activity profiles.
+    recent_events: deque[float] = field(default_factory=lambda: deque(maxlen=512))
+
+    def observe(self, value: Value, ts: float, deadband: float) -> bool:
+        """Count one good read; returns whether it was a change event."""
+        self.reads += 1
+        if self.first_read_ts is None:
+            self.first_read_ts = ts
+        self.last_read_ts = ts
+        if isinstance(value, int | float) and math.isfinite(value):
+            self.spread.add(float(value))
+        if self.last_event_ts is None:
+            self.last_event_ts, self.last_event_value = ts, value
+            return False
+        if not moved_beyond(self.last_event_value, value, deadband):
+            return False
+        self.inter_change.add(ts - self.last_event_ts)
+        self.changes += 1
+        self.last_event_ts, self.last_event_value = ts, value
+        self.recent_events.append(ts)
+        return True
+
+    def event_rate(self) -> float:
+        """Change events per second over the observed span (0 before two reads)."""
+        if self.first_read_ts is None or self.last_read_ts is None:
+            return 0.0
+        span = self.last_read_ts - self.first_read_ts
+        return self.changes / span if span > 0 else 0.0
+
+
+@dataclass(slots=True)
+class TagState:
+    """Everything the daemon knows right now about one tag."""
+
+    key: str  # "DEVICE/NAME"
+    deadband: float
+    max_staleness: float
+    value: Value | None = None
+    quality: Quality = Quality.BAD
+    reason: str = "not read yet"
+    ts: float | None = None  # epoch of the last read (good or not)
+    changed_ts: float | None = None  # epoch of the last stored change
+    stats: TagStats = field(default_factory=TagStats)
+    # The recorder's memory: the last stored sample and the last read since.
+    _stored_value: Value | None = None
+    _stored_ts: float | None = None
+    _held: Sample | None = None
+
+    def observe(self, value: Value, ts: float) -> list[Sample]:
+        """Apply one good read; returns the samples worth storing (maybe none)."""
+        was_good = self.quality is Quality.GOOD
+        nan = isinstance(value, float) and math.isnan(value)
+        self.quality = Quality.BAD if nan else Quality.GOOD
+        self.reason = "device reports not-a-number" if nan else ""
+        self.value, self.ts = value, ts
+        if not nan:
+            self.stats.observe(value, ts, self.deadband)
+        sample = Sample(self.key, ts, value, self.quality.value)
+        out: list[Sample] = []
+        if self._stored_ts is None or not was_good:
+            out.append(sample)
+        elif moved_beyond(self._stored_value, value, self.deadband):
+            # Keep the value held just before the change, so a plot of the
+            # stored points shows a step here rather than a slow ramp.
+            if self._held is not None and self._held.ts > self._stored_ts:
+                out.append(self._held)
+            out.append(sample)
+        elif ts - self._stored_ts >= self.max_staleness:
+            out.append(sample)  # heartbeat: proves the value is still current
+        if out:
+            self._stored_value, self._stored_ts = value, ts
+            self.changed_ts = ts
+            self._held = None
+        else:
+            self._held = sample
+        return out
+
+    def fail(self, reason: str, ts: float) -> list[Sample]:
+        """Mark the tag bad after a failed read; stores one sample on the transition."""
+        self.ts = ts
+        if self.quality is Quality.BAD and self.reason == reason:
+            return []
+        first = self.quality is not Quality.BAD
+        self.quality, self.reason = Quality.BAD, reason
+        self._held = None
+        return [Sample(self.key, ts, None, Quality.BAD.value)] if first else []
+
+    def check_stale(self, now: float) -> list[Sample]:
+        """Turn a good tag stale when it has not been read for max_staleness."""
+        if self.quality is not Quality.GOOD or self.ts is None:
+            return []
+        age = now - self.ts
+        if age <= self.max_staleness:
+            return []
+        self.quality = Quality.STALE
+        self.reason = f"not read for {age:.1f}s (max_staleness {self.max_staleness:g}s)"
+        self._held = None
+        return [Sample(self.key, now, self.value, Quality.STALE.value)]

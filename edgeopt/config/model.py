@@ -1,0 +1,733 @@
+"""The typed, validated config: frozen pydantic models, one per YAML section.
+
+Every check lives here, so a config built in code is held to the same rules as
+one loaded from YAML. Rules that span fields raise one error listing each
+problem with its own sub-path (see `RULE_ERROR`); the loader turns those into
+`file:line: path: message` issues.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal, NamedTuple
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from edgeopt.config.durations import format_duration, parse_duration, parse_size
+from edgeopt.modbus.codec import DataType, codec_for, register_width
+
+__all__ = [
+    "DEFAULT_COOLDOWNS",
+    "RULE_ERROR",
+    "Config",
+    "DaemonConfig",
+    "DeviceConfig",
+    "DeviceSettings",
+    "MetricsConfig",
+    "OptimizerConfig",
+    "Priority",
+    "Problem",
+    "ResourcesConfig",
+    "StorageConfig",
+    "StrategyConfig",
+    "Table",
+    "TagConfig",
+    "Transport",
+]
+
+Transport = Literal["tcp", "rtu", "rtu_over_tcp"]
+Table = Literal["holding", "input", "coil", "discrete"]
+Priority = Literal["high", "normal", "low"]
+ParamValue = bool | int | float | str
+
+BIT_TABLES: frozenset[str] = frozenset({"coil", "discrete"})
+# One past the last protocol address: a tag must end at or before it.
+ADDRESS_SPACE = 65536
+# The strategies edgeopt knows, with the cooldown each gets when the config
+# does not set one: the heavier the strategy, the longer it waits.
+DEFAULT_COOLDOWNS: dict[str, float] = {
+    "interval": 600.0,
+    "cluster": 3600.0,
+    "pattern": 21600.0,
+}
+DEFAULT_INTERVAL = 1.0
+# max_staleness defaults to this many intervals.
+STALENESS_FACTOR = 10
+
+# pydantic error type of a failed cross-field rule. Its ctx["problems"] holds
+# the individual `Problem`s; the loader expands them into one issue each.
+RULE_ERROR = "edgeopt_rule"
+
+Loc = tuple[str | int, ...]
+
+
+class Problem(NamedTuple):
+    """One failed rule: where (relative to the model checked) and why."""
+
+    loc: Loc
+    message: str
+    # Where the other half of a conflict is (a duplicate's first definition),
+    # so the loader can add its line.
+    other: Loc | None = None
+
+
+def _raise_problems(problems: Sequence[Problem]) -> None:
+    """Raises all `problems` as one pydantic error (a validator can raise only one)."""
+    if not problems:
+        return
+    summary = "; ".join(
+        f"{_dotted(p.loc) or '<model>'}: {p.message}"
+        + (f" (see {_dotted(p.other)})" if p.other is not None else "")
+        for p in problems
+    )
+    raise PydanticCustomError(RULE_ERROR, "{summary}", {"summary": summary, "problems": problems})
+
+
+def _dotted(loc: Iterable[str | int]) -> str:
+    """`('devices', 0, 'name')` -> `devices[0].name`."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+# --- field types -------------------------------------------------------------
+# Validators raise ValueError with the whole message; pydantic prefixes
+# "Value error, ", which the loader strips.
+
+
+def _reject_bool(value: object) -> object:
+    # `stopbits: true` would otherwise pass as 1: bool is an int subclass.
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {value!r}")
+    return value
+
+
+def _duration(value: object, *, allow_zero: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"expected a duration like 250ms, 10s or 5m, got {value!r}")
+    seconds = parse_duration(value)
+    if seconds < 0 or (seconds == 0 and not allow_zero):
+        kind = "non-negative" if allow_zero else "positive"
+        raise ValueError(f"must be a {kind} duration, got {value!r}")
+    return seconds
+
+
+def _positive_duration(value: object) -> float:
+    return _duration(value, allow_zero=False)
+
+
+def _non_negative_duration(value: object) -> float:
+    return _duration(value, allow_zero=True)
+
+
+def _positive_size(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(f"expected a size like 512MB, 2GB or 10KiB, got {value!r}")
+    size = parse_size(value)
+    if size <= 0:
+        raise ValueError(f"must be a positive size, got {value!r}")
+    return size
+
+
+_NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def _name(value: str) -> str:
+    if not _NAME_RE.fullmatch(value):
+        raise ValueError(f"{value!r} may contain only letters, digits, '_', '.' and '-'")
+    return value
+
+
+def _word(value: str) -> str:
+    # Host names, groups: a stray space is always a typo.
+    if not value or any(c.isspace() for c in value):
+        raise ValueError(f"must be a non-empty word without spaces, got {value!r}")
+    return value
+
+
+def _path(value: object) -> Path:
+    if isinstance(value, Path):
+        return value
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a file system path, got {value!r}")
+    return Path(value)
+
+
+def _non_zero(value: float) -> float:
+    if value == 0:
+        raise ValueError("must not be zero")
+    return value
+
+
+def _port_value(value: object) -> object:
+    # Exact types only: the transport decides which of the two is right.
+    if isinstance(value, int | str) and not isinstance(value, bool):
+        return value
+    raise ValueError(
+        f"expected a TCP port number or a serial device path like /dev/ttyUSB0, got {value!r}"
+    )
+
+
+def _param_value(value: object) -> object:
+    if isinstance(value, bool | int | float | str):
+        return value
+    raise ValueError(f"expected a number, string or boolean, got {value!r}")
+
+
+_LISTEN_RE = re.compile(r"(\[[^\]\s]+\]|[^:\[\]\s]*):(\d{1,5})")
+
+
+def _listen(value: str) -> str:
+    match = _LISTEN_RE.fullmatch(value)
+    if match is None or not 1 <= int(match.group(2)) <= 65535:
+        raise ValueError(f"expected HOST:PORT such as 127.0.0.1:9108, got {value!r}")
+    return value
+
+
+PositiveDuration = Annotated[float, BeforeValidator(_positive_duration)]
+NonNegativeDuration = Annotated[float, BeforeValidator(_non_negative_duration)]
+PositiveSize = Annotated[int, BeforeValidator(_positive_size)]
+Name = Annotated[str, AfterValidator(_name)]
+Word = Annotated[str, AfterValidator(_word)]
+FsPath = Annotated[Path, BeforeValidator(_path)]
+Percent = Annotated[StrictFloat, Field(gt=0, le=100)]
+Fraction = Annotated[StrictFloat, Field(ge=0, le=1)]
+# StrictFloat still takes ints (`scale: 2`), but never bools or strings.
+Number = StrictFloat
+
+
+class _Model(BaseModel):
+    """Shared settings: frozen, unknown keys are errors, no NaN or infinity."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def _none_is_empty(value: object) -> object:
+    # A section whose keys are all commented out (`storage:`) is YAML null.
+    return {} if value is None else value
+
+
+# --- sections ------------------------------------------------------------------
+
+
+class DaemonConfig(_Model):
+    """Process-level settings: where state lives and who may use the socket."""
+
+    state_dir: FsPath = Path("/var/lib/edgeopt")
+    socket: FsPath = Path("/run/edgeopt/edgeopt.sock")
+    socket_group: Word | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    admin_group: Word | None = None
+
+
+class StorageConfig(_Model):
+    """How long each storage tier keeps data, and how writes are batched."""
+
+    hot_retention: PositiveDuration = 86400.0
+    warm_retention: PositiveDuration = 30 * 86400.0
+    cold_retention: PositiveDuration = 365 * 86400.0
+    cold_resolution: PositiveDuration = 60.0
+    max_disk: PositiveSize | None = None
+    flush_interval: PositiveDuration = 1.0
+    flush_rows: Annotated[StrictInt, Field(ge=1)] = 5000
+    archive: StrictBool = True
+
+
+class StrategyConfig(_Model):
+    """One optimizer strategy: on or off, its cooldown, and tuning knobs."""
+
+    enabled: StrictBool = True
+    cooldown: NonNegativeDuration
+    params: dict[str, Annotated[ParamValue, BeforeValidator(_param_value)]] = Field(
+        default_factory=dict
+    )
+
+
+def _default_strategies() -> dict[str, StrategyConfig]:
+    return {name: StrategyConfig(cooldown=c) for name, c in DEFAULT_COOLDOWNS.items()}
+
+
+class OptimizerConfig(_Model):
+    """When the optimizer runs and what counts as a change worth keeping.
+
+    `strategies` always holds every known strategy after validation; the
+    ones the config leaves out get their defaults.
+    """
+
+    enabled: StrictBool = True
+    quick_every: PositiveDuration = 300.0
+    full_every: PositiveDuration = 3600.0
+    evaluate_after: PositiveDuration = 600.0
+    min_improvement: Fraction = 0.10
+    max_fidelity_loss: Fraction = 0.02
+    strategies: dict[str, StrategyConfig] = Field(default_factory=_default_strategies)
+
+    @field_validator("strategies", mode="before")
+    @classmethod
+    def _fill_strategies(cls, value: object) -> object:
+        if value is None:
+            return _default_strategies()
+        if not isinstance(value, dict):
+            return value  # pydantic reports the wrong type
+        known = ", ".join(DEFAULT_COOLDOWNS)
+        _raise_problems(
+            [
+                Problem((name,), f"unknown strategy {name!r} (known: {known})")
+                for name in value
+                if name not in DEFAULT_COOLDOWNS
+            ]
+        )
+        merged: dict[str, object] = {}
+        for name, cooldown in DEFAULT_COOLDOWNS.items():
+            entry = value.get(name)
+            if entry is None:
+                entry = {}
+            if isinstance(entry, dict) and "cooldown" not in entry:
+                entry = {**entry, "cooldown": cooldown}
+            merged[name] = entry
+        return merged
+
+
+class ResourcesConfig(_Model):
+    """Thresholds (percent, and °C) above which the daemon sheds work."""
+
+    cpu_high: Percent = 80.0
+    memory_high: Percent = 85.0
+    disk_high: Percent = 90.0
+    temp_high: Number | None = None
+
+
+class MetricsConfig(_Model):
+    """The optional metrics endpoint; off unless `listen` is set."""
+
+    listen: Annotated[str, AfterValidator(_listen)] | None = None
+
+
+# --- tags ----------------------------------------------------------------------
+
+
+class TagConfig(_Model):
+    """One value on a device: where it is, how to decode it, how often to read it.
+
+    `min_interval` defaults to `interval` and `max_staleness` to ten times
+    `interval`. On coil and discrete tables `type` defaults to bool.
+    """
+
+    name: Name
+    table: Table
+    address: Annotated[StrictInt, Field(ge=0, le=ADDRESS_SPACE - 1)]
+    type: DataType
+    bit: Annotated[StrictInt, Field(ge=0, le=15)] | None = None
+    length: Annotated[StrictInt, Field(ge=1)] | None = None
+    byte_order: Literal["big", "little"] = "big"
+    word_order: Literal["big", "little"] = "big"
+    string_encoding: str | None = None
+    scale: Annotated[Number, AfterValidator(_non_zero)] = 1.0
+    offset: Number = 0.0
+    unit: str | None = None
+    interval: PositiveDuration = DEFAULT_INTERVAL
+    # These two defaults apply only when `interval` itself is invalid: the
+    # before-validator below derives the real ones from it.
+    min_interval: PositiveDuration = DEFAULT_INTERVAL
+    max_staleness: PositiveDuration = DEFAULT_INTERVAL * STALENESS_FACTOR
+    deadband: Annotated[Number, Field(ge=0)] = 0.0
+    priority: Priority = "normal"
+
+    @property
+    def width(self) -> int:
+        """Registers (on coil/discrete tables: bits) the tag occupies."""
+        return register_width(self.type, self.length)
+
+    @property
+    def end(self) -> int:
+        """One past the last address the tag occupies."""
+        return self.address + self.width
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if "type" not in data and data.get("table") in BIT_TABLES:
+            data["type"] = DataType.BOOL.value
+        if "min_interval" not in data or "max_staleness" not in data:
+            try:
+                interval = _positive_duration(data.get("interval", DEFAULT_INTERVAL))
+            except ValueError:
+                return data  # `interval` gets its own error
+            data.setdefault("min_interval", interval)
+            data.setdefault("max_staleness", interval * STALENESS_FACTOR)
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> TagConfig:
+        _raise_problems(tag_problems(self))
+        return self
+
+
+def tag_problems(tag: TagConfig) -> list[Problem]:
+    """Rules that span a tag's fields: table/type combinations, range, timing."""
+    problems: list[Problem] = []
+    table, dtype = tag.table, tag.type
+    if table in BIT_TABLES:
+        if dtype is not DataType.BOOL:
+            problems.append(Problem(("type",), f"a {table} holds one bit: type must be bool"))
+        if tag.bit is not None:
+            problems.append(
+                Problem(("bit",), f"not used on a {table} table: each address is one bit")
+            )
+    else:
+        if tag.bit is not None and dtype is not DataType.BOOL:
+            problems.append(Problem(("bit",), f"needs type bool, not {dtype}"))
+        if dtype is DataType.BOOL and tag.bit is None:
+            problems.append(
+                Problem(("type",), f"bool on a {table} register needs bit (0..15) to pick one")
+            )
+    if dtype is DataType.STRING and tag.length is None:
+        problems.append(Problem(("type",), "string needs length (its size in registers)"))
+    if tag.length is not None and dtype is not DataType.STRING:
+        problems.append(Problem(("length",), f"only used by type string, not {dtype}"))
+    if tag.string_encoding is not None:
+        if dtype is not DataType.STRING:
+            problems.append(Problem(("string_encoding",), "only used by type string"))
+        else:
+            try:
+                codecs.lookup(tag.string_encoding)
+            except LookupError:
+                problems.append(
+                    Problem(("string_encoding",), f"unknown encoding {tag.string_encoding!r}")
+                )
+    if dtype in (DataType.BOOL, DataType.STRING):
+        if tag.scale != 1.0:
+            problems.append(Problem(("scale",), f"only used by numeric types, not {dtype}"))
+        if tag.offset != 0.0:
+            problems.append(Problem(("offset",), f"only used by numeric types, not {dtype}"))
+    if not (dtype is DataType.STRING and tag.length is None):
+        end = tag.address + register_width(dtype, tag.length)
+        if end > ADDRESS_SPACE:
+            problems.append(
+                Problem(
+                    ("address",),
+                    f"the tag spans addresses {tag.address}..{end - 1}, "
+                    f"past the last address {ADDRESS_SPACE - 1}",
+                )
+            )
+    problems += _timing_problems(tag)
+    if not problems:
+        # The codec has the last word on what it can decode; normally it
+        # agrees with the rules above, and this catches any drift.
+        try:
+            codec_for(tag)
+        except ValueError as exc:
+            problems.append(Problem((), f"the codec rejects this tag: {exc}"))
+    return problems
+
+
+def _timing_problems(tag: TagConfig) -> list[Problem]:
+    """min_interval <= interval <= max_staleness, blaming the key most likely written."""
+    fmt = format_duration
+    low, mid, high = tag.min_interval, tag.interval, tag.max_staleness
+    problems: list[Problem] = []
+    # A min_interval equal to interval is probably the default, so a clash
+    # with max_staleness is then reported on max_staleness below.
+    if low > high and low != mid:
+        problems.append(
+            Problem(("min_interval",), f"{fmt(low)} is longer than max_staleness {fmt(high)}")
+        )
+    elif low > mid:
+        message = f"{fmt(low)} is longer than interval {fmt(mid)}"
+        problems.append(Problem(("min_interval",), message))
+    if mid > high:
+        message = f"{fmt(high)} is shorter than interval {fmt(mid)}"
+        problems.append(Problem(("max_staleness",), message))
+    return problems
+
+
+# --- devices -------------------------------------------------------------------
+
+
+class DeviceSettings(_Model):
+    """A device without its tags (`DeviceConfig` adds them).
+
+    Separate so the loader can check a device's own keys even when one of
+    its tags is broken.
+    """
+
+    name: Name
+    transport: Transport
+    host: Word | None = None
+    # After validation: an int for tcp and rtu_over_tcp, a path for rtu. The
+    # empty default only stands for "not given" until the rules below run.
+    port: Annotated[int | str, BeforeValidator(_port_value)] = ""
+    baudrate: Annotated[StrictInt, Field(gt=0)] = 9600
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Annotated[Literal[1, 2], BeforeValidator(_reject_bool)] = 1
+    bytesize: Annotated[Literal[7, 8], BeforeValidator(_reject_bool)] = 8
+    unit: Annotated[StrictInt, Field(ge=0, le=247)] = 1
+    timeout: PositiveDuration = 1.0
+    retries: Annotated[StrictInt, Field(ge=0, le=10)] = 1
+    max_registers_per_read: Annotated[StrictInt, Field(ge=1, le=125)] = 125
+    max_bits_per_read: Annotated[StrictInt, Field(ge=1, le=2000)] = 2000
+    max_gap: Annotated[StrictInt, Field(ge=0, le=124)] = 10
+
+    @property
+    def line_key(self) -> str:
+        """What devices sharing one bus have in common: the serial port, or host:port."""
+        if self.transport == "rtu":
+            return str(self.port)
+        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_port(cls, data: Any) -> Any:
+        tcp = isinstance(data, dict) and data.get("transport") in ("tcp", "rtu_over_tcp")
+        if tcp and "port" not in data:
+            data = {**data, "port": 502}
+        return data
+
+    @model_validator(mode="after")
+    def _check_settings(self) -> DeviceSettings:
+        _raise_problems(device_settings_problems(self))
+        return self
+
+
+def device_settings_problems(device: DeviceSettings) -> list[Problem]:
+    """Transport-specific rules: what host and port must be."""
+    problems: list[Problem] = []
+    port = device.port
+    if device.transport == "rtu":
+        if not isinstance(port, str) or not port.strip():
+            problems.append(
+                Problem(("port",), "rtu needs port: the serial device path, e.g. /dev/ttyUSB0")
+            )
+        if device.host is not None:
+            problems.append(Problem(("host",), "not used by rtu (the port is a serial device)"))
+    else:
+        if device.host is None:
+            problems.append(
+                Problem(("host",), f"{device.transport} needs host: the device's address")
+            )
+        if not isinstance(port, int) or not 1 <= port <= 65535:
+            problems.append(
+                Problem(
+                    ("port",),
+                    f"{device.transport} needs a TCP port number in 1..65535, got {port!r}",
+                )
+            )
+    return problems
+
+
+class DeviceConfig(DeviceSettings):
+    """One Modbus device (one unit id on one connection or serial line) and its tags.
+
+    `port` defaults to 502 for tcp and rtu_over_tcp; rtu needs it set to the
+    serial device path. Serial settings (baudrate, parity, …) apply to rtu.
+    """
+
+    tags: list[TagConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check_tags(self) -> DeviceConfig:
+        _raise_problems(device_tag_problems(self, list(enumerate(self.tags))))
+        return self
+
+
+def device_tag_problems(
+    device: DeviceSettings | None, tags: Sequence[tuple[int, TagConfig]]
+) -> list[Problem]:
+    """Rules across a device's tags: unique names, no overlaps, each fits one read.
+
+    `tags` pairs each tag with its index in the device's list, so the loader
+    can pass just the tags that validated. `device` is None when its own
+    settings are invalid; the checks against its limits are then skipped.
+    """
+    names = [(index, tag.name) for index, tag in tags]
+    return duplicate_name_problems("tags", "tag", names) + tag_layout_problems(device, tags)
+
+
+def duplicate_name_problems(
+    list_key: str, what: str, names: Sequence[tuple[int, str]]
+) -> list[Problem]:
+    """A problem on each `list_key[i].name` that repeats an earlier one."""
+    problems: list[Problem] = []
+    first_by_name: dict[str, int] = {}
+    for index, name in names:
+        first = first_by_name.setdefault(name, index)
+        if first != index:
+            problems.append(
+                Problem(
+                    (list_key, index, "name"),
+                    f"duplicate {what} name {name!r}",
+                    other=(list_key, first),
+                )
+            )
+    return problems
+
+
+def tag_layout_problems(
+    device: DeviceSettings | None, tags: Sequence[tuple[int, TagConfig]]
+) -> list[Problem]:
+    """Where a device's tags sit: no overlaps, and none larger than one read."""
+    problems: list[Problem] = []
+    if device is not None:
+        limit = device.max_registers_per_read
+        for index, tag in tags:
+            if tag.table not in BIT_TABLES and tag.width > limit:
+                field = "length" if tag.type is DataType.STRING else "type"
+                problems.append(
+                    Problem(
+                        ("tags", index, field),
+                        f"{tag.width} registers do not fit one read "
+                        f"(max_registers_per_read is {limit})",
+                    )
+                )
+    return problems + _overlap_problems(tags)
+
+
+def _overlap_problems(tags: Sequence[tuple[int, TagConfig]]) -> list[Problem]:
+    """Two tags may not read the same register, except as different bits of it.
+
+    A sweep per table over tags sorted by address: each tag is compared with
+    the earlier one that reaches furthest, so every overlapping tag is
+    reported once, on whichever of the pair comes later in the file.
+    """
+    problems: list[Problem] = []
+    by_table: dict[str, list[tuple[int, TagConfig]]] = {}
+    bit_owner: dict[tuple[str, int, int], int] = {}
+    names = dict(tags)
+    for index, tag in tags:
+        if tag.bit is None:
+            by_table.setdefault(tag.table, []).append((index, tag))
+            continue
+        owner = bit_owner.setdefault((tag.table, tag.address, tag.bit), index)
+        if owner != index:
+            problems.append(
+                Problem(
+                    ("tags", index, "bit"),
+                    f"bit {tag.bit} of {tag.table} register {tag.address} is also read by "
+                    f"tag {names[owner].name!r}",
+                    other=("tags", owner),
+                )
+            )
+    for table, members in by_table.items():
+        members.sort(key=lambda m: (m[1].address, m[0]))
+        reach: tuple[int, TagConfig] | None = None
+        for index, tag in members:
+            if reach is not None and tag.address < reach[1].end:
+                other_index = reach[0]
+                later, earlier = max(index, other_index), min(index, other_index)
+                blamed, partner = names[later], names[earlier]
+                problems.append(
+                    Problem(
+                        ("tags", later, "address"),
+                        f"{_span(table, blamed)} overlaps tag {partner.name!r} "
+                        f"({_span(table, partner)})",
+                        other=("tags", earlier),
+                    )
+                )
+            if reach is None or tag.end > reach[1].end:
+                reach = (index, tag)
+    return problems
+
+
+def _span(table: str, tag: TagConfig) -> str:
+    last = tag.end - 1
+    where = f"{tag.address}" if last == tag.address else f"{tag.address}..{last}"
+    return f"{table} {where}"
+
+
+# --- the whole file ------------------------------------------------------------
+
+
+class Config(_Model):
+    """A whole edgeopt config. `source` names the file it came from."""
+
+    daemon: Annotated[DaemonConfig, BeforeValidator(_none_is_empty)] = Field(
+        default_factory=DaemonConfig
+    )
+    storage: Annotated[StorageConfig, BeforeValidator(_none_is_empty)] = Field(
+        default_factory=StorageConfig
+    )
+    optimizer: Annotated[OptimizerConfig, BeforeValidator(_none_is_empty)] = Field(
+        default_factory=OptimizerConfig
+    )
+    resources: Annotated[ResourcesConfig, BeforeValidator(_none_is_empty)] = Field(
+        default_factory=ResourcesConfig
+    )
+    metrics: Annotated[MetricsConfig, BeforeValidator(_none_is_empty)] = Field(
+        default_factory=MetricsConfig
+    )
+    devices: list[DeviceConfig] = Field(min_length=1)
+    source: str = "<string>"
+
+    @model_validator(mode="after")
+    def _check_devices(self) -> Config:
+        _raise_problems(config_device_problems(list(enumerate(self.devices))))
+        return self
+
+
+# Serial settings every device on one RTU line must agree on.
+_LINE_SETTINGS = ("baudrate", "parity", "stopbits", "bytesize")
+
+
+def config_device_problems(devices: Sequence[tuple[int, DeviceSettings]]) -> list[Problem]:
+    """Rules across devices: unique names, and one set of settings per bus.
+
+    Devices on one RTU line share its serial settings. Two devices on one
+    RTU line (or RTU-over-TCP gateway) cannot share a unit id; on plain TCP
+    they may, since gateways often expose one device per port.
+    """
+    names = [(index, device.name) for index, device in devices]
+    return duplicate_name_problems("devices", "device", names) + line_problems(devices)
+
+
+def line_problems(devices: Sequence[tuple[int, DeviceSettings]]) -> list[Problem]:
+    """Devices sharing an RTU line agree on its settings and do not share a unit id."""
+    problems: list[Problem] = []
+    first_on_line: dict[str, tuple[int, DeviceSettings]] = {}
+    unit_owner: dict[tuple[str, int], tuple[int, DeviceSettings]] = {}
+    for index, device in devices:
+        if device.transport == "tcp":
+            continue
+        line = device.line_key
+        if device.transport == "rtu":
+            first_index, first_device = first_on_line.setdefault(line, (index, device))
+            for key in _LINE_SETTINGS:
+                mine, theirs = getattr(device, key), getattr(first_device, key)
+                if mine != theirs:
+                    problems.append(
+                        Problem(
+                            ("devices", index, key),
+                            f"{mine!r} differs from device {first_device.name!r} ({theirs!r}) "
+                            f"on the same serial line {line}",
+                            other=("devices", first_index),
+                        )
+                    )
+        owner_index, owner = unit_owner.setdefault((line, device.unit), (index, device))
+        if owner_index != index:
+            problems.append(
+                Problem(
+                    ("devices", index, "unit"),
+                    f"unit {device.unit} is already used by device {owner.name!r} on line {line}",
+                    other=("devices", owner_index),
+                )
+            )
+    return problems

@@ -1,0 +1,532 @@
+"""Serves a Plant over real Modbus (pymodbus SimDevice), with faults and a request log.
+
+Every read is answered with the plant's true values at that instant: the
+SimDevice action, awaited before pymodbus builds the response, writes the
+encoded values of the tags in the requested range into the register block.
+One TCP server per TCP device (a gateway has one IP per device, and a
+pymodbus client allows one outstanding request), and one RTU server per
+serial line, behind a `PtyLine`, carrying several unit ids.
+
+The request log records every request the devices saw and what was
+answered, so a benchmark can score a poller from the simulator's side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import time
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, cast
+
+from pymodbus.constants import ExcCodes
+from pymodbus.pdu import ModbusPDU
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.simulator import DataType as SimType
+from pymodbus.simulator import SimData, SimDevice
+
+from .line import PtyLine
+from .plant import BIT_TABLES, Endpoint, Plant, PlantDevice, Slot
+
+__all__ = ["FAULT_MODES", "PlantServer", "RequestLog"]
+
+log = logging.getLogger(__name__)
+
+FAULT_MODES = ("none", "timeout", "exception", "garbage", "slow", "down")
+
+# Gaps up to this many registers are filled with valid zeros on a
+# non-strict device. A wider gap cannot sit inside one read that also
+# touches a tag (125 registers at most), so it may stay invalid, as real
+# register maps have holes.
+FILL_GAP = 125
+
+_FC_TABLE = {1: "coil", 5: "coil", 15: "coil", 2: "discrete", 3: "holding", 4: "input"}
+_FC_TABLE.update({6: "holding", 16: "holding", 22: "holding", 23: "holding"})
+
+_TABLE_INDEX = {"coil": 0, "discrete": 1, "holding": 2, "input": 3}
+
+
+class RequestLog:
+    """One record per request: in memory (the last `keep`) and optionally a JSONL file.
+
+    Record keys: ts (wall time the request arrived), t (plant time), device,
+    unit, fc, address, count, outcome (ok | exception | timeout | garbage |
+    no_device), exception_code, latency_s (until the answer left, or would
+    have).
+    """
+
+    def __init__(self, path: str | Path | None = None, *, keep: int | None = 100_000) -> None:
+        self.path = Path(path) if path else None
+        self.records: deque[dict[str, Any]] = deque(maxlen=keep)
+        self._file: IO[str] | None = None
+        if self.path:
+            # Buffered: one write syscall per 64 KiB, flushed by PlantServer
+            # every second and on close.
+            self._file = self.path.open("a", encoding="utf-8", buffering=1 << 16)
+
+    def append(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+        if self._file:
+            self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+
+    def flush(self) -> None:
+        if self._file:
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file:
+            self._file.close()
+            self._file = None
+
+
+@dataclass
+class _Fault:
+    mode: str = "none"
+    delay: float = 0.5  # slow
+    code: ExcCodes = ExcCodes.DEVICE_BUSY  # exception
+
+
+class _DeviceSim:
+    """One served device: builds its SimDevice and keeps its registers true on every read."""
+
+    def __init__(self, device: PlantDevice, clock: Callable[[], float]) -> None:
+        self.device = device
+        self.clock = clock
+        self.fault = _Fault()
+        self._slots: dict[str, list[Slot]] = {}
+        self._starts: dict[str, list[int]] = {}
+        # Per slot: the registers (or bit) and the plant-time window they hold for.
+        self._cache: dict[str, list[tuple[float, float, list[int]] | None]] = {}
+        self._warned: set[str] = set()
+        for table in _TABLE_INDEX:
+            slots = device.slots(table)
+            self._slots[table] = slots
+            self._starts[table] = [s.address for s in slots]
+            self._cache[table] = [None] * len(slots)
+
+    def warm(self) -> None:
+        """Compute every tag once now, so the first requests are not the slow ones.
+
+        (Counters integrate from plant time 0; signals build their chunks.)
+        """
+        t = self.clock()
+        for table, slots in self._slots.items():
+            for i in range(len(slots)):
+                try:
+                    self._slot_words(table, i, t)
+                except (ValueError, TypeError):
+                    pass  # reported when a client reads it
+
+    # ------------------------------------------------------------- SimDevice
+    def sim_device(self) -> SimDevice:
+        blocks: list[list[SimData]] = [[], [], [], []]
+        for table, i in _TABLE_INDEX.items():
+            slots = self._slots[table]
+            if table in BIT_TABLES:
+                blocks[i] = self._bit_blocks(slots)
+            else:
+                blocks[i] = self._register_blocks(slots)
+        return SimDevice(
+            id=self.device.unit_id,
+            simdata=(blocks[0], blocks[1], blocks[2], blocks[3]),
+            use_bit_addressing=True,
+            action=self.action,
+        )
+
+    def _register_blocks(self, slots: list[Slot]) -> list[SimData]:
+        if not slots:
+            # pymodbus needs a non-empty list; an invalid register is no register.
+            return [SimData(0, count=1, datatype=SimType.INVALID)]
+        fill = 0 if self.device.strict_gaps else FILL_GAP
+        runs: list[list[int]] = []
+        for s in slots:
+            if runs and s.address <= runs[-1][1] + fill:
+                runs[-1][1] = max(runs[-1][1], s.address + s.width)
+            else:
+                runs.append([s.address, s.address + s.width])
+        return [SimData(a, count=e - a, values=0, datatype=SimType.REGISTERS) for a, e in runs]
+
+    @staticmethod
+    def _bit_blocks(slots: list[Slot]) -> list[SimData]:
+        if not slots:
+            # Bit tables cannot hold invalid entries: park 16 bits at the top.
+            return [SimData(65520, values=[False] * 16, datatype=SimType.BITS)]
+        lo, hi = slots[0].address, slots[-1].address + 1
+        return [SimData(lo, values=[False] * (hi - lo), datatype=SimType.BITS)]
+
+    # ---------------------------------------------------------------- action
+    async def action(
+        self,
+        function_code: int,
+        start_address: int,
+        address: int,
+        count: int,
+        current_registers: list[int],
+        set_values: list[int] | list[bool] | None,
+    ) -> ExcCodes | None:
+        # Writes are accepted but the plant is the truth: the next read shows
+        # the true value again.
+        if self.device.turnaround:
+            await asyncio.sleep(self.device.turnaround)
+        fault = self.fault
+        if fault.mode == "slow":
+            await asyncio.sleep(fault.delay)
+        elif fault.mode == "exception":
+            return fault.code
+        table = _FC_TABLE.get(function_code)
+        if table is None:
+            return None
+        t = self.clock()
+        try:
+            if table in BIT_TABLES:
+                # For bit tables pymodbus passes the bit address and a count
+                # of 16-bit registers.
+                self._fill_bits(table, t, start_address, address // 16, count, current_registers)
+            else:
+                self._fill_registers(table, t, start_address, address, count, current_registers)
+        except (ValueError, TypeError) as exc:
+            # A value the register type cannot hold is a bug in the plant
+            # definition; answer like a device with an internal fault.
+            key = f"{table}:{address}"
+            if key not in self._warned:
+                self._warned.add(key)
+                log.warning("%s: cannot encode %s %s: %s", self.device.name, table, address, exc)
+            return ExcCodes.DEVICE_FAILURE
+        return None
+
+    def _slot_words(self, table: str, i: int, t: float) -> list[int]:
+        cached = self._cache[table][i]
+        if cached is not None and cached[0] <= t < cached[1]:
+            return cached[2]
+        slot = self._slots[table][i]
+        lo, hi = float("-inf"), float("inf")
+        if len(slot.tags) == 1 and not slot.tags[0].is_bit:
+            tag = slot.tags[0]
+            words = tag.encode(t)
+            lo, hi = tag.segment(t)
+        else:
+            word = 0
+            for tag in slot.tags:
+                if tag.table in BIT_TABLES:
+                    word = int(bool(tag.value(t)))
+                else:
+                    word |= tag.encode(t)[0]
+                a, b = tag.segment(t)
+                lo, hi = max(lo, a), min(hi, b)
+            words = [word]
+        self._cache[table][i] = (lo, hi, words)
+        return words
+
+    def _fill_registers(
+        self, table: str, t: float, start: int, address: int, count: int, regs: list[int]
+    ) -> None:
+        starts, slots = self._starts[table], self._slots[table]
+        end = address + count
+        i = max(bisect_right(starts, address) - 1, 0)
+        while i < len(starts) and starts[i] < end:
+            slot = slots[i]
+            if slot.address + slot.width > address:
+                base = slot.address - start
+                regs[base : base + slot.width] = self._slot_words(table, i, t)
+            i += 1
+
+    def _fill_bits(
+        self, table: str, t: float, start_reg: int, reg: int, reg_count: int, regs: list[int]
+    ) -> None:
+        starts = self._starts[table]
+        lo_bit, hi_bit = reg * 16, (reg + reg_count) * 16
+        i = bisect_right(starts, lo_bit - 1)
+        while i < len(starts) and starts[i] < hi_bit:
+            a = starts[i]
+            on = self._slot_words(table, i, t)[0]
+            k, mask = a // 16 - start_reg, 1 << (a % 16)
+            regs[k] = (regs[k] | mask) if on else (regs[k] & ~mask)
+            i += 1
+
+
+class _Tracer:
+    """trace_pdu/trace_packet hooks of one pymodbus server (a TCP device or an RTU line).
+
+    Pairs each response with its request for the log, and applies the
+    wire-level faults: `timeout` drops the response, `garbage` corrupts it.
+    pymodbus calls trace_pdu then trace_packet synchronously for one
+    response, so a flag set in the first is consumed by the second.
+    """
+
+    def __init__(
+        self, units: Mapping[int, _DeviceSim], request_log: RequestLog | None, clock_start: float
+    ) -> None:
+        self.units = dict(units)
+        self.request_log = request_log
+        self.clock_start = clock_start
+        # Requests awaiting their response, by (unit, transaction id); a FIFO
+        # per key because two clients of one device may use the same ids.
+        self.pending: dict[tuple[int, int], deque[tuple[float, int, int, int]]] = {}
+        self._action = ""
+
+    def trace_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
+        now = time.time()
+        key = (pdu.dev_id, pdu.transaction_id)
+        if not sending:
+            self.pending.setdefault(key, deque()).append(
+                (now, pdu.function_code, pdu.address, pdu.count)
+            )
+            return pdu
+        waiting = self.pending.get(key)
+        if waiting:
+            ts, fc, address, count = waiting.popleft()
+            if not waiting:
+                del self.pending[key]
+        else:  # a response pymodbus made up (e.g. to an undecodable request)
+            ts, fc, address, count = now, pdu.function_code & 0x7F, pdu.address, pdu.count
+        sim = self.units.get(pdu.dev_id)
+        code: int | None = None
+        if sim is None:
+            # A unit nobody answers to: on a shared bus, silence.
+            outcome, self._action = "no_device", "drop"
+        elif sim.fault.mode in ("timeout", "down"):
+            outcome, self._action = "timeout", "drop"
+        elif sim.fault.mode == "garbage":
+            outcome, self._action = "garbage", "garble"
+        elif pdu.isError():
+            outcome, code = "exception", int(pdu.exception_code)
+        else:
+            outcome = "ok"
+        if self.request_log is not None:
+            self.request_log.append(
+                {
+                    "ts": ts,
+                    "t": ts - self.clock_start,
+                    "device": sim.device.name if sim else None,
+                    "unit": pdu.dev_id,
+                    "fc": fc,
+                    "address": address,
+                    "count": count,
+                    "outcome": outcome,
+                    "exception_code": code,
+                    "latency_s": now - ts,
+                }
+            )
+        return pdu
+
+    def trace_packet(self, sending: bool, data: bytes) -> bytes:
+        if not sending or not self._action:
+            return data
+        action, self._action = self._action, ""
+        if action == "drop":
+            return b""
+        return _garble(data)
+
+
+def _garble(data: bytes) -> bytes:
+    """Corrupt a response so that no client can take it for a valid answer.
+
+    TCP (MBAP header, protocol id 0): keep the header so the client reads a
+    whole frame, and give it an unknown function code. RTU: flip bits, which
+    breaks the CRC.
+    """
+    b = bytearray(data)
+    if len(b) >= 8 and b[2:4] == b"\x00\x00":
+        b[7] = 0x7E  # no such function code
+        b[8:] = bytes((x ^ 0x5A) for x in b[8:])
+    else:
+        for i in range(1, len(b)):
+            b[i] ^= 0xA5
+    return bytes(b)
+
+
+class PlantServer:
+    """Serves a Plant: TCP devices on base_port + i, RTU lines behind PtyLines.
+
+    base_port: TCP device i listens on base_port + i; 0 lets the OS pick a
+    free port per device (see `endpoints` after start).
+    clock_start: the wall time of plant time 0 (default: now). Plant time 0
+    is a Monday 00:00, so passing the wall time of the last local Monday
+    midnight makes the plant's days and shifts line up with the wall clock.
+    baudrate: speed of the simulated RS-485 lines (None: no wire delay);
+    silence_chars: inter-frame silence the lines enforce (see PtyLine).
+    faults: initial fault per device name (see FAULT_MODES).
+
+    Usage: `async with PlantServer(plant) as srv: ... srv.endpoints ...`
+    """
+
+    def __init__(
+        self,
+        plant: Plant,
+        *,
+        host: str = "127.0.0.1",
+        base_port: int = 15020,
+        clock_start: float | None = None,
+        request_log: RequestLog | str | Path | None = None,
+        baudrate: int | None = 9600,
+        silence_chars: float = 0.0,
+        faults: Mapping[str, str] | None = None,
+    ) -> None:
+        self.plant = plant
+        self.host = host
+        self.base_port = base_port
+        self.clock_start = time.time() if clock_start is None else float(clock_start)
+        if isinstance(request_log, str | Path):
+            request_log = RequestLog(request_log)
+        self.request_log = request_log
+        self.baudrate = baudrate
+        self.silence_chars = silence_chars
+        self.sims = {d.name: _DeviceSim(d, self.plant_time) for d in plant.devices}
+        self.endpoints: dict[str, Endpoint] = {}
+        self.lines: dict[str, PtyLine] = {}
+        self._tcp: dict[str, ModbusTcpServer | None] = {}
+        self._tcp_tracers: dict[str, _Tracer] = {}
+        self._serial: list[ModbusSerialServer] = []
+        self._flusher: asyncio.Task[None] | None = None
+        for name, mode in (faults or {}).items():
+            self._check_fault(name, mode)
+            self.sims[name].fault.mode = mode
+
+    def plant_time(self) -> float:
+        """Plant seconds now."""
+        return time.time() - self.clock_start
+
+    def _check_fault(self, device: str, mode: str) -> None:
+        if device not in self.sims:
+            raise KeyError(f"unknown device {device!r}")
+        if mode not in FAULT_MODES:
+            raise ValueError(f"unknown fault {mode!r}; choose from {', '.join(FAULT_MODES)}")
+
+    # ------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        tcp = self.plant.tcp_endpoints(self.host, self.base_port)
+        for sim in self.sims.values():
+            sim.warm()
+        try:
+            for d in self.plant.devices:
+                if d.transport != "tcp":
+                    continue
+                self.endpoints[d.name] = tcp[d.name]
+                self._tcp_tracers[d.name] = _Tracer(
+                    {d.unit_id: self.sims[d.name]}, self.request_log, self.clock_start
+                )
+                self._tcp[d.name] = None
+                if self.sims[d.name].fault.mode != "down":
+                    await self._start_tcp(d.name)
+            for line_name, devices in self.plant.lines().items():
+                await self._start_line(line_name, devices)
+        except BaseException:
+            await self.stop()
+            raise
+        if self.request_log is not None and self.request_log.path is not None:
+            self._flusher = asyncio.create_task(self._flush_loop())
+
+    async def _start_tcp(self, name: str) -> None:
+        ep = self.endpoints[name]
+        tracer = self._tcp_tracers[name]
+        server = ModbusTcpServer(
+            [self.sims[name].sim_device()],
+            address=(self.host, int(ep.port or 0)),
+            trace_pdu=tracer.trace_pdu,
+            trace_packet=tracer.trace_packet,
+        )
+        try:
+            await server.serve_forever(background=True)
+        except RuntimeError as exc:  # pymodbus's way of saying the bind failed
+            raise OSError(f"{name}: cannot listen on {self.host}:{ep.port}: {exc}") from None
+        if not ep.port:
+            # base_port 0: the OS picked a free port; keep it for restarts.
+            listener = cast(asyncio.Server, server.transport)
+            port = listener.sockets[0].getsockname()[1]
+            self.endpoints[name] = dataclasses.replace(ep, port=port)
+        self._tcp[name] = server
+
+    async def _start_line(self, line_name: str, devices: list[PlantDevice]) -> None:
+        line = PtyLine(self.baudrate, silence_chars=self.silence_chars)
+        self.lines[line_name] = line
+        units = {d.unit_id: self.sims[d.name] for d in devices}
+        tracer = _Tracer(units, self.request_log, self.clock_start)
+        server = ModbusSerialServer(
+            [self.sims[d.name].sim_device() for d in devices],
+            port=line.server_path,
+            baudrate=self.baudrate or 115200,
+            trace_pdu=tracer.trace_pdu,
+            trace_packet=tracer.trace_packet,
+        )
+        await server.serve_forever(background=True)
+        self._serial.append(server)
+        for d in devices:
+            self.endpoints[d.name] = Endpoint(
+                "rtu", d.unit_id, port=line.client_path, baudrate=self.baudrate
+            )
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if self.request_log is not None:
+                self.request_log.flush()
+
+    async def stop(self) -> None:
+        """Stop every server and line; flush and close the request log."""
+        if self._flusher:
+            self._flusher.cancel()
+            self._flusher = None
+        for name, server in list(self._tcp.items()):
+            if server is not None:
+                await server.shutdown()
+            self._tcp[name] = None
+        for s in self._serial:
+            await s.shutdown()
+        self._serial = []
+        for line in self.lines.values():
+            line.close()
+        self.lines = {}
+        if self.request_log is not None:
+            self.request_log.flush()
+            self.request_log.close()
+
+    async def __aenter__(self) -> PlantServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # ---------------------------------------------------------------- faults
+    async def set_fault(
+        self,
+        device: str,
+        mode: str,
+        *,
+        delay: float = 0.5,
+        code: ExcCodes = ExcCodes.DEVICE_BUSY,
+    ) -> None:
+        """Switch a device's fault at runtime.
+
+        none | timeout (never answers) | exception (answers `code`) |
+        garbage (corrupt response frames) | slow (answers after `delay` s) |
+        down (TCP: server stopped, connection refused; RTU: silent, as a
+        powered-off device on a bus).
+        """
+        self._check_fault(device, mode)
+        fault = self.sims[device].fault
+        was_down = fault.mode == "down"
+        fault.mode, fault.delay, fault.code = mode, delay, code
+        if device not in self._tcp:
+            return
+        server = self._tcp[device]
+        if mode == "down" and server is not None:
+            await server.shutdown()
+            self._tcp[device] = None
+        elif was_down and mode != "down" and server is None:
+            await self._start_tcp(device)
+
+    def fault(self, device: str) -> str:
+        return self.sims[device].fault.mode

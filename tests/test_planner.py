@@ -99,7 +99,7 @@ def test_split_read_halves_by_address_and_gives_up_on_one_tag():
 
 
 def test_plan_summary_and_bus_occupancy():
-    tags = tags_at([0, 1, 2]) + [PlanTag("d/c", "d", Table.COIL, 0, 1, 1.0)]
+    tags = [*tags_at([0, 1, 2]), PlanTag("d/c", "d", Table.COIL, 0, 1, 1.0)]
     cost = CostModel.serial(9600)
     plan = plan_reads(tags, {"d": DeviceLimits()}, {"d": cost})
     assert plan.summary() == "2 reads cover 3 registers for 4 tags (and 1 bits)"

@@ -25,7 +25,7 @@ test: $(STAMP) lint typecheck
 	$(BIN)/pytest
 
 demo: $(STAMP)
-	$(BIN)/python -m simulators.demo
+	scripts/demo.sh
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

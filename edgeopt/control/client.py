@@ -99,10 +99,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _join_relative_times(argv: Sequence[str]) -> list[str]:
+    """`--since -10m` → `--since=-10m`: argparse would read -10m as an option."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("--since", "--until") and i + 1 < len(argv) and argv[i + 1].startswith("-"):
+            out.append(f"{arg}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(_join_relative_times(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:
         return EXIT_USAGE if exc.code else EXIT_OK
     client = ControlClient(args.socket)
@@ -167,7 +182,8 @@ def _value(value: Any) -> str:
 
 
 def render(command: str, result: Any, args: argparse.Namespace) -> None:
-    console = Console()
+    # Piped output keeps whole names rather than a terminal-width table.
+    console = Console(width=None if sys.stdout.isatty() else 200)
     if command == "status":
         _render_status(console, result)
     elif command == "devices":

@@ -1,8 +1,10 @@
-"""The daemon: wires config, poller, storage and the control socket together.
+"""The daemon: wires config, poller, storage, scheduler jobs and the control socket.
 
 Wiring only. `Daemon.run()` holds the state-dir lock, opens storage, plans
-and starts one worker per line, serves the control socket, and on SIGTERM or
-SIGINT stops polling, flushes storage and closes everything.
+and starts one worker per line, runs the maintenance jobs on APScheduler,
+serves the control socket, talks to systemd, and on SIGTERM or SIGINT stops
+polling, flushes storage and closes everything. SIGHUP (or `edgeoptctl
+reload`) applies a new config as a diff, keeping what did not change.
 """
 
 from __future__ import annotations
@@ -10,22 +12,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import signal
-from collections import deque
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
 from edgeopt.clock import Clock, SystemClock
-from edgeopt.config import Config
+from edgeopt.config import Config, ConfigError, load_config
 from edgeopt.control.commands import DaemonView, register
-from edgeopt.control.server import ControlServer
+from edgeopt.control.server import ControlError, ControlServer, Peer
 from edgeopt.events import EventLog
-from edgeopt.modbus.transport import PymodbusTransport, Transport
+from edgeopt.metrics import MetricsServer, Snapshot, loop_snapshot
+from edgeopt.modbus.transport import Endpoint, PymodbusTransport, Transport
 from edgeopt.poller import LineWorker, Poller, endpoint_of
 from edgeopt.storage import HotStore
+from edgeopt.systemd import SystemdNotifier
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +42,11 @@ DB_NAME = "edgeopt.db"
 LOCK_NAME = "edgeopt.lock"
 RATE_WINDOW = 10.0  # seconds of history behind reads/s and bus load
 
+TransportFactory = Callable[[Endpoint, Clock], Transport]
+
 
 class DaemonError(RuntimeError):
     """Raised when the daemon cannot start (e.g. another one holds the state dir)."""
-
-
-TransportFactory = Callable[..., Transport]
 
 
 class StateLock:
@@ -99,8 +107,35 @@ class RateMeter:
         span = t1 - t0
         if span <= 0:
             return {"reads_per_s": 0.0, "bus_load": {}}
-        load = {line: round(min(1.0, (b1[line] - b0.get(line, 0.0)) / span), 4) for line in b1}
-        return {"reads_per_s": round((r1 - r0) / span, 3), "bus_load": load}
+        # Devices removed by a reload take their counters with them: clamp at 0.
+        load = {
+            line: round(min(1.0, max(0.0, b1[line] - b0.get(line, 0.0)) / span), 4) for line in b1
+        }
+        return {"reads_per_s": round(max(0, r1 - r0) / span, 3), "bus_load": load}
+
+
+@dataclass
+class LineRunner:
+    """A line's worker, its task, and the endpoint its transport was built for."""
+
+    endpoint: Endpoint
+    worker: LineWorker
+    task: asyncio.Task[None]
+
+
+@dataclass
+class ReloadResult:
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    restart_needed: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.added)} added, {len(self.removed)} removed, "
+            f"{len(self.changed)} changed, {len(self.unchanged)} unchanged devices"
+        )
 
 
 class Daemon:
@@ -113,26 +148,39 @@ class Daemon:
         clock: Clock | None = None,
         transport_factory: TransportFactory = PymodbusTransport,
         handle_signals: bool = True,
+        notifier: SystemdNotifier | None = None,
     ) -> None:
         self.config = config
-        self._handle_signals = handle_signals
         self.clock = clock or SystemClock()
         self.events = EventLog()
         self.poller = Poller(config.devices, events=self.events)
-        self._transport_factory = transport_factory
-        self._stop = asyncio.Event()
+        self.rates = RateMeter(self.poller, self.clock)
+        self.notifier = notifier or SystemdNotifier()
         self.ready = asyncio.Event()
         self.store: HotStore | None = None
-        self.workers: dict[str, LineWorker] = {}
         self.control: ControlServer | None = None
-        self.rates = RateMeter(self.poller, self.clock)
+        self.lines: dict[str, LineRunner] = {}
+        self.job_failures: Counter[str] = Counter()
+        self._transport_factory = transport_factory
+        self._handle_signals = handle_signals
+        self._stop = asyncio.Event()
+        self._scheduler: AsyncIOScheduler | None = None
+        self._metrics: MetricsServer | None = None
+        self._reload_lock = asyncio.Lock()
+        self._started_wall = 0.0
 
     @property
     def state_dir(self) -> Path:
         return Path(self.config.daemon.state_dir)
 
+    @property
+    def workers(self) -> dict[str, LineWorker]:
+        return {line: runner.worker for line, runner in self.lines.items()}
+
     def stop(self) -> None:
         self._stop.set()
+
+    # -- lifecycle -------------------------------------------------------------
 
     async def run(self) -> None:
         lock = StateLock(self.state_dir)
@@ -141,6 +189,7 @@ class Daemon:
             await self._run_locked()
         finally:
             lock.release()
+            self.notifier.close()
 
     async def _run_locked(self) -> None:
         cfg = self.config
@@ -153,91 +202,292 @@ class Daemon:
         self.poller.sinks.append(self.store.extend)
         plan = self.poller.replan(self.clock.monotonic())
         log.info("read plan: %s", plan.summary())
-        for device in self.poller.devices.values():
-            log.debug("device %s on line %s", device.name, device.line)
-        self.control = ControlServer(
-            Path(cfg.daemon.socket),
-            group=cfg.daemon.socket_group,
-            admin_group=cfg.daemon.admin_group,
-        )
-        started = self.clock.now()
-        register(
-            self.control,
-            DaemonView(
-                poller=self.poller,
-                store=self.store,
-                events=self.events,
-                started_wall=started,
-                now=self.clock.now,
-                rates=self.rates.rates,
-                extra_status=self._storage_status,
-            ),
-        )
-        if self._handle_signals:
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                with contextlib.suppress(NotImplementedError, RuntimeError):
-                    loop.add_signal_handler(sig, self._on_signal, sig)
-        tasks: list[asyncio.Task[None]] = []
+        self._started_wall = self.clock.now()
+        self.control = self._control_server()
+        self._install_signals()
+        background: list[asyncio.Task[None]] = []
         try:
             await self.control.start()
-            for line, devices in self.poller.lines().items():
-                transport = self._transport_factory(endpoint_of(devices[0].config), self.clock)
-                self.workers[line] = LineWorker(line, self.poller, transport, self.clock)
-            tasks = [
-                asyncio.create_task(worker.run(), name=f"line {line}")
-                for line, worker in self.workers.items()
-            ]
-            tasks.append(asyncio.create_task(self.store.run(), name="storage flush"))
-            tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
+            self._sync_lines()
+            background.append(asyncio.create_task(self.store.run(), name="storage flush"))
+            if self.notifier.watchdog_interval:
+                background.append(asyncio.create_task(self._watchdog(), name="watchdog"))
+            self._scheduler = self._start_scheduler()
+            self._start_metrics()
             self.ready.set()
-            log.info(
-                "edgeopt running: %d devices on %d lines, %d tags; control socket %s",
-                len(self.poller.devices),
-                len(self.workers),
-                len(self.poller.tags),
-                cfg.daemon.socket,
-            )
-            stop = asyncio.create_task(self._stop.wait())
-            done, _ = await asyncio.wait([stop, *tasks], return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if task is not stop and task.exception() is not None:
-                    raise DaemonError(f"task {task.get_name()} died") from task.exception()
-            stop.cancel()
+            summary = self._summary()
+            self.notifier.ready(summary)
+            log.info("edgeopt running: %s; control socket %s", summary, cfg.daemon.socket)
+            await self._wait_for_stop(background)
         finally:
-            await self._shutdown(tasks)
+            await self._shutdown(background)
 
-    async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
+    async def _wait_for_stop(self, background: list[asyncio.Task[None]]) -> None:
+        stop = asyncio.create_task(self._stop.wait())
+        try:
+            while not self._stop.is_set():
+                tasks = [stop, *background, *(r.task for r in self.lines.values())]
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task is stop or task.cancelled():
+                        continue
+                    exc = task.exception()
+                    if exc is not None:
+                        raise DaemonError(f"task {task.get_name()!r} died: {exc!r}") from exc
+        finally:
+            stop.cancel()
+
+    async def _shutdown(self, background: list[asyncio.Task[None]]) -> None:
         log.info("stopping: polling stops, storage flushes")
-        for task in tasks:
+        self.notifier.stopping()
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+        if self._metrics is not None:
+            self._metrics.stop()
+        for line in list(self.lines):
+            await self._stop_line(line)
+        for task in background:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*background, return_exceptions=True)
         if self.control is not None:
             await self.control.close()
         if self.store is not None:
             await self.store.close()
-        for worker in self.workers.values():
-            with contextlib.suppress(Exception):
-                await worker.close()
         log.info("stopped")
 
-    def _on_signal(self, sig: signal.Signals) -> None:
+    def _install_signals(self) -> None:
+        if not self._handle_signals:
+            return
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._on_stop_signal, sig)
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+
+    def _on_stop_signal(self, sig: signal.Signals) -> None:
         log.info("received %s", sig.name)
         self.stop()
 
-    async def _housekeeping(self) -> None:
-        """Once a second: stale checks and the rate window."""
-        while True:
-            self.poller.check_stale(self.clock.now())
-            self.rates.sample()
-            await asyncio.sleep(1.0)
+    def _on_hup(self) -> None:
+        log.info("received SIGHUP: reloading %s", self.config.source)
 
-    def _storage_status(self) -> dict[str, Any]:
+        async def reload_logged() -> None:
+            with contextlib.suppress(ControlError):  # already logged and evented
+                await self.reload()
+
+        asyncio.get_running_loop().create_task(reload_logged(), name="reload")
+
+    # -- lines -----------------------------------------------------------------
+
+    def _sync_lines(self) -> None:
+        """Start, keep or stop one worker per line to match the poller's devices."""
+        wanted = {line: endpoint_of(devs[0].config) for line, devs in self.poller.lines().items()}
+        for line in [line for line in self.lines if line not in wanted]:
+            asyncio.get_running_loop().create_task(self._stop_line(line))
+        for line, endpoint in wanted.items():
+            runner = self.lines.get(line)
+            if runner is not None and runner.endpoint == endpoint:
+                runner.worker.wake()  # the plan may have new reads due sooner
+                continue
+            if runner is not None:
+                asyncio.get_running_loop().create_task(self._stop_line(line))
+            transport = self._transport_factory(endpoint, self.clock)
+            worker = LineWorker(line, self.poller, transport, self.clock)
+            task = asyncio.create_task(worker.run(), name=f"line {line}")
+            self.lines[line] = LineRunner(endpoint, worker, task)
+
+    async def _stop_line(self, line: str) -> None:
+        runner = self.lines.pop(line, None)
+        if runner is None:
+            return
+        runner.task.cancel()
+        await asyncio.gather(runner.task, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await runner.worker.close()
+
+    # -- reload ----------------------------------------------------------------
+
+    async def reload(self) -> ReloadResult:
+        """Re-read the config file and apply the difference.
+
+        Raises:
+            ControlError: the new file is invalid; the old config keeps running.
+        """
+        async with self._reload_lock:
+            self.notifier.reloading()
+            try:
+                result = await self._reload()
+            finally:
+                self.notifier.status(self._summary())
+                self.notifier.notify("READY=1")
+            return result
+
+    async def _reload(self) -> ReloadResult:
+        path = Path(self.config.source)
+        try:
+            new = await asyncio.to_thread(load_config, path)
+        except ConfigError as exc:
+            log.error("reload of %s failed; keeping the running config:\n%s", path, exc)
+            self.events.emit(
+                self.clock.now(), "config_reload_failed", f"reload failed: {exc}", file=str(path)
+            )
+            raise ControlError("invalid_config", str(exc)) from None
+        old = self.config
+        result = ReloadResult()
+        old_devices = {d.name: d for d in old.devices}
+        new_devices = {d.name: d for d in new.devices}
+        for name in old_devices.keys() - new_devices.keys():
+            self.poller.remove_device(name)
+            result.removed.append(name)
+        for name, device in new_devices.items():
+            if name not in old_devices:
+                result.added.append(name)
+            elif old_devices[name] != device:
+                result.changed.append(name)
+            else:
+                result.unchanged.append(name)
+                continue
+            self.poller.update_device(device)
+        for key in ("state_dir", "socket", "socket_group", "admin_group"):
+            if getattr(old.daemon, key) != getattr(new.daemon, key):
+                result.restart_needed.append(f"daemon.{key}")
+        for section in ("storage", "metrics"):
+            if getattr(old, section) != getattr(new, section):
+                result.restart_needed.append(section)
+        if old.daemon.log_level != new.daemon.log_level:
+            logging.getLogger().setLevel(new.daemon.log_level.upper())
+        self.config = new
+        plan = self.poller.replan(self.clock.monotonic())
+        self._sync_lines()
+        message = f"config reloaded: {result.summary()}; plan: {plan.summary()}"
+        if result.restart_needed:
+            message += f"; needs a restart to apply: {', '.join(result.restart_needed)}"
+        log.info("%s", message)
+        self.events.emit(
+            self.clock.now(),
+            "config_reloaded",
+            message,
+            added=result.added,
+            removed=result.removed,
+            changed=result.changed,
+        )
+        return result
+
+    # -- jobs ------------------------------------------------------------------
+
+    def _start_scheduler(self) -> AsyncIOScheduler:
+        """Maintenance runs on APScheduler; individual polls never do (too coarse)."""
+        scheduler = AsyncIOScheduler(
+            event_loop=asyncio.get_running_loop(),
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
+        )
+        self._add_job(scheduler, "stats", 1.0, self._job_stats)
+        self._add_job(scheduler, "storage_check", 5.0, self._job_storage_check)
+        self._add_job(scheduler, "systemd_status", 10.0, self._job_systemd_status)
+        scheduler.add_listener(self._on_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED)
+        scheduler.start()
+        return scheduler
+
+    @staticmethod
+    def _add_job(
+        scheduler: AsyncIOScheduler,
+        name: str,
+        seconds: float,
+        func: Callable[[], Awaitable[None]],
+    ) -> None:
+        scheduler.add_job(func, "interval", seconds=seconds, id=name, name=name)
+
+    def _on_job_event(self, event: JobExecutionEvent) -> None:
+        self.job_failures[event.job_id] += 1
+        if event.exception is not None:
+            log.error(
+                "job %s failed (%d failures so far): %r",
+                event.job_id,
+                self.job_failures[event.job_id],
+                event.exception,
+                exc_info=(type(event.exception), event.exception, event.exception.__traceback__),
+            )
+        else:
+            log.warning("job %s missed its run time", event.job_id)
+
+    async def _job_stats(self) -> None:
+        self.poller.check_stale(self.clock.now())
+        self.rates.sample()
+
+    async def _job_storage_check(self) -> None:
         if self.store is None:
-            return {}
-        st = self.store.status()
-        return {
-            "storage": {
+            return
+        status = self.store.status()
+        if status.state != "ok":
+            log.warning(
+                "storage %s: %s (%d samples buffered, %d dropped)",
+                status.state,
+                status.last_error,
+                status.buffered,
+                status.dropped,
+            )
+
+    async def _job_systemd_status(self) -> None:
+        self.notifier.status(self._summary())
+
+    async def _watchdog(self) -> None:
+        """WATCHDOG=1 from the event loop itself: a stuck loop stops the pings."""
+        interval = self.notifier.watchdog_interval or 1.0
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    # -- views -----------------------------------------------------------------
+
+    def _summary(self) -> str:
+        states = Counter(d.health.state.value for d in self.poller.devices.values())
+        rate = self.rates.rates()["reads_per_s"]
+        return (
+            f"{len(self.poller.devices)} devices ({states['online']} online, "
+            f"{states['offline']} offline), {len(self.poller.tags)} tags, {rate:.1f} reads/s"
+        )
+
+    def _control_server(self) -> ControlServer:
+        assert self.store is not None
+        cfg = self.config.daemon
+        server = ControlServer(
+            Path(cfg.socket), group=cfg.socket_group, admin_group=cfg.admin_group, audit=self._audit
+        )
+        register(
+            server,
+            DaemonView(
+                poller=self.poller,
+                store=self.store,
+                events=self.events,
+                started_wall=self._started_wall,
+                now=self.clock.now,
+                rates=self.rates.rates,
+                extra_status=self._extra_status,
+            ),
+        )
+
+        async def reload(args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+            result = await self.reload()
+            return {**result.__dict__, "summary": result.summary()}
+
+        server.command("reload", reload, writes=True)
+        return server
+
+    async def _audit(self, peer: Peer, command: str, args: dict[str, Any], result: str) -> None:
+        if self.store is None:
+            return
+        async with self.store.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO audit (ts, uid, pid, command, args, result) VALUES (?, ?, ?, ?, ?, ?)",
+                (self.clock.now(), peer.uid, peer.pid, command, json.dumps(args), result),
+            )
+
+    def _extra_status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"jobs": {"failures": dict(self.job_failures)}}
+        if self.store is not None:
+            st = self.store.status()
+            out["storage"] = {
                 "state": st.state,
                 "rows_written": st.rows_written,
                 "buffered": st.buffered,
@@ -245,4 +495,40 @@ class Daemon:
                 "last_error": st.last_error,
                 "db_bytes": st.db_bytes,
             }
+        return out
+
+    def _start_metrics(self) -> None:
+        listen = self.config.metrics.listen
+        if not listen:
+            return
+        self._metrics = MetricsServer(
+            listen, loop_snapshot(asyncio.get_running_loop(), self.metrics_snapshot)
+        )
+        try:
+            self._metrics.start()
+        except OSError as exc:
+            log.error("cannot serve metrics on %s: %s; running without them", listen, exc)
+            self._metrics = None
+
+    def metrics_snapshot(self) -> Snapshot:
+        devices = [
+            {
+                "name": d.name,
+                "state": d.health.state.value,
+                "reads": d.stats.reads,
+                "errors_by_kind": dict(d.stats.errors_by_kind),
+                "latency_ms": d.stats.latency_ms(),
+            }
+            for d in self.poller.devices.values()
+        ]
+        qualities = Counter(t.state.quality.value for t in self.poller.tags.values())
+        snap: Snapshot = {
+            "devices": devices,
+            "bus_load": self.rates.rates()["bus_load"],
+            "tags_by_quality": {q: qualities.get(q, 0) for q in ("good", "stale", "bad")},
         }
+        if self.store is not None:
+            st = self.store.status()
+            snap["storage_tiers"] = {"hot": {"bytes": st.db_bytes, "samples": None}}
+            snap["storage_buffered"] = st.buffered
+        return snap

@@ -101,6 +101,28 @@ def endpoint_of(device: DeviceConfig) -> Endpoint:
     )
 
 
+def _device_runtime(device: DeviceConfig) -> DeviceRuntime:
+    limits = DeviceLimits(
+        max_registers=device.max_registers_per_read,
+        max_bits=device.max_bits_per_read,
+        max_gap=device.max_gap,
+    )
+    return DeviceRuntime(device, endpoint_of(device), limits, default_cost(device))
+
+
+def _tag_runtime(device: str, tag: TagConfig) -> TagRuntime:
+    key = f"{device}/{tag.name}"
+    return TagRuntime(
+        key=key,
+        device=device,
+        config=tag,
+        codec=codec_for(tag),
+        table=Table(tag.table),
+        state=TagState(key, float(tag.deadband), float(tag.max_staleness)),
+        interval=float(tag.interval),
+    )
+
+
 def default_cost(device: DeviceConfig) -> CostModel:
     """The cost model before anything is measured: wire time on serial, RTT on TCP."""
     if device.transport == "rtu":
@@ -134,34 +156,53 @@ class Poller:
     # -- configuration -------------------------------------------------------
 
     def add_device(self, device: DeviceConfig) -> None:
-        limits = DeviceLimits(
-            max_registers=device.max_registers_per_read,
-            max_bits=device.max_bits_per_read,
-            max_gap=device.max_gap,
-        )
-        runtime = DeviceRuntime(device, endpoint_of(device), limits, default_cost(device))
+        runtime = _device_runtime(device)
         self.devices[runtime.name] = runtime
         self.schedules.setdefault(runtime.line, ReadSchedule())
         for tag in device.tags:
-            key = f"{device.name}/{tag.name}"
-            self.tags[key] = TagRuntime(
-                key=key,
-                device=runtime.name,
-                config=tag,
-                codec=codec_for(tag),
-                table=Table(tag.table),
-                state=TagState(key, float(tag.deadband), float(tag.max_staleness)),
-                interval=float(tag.interval),
-            )
+            runtime_tag = _tag_runtime(runtime.name, tag)
+            self.tags[runtime_tag.key] = runtime_tag
+
+    def update_device(self, device: DeviceConfig) -> None:
+        """Adopt a device's new config, keeping what is still valid.
+
+        Tags whose config did not change keep their state, statistics and
+        learned interval. If the connection did not change either, the device
+        keeps its health, statistics, measured cost and learned read splits.
+        """
+        old = self.devices.get(device.name)
+        if old is None:
+            self.add_device(device)
+            return
+        if old.config == device:
+            return
+        runtime = _device_runtime(device)
+        if runtime.endpoint == old.endpoint:
+            runtime.health, runtime.stats, runtime.cost = old.health, old.stats, old.cost
+            runtime.limits = replace(runtime.limits, barriers=old.limits.barriers)
+        self.devices[runtime.name] = runtime
+        self.schedules.setdefault(runtime.line, ReadSchedule())
+        self._drop_unused_schedules()
+        wanted = {f"{device.name}/{tag.name}": tag for tag in device.tags}
+        for key in [k for k, t in self.tags.items() if t.device == device.name]:
+            if key not in wanted:
+                del self.tags[key]
+        for key, tag in wanted.items():
+            current = self.tags.get(key)
+            if current is None or current.config != tag:
+                self.tags[key] = _tag_runtime(runtime.name, tag)
 
     def remove_device(self, name: str) -> None:
-        runtime = self.devices.pop(name, None)
-        if runtime is None:
+        if self.devices.pop(name, None) is None:
             return
         for key in [k for k, t in self.tags.items() if t.device == name]:
             del self.tags[key]
-        if not any(d.line == runtime.line for d in self.devices.values()):
-            self.schedules.pop(runtime.line, None)
+        self._drop_unused_schedules()
+
+    def _drop_unused_schedules(self) -> None:
+        used = {d.line for d in self.devices.values()}
+        for line in [line for line in self.schedules if line not in used]:
+            del self.schedules[line]
 
     def lines(self) -> dict[str, list[DeviceRuntime]]:
         out: dict[str, list[DeviceRuntime]] = {}

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import logging
 import time
 from bisect import bisect_right
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -385,9 +386,16 @@ class PlantServer:
         self._tcp_tracers: dict[str, _Tracer] = {}
         self._serial: list[ModbusSerialServer] = []
         self._flusher: asyncio.Task[None] | None = None
+        # Connections opened per TCP device: a poller that keeps its connection
+        # across a config reload leaves this count alone.
+        self.connections: Counter[str] = Counter()
         for name, mode in (faults or {}).items():
             self._check_fault(name, mode)
             self.sims[name].fault.mode = mode
+
+    def _on_connect(self, device: str, connected: bool) -> None:
+        if connected:
+            self.connections[device] += 1
 
     def plant_time(self) -> float:
         """Plant seconds now."""
@@ -431,6 +439,7 @@ class PlantServer:
             address=(self.host, int(ep.port or 0)),
             trace_pdu=tracer.trace_pdu,
             trace_packet=tracer.trace_packet,
+            trace_connect=functools.partial(self._on_connect, name),
         )
         try:
             await server.serve_forever(background=True)

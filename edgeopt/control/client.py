@@ -95,7 +95,27 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--limit", type=int)
     query.add_argument("--csv", action="store_true", help="print ts,value lines")
     events = sub.add_parser("events", help="recent events")
-    events.add_argument("--follow", action="store_true")
+    events.add_argument("--follow", action="store_true", help="stream new events until Ctrl-C")
+    events.add_argument("--limit", type=int)
+    sub.add_parser("reload", help="re-read the config file and apply the difference")
+    optimize = sub.add_parser("optimize", help="run an optimizer cycle now")
+    optimize.add_argument("mode", choices=["quick", "full"])
+    sub.add_parser("evaluate", help="judge pending optimizations now")
+    strategy = sub.add_parser("strategy", help="list or tune optimizer strategies")
+    actions = strategy.add_subparsers(dest="action", required=True)
+    actions.add_parser("list")
+    setter = actions.add_parser("set")
+    setter.add_argument("name")
+    setter.add_argument("params", nargs="+", metavar="KEY=VALUE")
+    for action in ("enable", "disable"):
+        actions.add_parser(action).add_argument("name")
+    history = sub.add_parser("history", help="applied optimizations and their outcome")
+    history.add_argument("--limit", type=int)
+    sub.add_parser("stats", help="optimizer statistics")
+    sub.add_parser("recommendations", help="what to change, by priority")
+    top = sub.add_parser("top", help="live view of devices, bus load and busiest tags")
+    top.add_argument("--interval", type=float, default=1.0)
+    top.add_argument("--iterations", type=int, default=0, help="stop after N refreshes")
     return parser
 
 
@@ -121,8 +141,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         return EXIT_USAGE if exc.code else EXIT_OK
     client = ControlClient(args.socket)
-    request_args = _request_args(args)
     try:
+        request_args = _request_args(args)
+    except SystemExit as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        if args.command == "top":
+            return run_top(client, args.interval, args.iterations)
         if getattr(args, "follow", False):
             return _follow(client, args.command, request_args, args.json)
         reply = client.call(args.command, request_args)
@@ -146,11 +172,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _request_args(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name in ("device", "tag", "since", "until", "limit", "follow"):
+    for name in ("device", "tag", "since", "until", "limit", "follow", "mode", "action", "name"):
         value = getattr(args, name, None)
         if value is not None and value is not False:
             out[name] = value
+    if getattr(args, "params", None):
+        out["params"] = dict(_key_value(p) for p in args.params)
     return out
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    """KEY=VALUE, with VALUE read as JSON when it parses (numbers, booleans)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"edgeoptctl: expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
 
 
 def _follow(client: ControlClient, cmd: str, args: dict[str, Any], as_json: bool) -> int:
@@ -229,8 +268,87 @@ def render(command: str, result: Any, args: argparse.Namespace) -> None:
     elif command == "events":
         for event in result:
             print(_event_line(event))
+    elif command == "reload":
+        print(f"reloaded: {result.get('summary', result)}")
+        if result.get("restart_needed"):
+            print(f"needs a restart to apply: {', '.join(result['restart_needed'])}")
+    elif command == "history":
+        table = Table("id", "strategy", "started", "outcome", "improvement")
+        for h in result:
+            improvement = h.get("improvement")
+            table.add_row(
+                str(h["id"]),
+                h["strategy"],
+                _ts(h.get("started")),
+                h["outcome"],
+                "-" if improvement is None else f"{improvement * 100:+.1f}%",
+            )
+        console.print(table)
+    elif command == "recommendations":
+        for r in result:
+            console.print(
+                f"[{r.get('priority', '')}] {r.get('title', r.get('message', ''))}"
+                f" — {r.get('detail', r.get('expected_impact', ''))}"
+            )
     else:
         console.print_json(json.dumps(result))
+
+
+def run_top(client: ControlClient, interval: float, iterations: int) -> int:
+    """A live view: devices, bus load per line, and the busiest tags."""
+    from rich.live import Live
+
+    def frame() -> Table:
+        status = client.call("status")["result"]
+        devices = client.call("devices")["result"]
+        tags = client.call("tags")["result"]
+        grid = Table.grid(padding=(0, 1))
+        grid.add_row(
+            f"edgeopt {status['version']}  up {status['uptime_s']:.0f}s  "
+            f"reads/s {status['reads_per_s']:.1f}  pressure {status['pressure']}"
+        )
+        dev = Table("device", "state", "reads", "errors", "p50 ms", "p99 ms", title="devices")
+        for d in devices:
+            lat = d.get("latency_ms") or {}
+            dev.add_row(
+                d["name"],
+                d["state"],
+                str(d["reads"]),
+                str(d["errors"]),
+                _value(lat.get("p50")),
+                _value(lat.get("p99")),
+            )
+        grid.add_row(dev)
+        bus = Table("line", "busy", title="bus load")
+        for line, load in sorted(status.get("bus_load", {}).items()):
+            bus.add_row(line, f"{load * 100:.1f}%")
+        grid.add_row(bus)
+        busiest = sorted(tags, key=lambda t: t["reads"], reverse=True)[:10]
+        top_tags = Table("tag", "value", "interval s", "reads", "changes", title="busiest tags")
+        for t in busiest:
+            top_tags.add_row(
+                f"{t['device']}/{t['name']}",
+                _value(t["value"]),
+                f"{t['interval_s']:g}",
+                str(t["reads"]),
+                str(t["changes"]),
+            )
+        grid.add_row(top_tags)
+        return grid
+
+    import time
+
+    count = 0
+    try:
+        with Live(frame(), refresh_per_second=4, screen=False) as live:
+            while True:
+                count += 1
+                if iterations and count >= iterations:
+                    return EXIT_OK
+                time.sleep(interval)
+                live.update(frame())
+    except KeyboardInterrupt:
+        return EXIT_OK
 
 
 def _render_status(console: Console, s: dict[str, Any]) -> None:

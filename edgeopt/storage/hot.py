@@ -65,16 +65,6 @@ _JOURNAL_SIZE_LIMIT = 16 * 1024 * 1024
 _BUSY_TIMEOUT_MS = 5000
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """One value of one tag at one time, as the poll loop produced it."""
-
-    tag: str  # "DEVICE/NAME"
-    ts: float  # epoch seconds
-    value: SampleValue
-    quality: str  # "good" | "stale" | "bad"
-
-
 class SampleLike(Protocol):
     """What `append` needs of a sample; any object with these attributes will do.
 

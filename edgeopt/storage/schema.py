@@ -172,7 +172,24 @@ CREATE TABLE samples (
 
 #: Every schema step, oldest first. Add a step by appending one line, e.g.
 #: `Migration(2, "warm tier: compressed chunks", _WARM_TIER),`.
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "hot tier: tags and raw samples", _HOT_TIER),)
+_AUDIT = """
+-- Every control command that changes something, allowed or not: who asked
+-- (SO_PEERCRED uid and pid), what, with which arguments, and the outcome.
+CREATE TABLE audit (
+    id      INTEGER PRIMARY KEY,
+    ts      REAL    NOT NULL,
+    uid     INTEGER NOT NULL,
+    pid     INTEGER NOT NULL,
+    command TEXT    NOT NULL,
+    args    TEXT    NOT NULL,
+    result  TEXT    NOT NULL
+);
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "hot tier: tags and raw samples", _HOT_TIER),
+    Migration(2, "audit log of control commands that change things", _AUDIT),
+)
 
 _VERSION_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_version (

@@ -30,8 +30,9 @@ def setup_logging(level: str) -> None:
         stream=sys.stderr,
         force=True,
     )
-    # pymodbus logs every frame at debug and chatters at info.
-    logging.getLogger("pymodbus").setLevel(logging.WARNING if level != "debug" else logging.INFO)
+    # pymodbus logs frames at debug and routine late replies at error; the
+    # transport already reports every failed read with its device.
+    logging.getLogger("pymodbus").setLevel(logging.INFO if level == "debug" else logging.CRITICAL)
     logging.getLogger("aiosqlite").setLevel(logging.WARNING)
 
 

@@ -167,6 +167,7 @@ class Daemon:
         self._scheduler: AsyncIOScheduler | None = None
         self._metrics: MetricsServer | None = None
         self._reload_lock = asyncio.Lock()
+        self._watchdog_task: asyncio.Task[None] | None = None
         self._started_wall = 0.0
 
     @property
@@ -211,7 +212,8 @@ class Daemon:
             self._sync_lines()
             background.append(asyncio.create_task(self.store.run(), name="storage flush"))
             if self.notifier.watchdog_interval:
-                background.append(asyncio.create_task(self._watchdog(), name="watchdog"))
+                self._watchdog_task = asyncio.create_task(self._watchdog(), name="watchdog")
+                background.append(self._watchdog_task)
             self._scheduler = self._start_scheduler()
             self._start_metrics()
             self.ready.set()
@@ -239,6 +241,8 @@ class Daemon:
 
     async def _shutdown(self, background: list[asyncio.Task[None]]) -> None:
         log.info("stopping: polling stops, storage flushes")
+        if self._watchdog_task is not None:
+            self._watchdog_task.cancel()  # no WATCHDOG=1 may follow STOPPING=1
         self.notifier.stopping()
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
@@ -301,6 +305,7 @@ class Daemon:
         runner = self.lines.pop(line, None)
         if runner is None:
             return
+        runner.worker.stop()
         runner.task.cancel()
         await asyncio.gather(runner.task, return_exceptions=True)
         with contextlib.suppress(Exception):
@@ -472,7 +477,14 @@ class Daemon:
             return {**result.__dict__, "summary": result.summary()}
 
         server.command("reload", reload, writes=True)
+        for name in ("optimize", "evaluate", "strategy"):
+            server.command(name, self._optimizer_unavailable, writes=True)
+        for name in ("stats", "history", "recommendations"):
+            server.command(name, self._optimizer_unavailable)
         return server
+
+    async def _optimizer_unavailable(self, args: dict[str, Any], peer: Peer) -> None:
+        raise ControlError("unavailable", "the optimizer is not running in this daemon")
 
     async def _audit(self, peer: Peer, command: str, args: dict[str, Any], result: str) -> None:
         if self.store is None:

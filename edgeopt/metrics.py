@@ -53,8 +53,8 @@ class DaemonCollector(Collector):
             for kind, count in d["errors_by_kind"].items():
                 errors.add_metric([d["name"], kind], count)
             for q, ms in d["latency_ms"].items():
-                if ms is not None:
-                    latency.add_metric([d["name"], q.removeprefix("p")], ms / 1000)
+                if ms is not None:  # "p99" → quantile "0.99", as Prometheus summaries name it
+                    latency.add_metric([d["name"], str(int(q[1:]) / 100)], ms / 1000)
             up.add_metric([d["name"], d["state"]], 1.0 if d["state"] == "online" else 0.0)
         yield from (reads, errors, latency, up)
 

@@ -11,7 +11,6 @@ a slow or dead device never delays another line.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -407,6 +406,12 @@ class LineWorker:
         self._transport = transport
         self._clock = clock
         self._wake = asyncio.Event()
+        self._stopped = False
+
+    def stop(self) -> None:
+        """Finish after the read in flight (if any); `run` then returns."""
+        self._stopped = True
+        self._wake.set()
 
     def wake(self) -> None:
         """Look at the schedule again now (after a re-plan)."""
@@ -414,7 +419,7 @@ class LineWorker:
 
     async def run(self) -> None:
         clock, poller = self._clock, self._poller
-        while True:
+        while not self._stopped:
             now = clock.monotonic()
             item = poller.next_read(self.line, now)
             if item is None:
@@ -434,9 +439,14 @@ class LineWorker:
         due = schedule.next_due() if schedule else None
         self._wake.clear()
         timeout = None if due is None else max(0.0, due - now)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await self._wake.wait()
+        # asyncio.wait, not asyncio.timeout: on 3.11 a cancel that lands as the
+        # timeout fires can surface as TimeoutError, and suppressing that would
+        # swallow the cancel and keep a stopping worker alive.
+        waiter = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({waiter}, timeout=timeout)
+        finally:
+            waiter.cancel()
 
     async def close(self) -> None:
         await self._transport.close()

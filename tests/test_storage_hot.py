@@ -74,7 +74,10 @@ async def test_migrations_are_recorded_once_and_reopen_is_idempotent(tmp_path: P
 async def test_a_new_migration_is_one_line_and_applies_once(tmp_path: Path) -> None:
     path = tmp_path / "hot.db"
     await (await open_store(path)).close()
-    extra = (*MIGRATIONS, Migration(len(MIGRATIONS) + 1, "test: extra", "CREATE TABLE test_extra (x)"))
+    extra = (
+        *MIGRATIONS,
+        Migration(len(MIGRATIONS) + 1, "test: extra", "CREATE TABLE test_extra (x)"),
+    )
     store = await open_store(path)
     try:
         clock = VirtualClock(T0)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -149,3 +151,24 @@ async def test_daemon_process_lifecycle(tmp_path: Path):
         await asyncio.wait_for(fourth.communicate(), 5)
         assert fourth.returncode == 0
         assert rows(db) > after_kill
+
+
+def test_demo_script_starts_the_plant_and_daemon_and_queries_them(tmp_path: Path):
+    """`make demo`'s script, on its own ports and state dir, for one second."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        base = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "DEMO_SECONDS": "1",
+        "DEMO_BASE_PORT": str(base),
+        "DEMO_STATE": str(tmp_path / "demo"),
+    }
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "demo.sh")], capture_output=True, text=True, timeout=90, env=env
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    out = result.stdout
+    assert "devices 4 (online 4, degraded 0, offline 0)" in out
+    assert "meter1/voltage_l1" in out and "Press Ctrl-C to stop" in out
+    assert "demo stopped" in out

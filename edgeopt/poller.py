@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from edgeopt.clock import Clock
@@ -44,6 +45,10 @@ from edgeopt.tags import Sample, TagState
 log = logging.getLogger(__name__)
 
 SampleSink = Callable[[Sequence[Sample]], None]
+# Called with (tag, wall, now) whenever a read shows a change beyond the deadband.
+ChangeListener = Callable[["TagRuntime", float, float], None]
+# Successful reads kept per device for measuring its cost model: (units, latency).
+COST_SAMPLES = 256
 
 # Exception codes that mean the device itself is in trouble, not the request.
 _DEVICE_TROUBLE = frozenset({4, 6, 10, 11})
@@ -76,6 +81,11 @@ class DeviceRuntime:
     cost: CostModel
     health: DeviceHealth = field(default_factory=DeviceHealth)
     stats: ReadStats = field(default_factory=ReadStats)
+    # (registers, latency) of recent good reads (bit reads as 16 bits a register):
+    # the optimizer fits its cost model α + β·n to them.
+    cost_samples: deque[tuple[int, float]] = field(
+        default_factory=lambda: deque(maxlen=COST_SAMPLES)
+    )
 
     @property
     def name(self) -> str:
@@ -145,6 +155,15 @@ class Poller:
         self.tags: dict[str, TagRuntime] = {}
         self.schedules: dict[str, ReadSchedule] = {}
         self.plan = ReadPlan()
+        # Trigger relations: when a leader's read shows a change, its followers'
+        # reads run at once (the optimizer's cluster strategy sets these).
+        self.triggers: dict[str, frozenset[str]] = {}
+        self.trigger_reads = 0
+        self.change_listeners: list[ChangeListener] = []
+        # Called with a line whose schedule may now have an earlier deadline (a
+        # re-plan, a trigger read): the daemon wakes that line's worker.
+        self.wake_listeners: list[Callable[[str], None]] = []
+        self._read_of: dict[str, Read] = {}  # tag key -> the planned read holding it
         # Built once per planned read (Telegraf builds its decoders at config time too).
         self._decoders: dict[
             tuple[str, Table, int, int], tuple[list[TagRuntime], BlockDecoder]
@@ -211,41 +230,100 @@ class Poller:
 
     # -- planning ------------------------------------------------------------
 
-    def replan(self, now: float) -> ReadPlan:
-        """Re-plan every device from the current intervals and learned barriers."""
-        plan_tags = [
-            PlanTag(
-                key=t.key,
-                device=t.device,
-                table=t.table,
-                address=int(t.config.address),
-                width=int(t.config.width),
-                interval=t.interval,
-                priority=Priority(t.config.priority),
-            )
-            for t in self.tags.values()
-        ]
+    def replan(self, now: float, devices: Collection[str] | None = None) -> ReadPlan:
+        """Re-plan from the current intervals and learned barriers.
+
+        With `devices`, only their reads are planned again (the others keep
+        theirs, and their lines' schedules are left alone): a change to a few
+        tags should not cost a whole-plant plan.
+        """
+        if devices is not None:
+            return self._replan_devices(set(devices) & self.devices.keys(), now)
+        plan_tags = [self._plan_tag(t) for t in self.tags.values()]
         self.plan = plan_reads(
             plan_tags,
             {name: d.limits for name, d in self.devices.items()},
             {name: d.cost for name, d in self.devices.items()},
         )
         self._decoders.clear()
-        by_line: dict[str, list[Read]] = {line: [] for line in self.schedules}
-        for read in self.plan.reads:
-            by_line[self.devices[read.device].line].append(read)
-        for line, reads in by_line.items():
-            self.schedules[line].set_reads(reads, now)
+        self._schedule(set(self.schedules), now)
         return self.plan
 
+    def _plan_tag(self, t: TagRuntime) -> PlanTag:
+        return PlanTag(
+            key=t.key,
+            device=t.device,
+            table=t.table,
+            address=int(t.config.address),
+            width=int(t.config.width),
+            interval=t.interval,
+            priority=Priority(t.config.priority),
+        )
+
+    def _replan_devices(self, devices: set[str], now: float) -> ReadPlan:
+        if not devices:
+            return self.plan
+        fresh = plan_reads(
+            [self._plan_tag(t) for t in self.tags.values() if t.device in devices],
+            {name: self.devices[name].limits for name in devices},
+            {name: self.devices[name].cost for name in devices},
+        )
+        kept = [r for r in self.plan.reads if r.device not in devices and r.device in self.devices]
+        self.plan = ReadPlan(
+            reads=tuple(kept) + fresh.reads,
+            tag_count=len(self.tags),
+            costs={name: d.cost for name, d in self.devices.items()},
+        )
+        for key in [k for k in self._decoders if k[0] in devices]:
+            del self._decoders[key]
+        self._schedule({self.devices[name].line for name in devices}, now)
+        return self.plan
+
+    def _schedule(self, lines: set[str], now: float) -> None:
+        """Hand the plan's reads to the schedules of `lines`."""
+        by_line: dict[str, list[Read]] = {line: [] for line in lines if line in self.schedules}
+        for read in self.plan.reads:
+            line = self.devices[read.device].line
+            if line in by_line:
+                by_line[line].append(read)
+        for line, reads in by_line.items():
+            self.schedules[line].set_reads(reads, now)
+        self._read_of = {key: read for read in self.plan.reads for key in read.tags}
+        for line in by_line:
+            self._wake(line)
+
+    def _wake(self, line: str) -> None:
+        for listener in self.wake_listeners:
+            try:
+                listener(line)
+            except Exception:  # a broken listener must never stop acquisition
+                log.exception("wake listener %r failed", listener)
+
     def set_intervals(self, intervals: Mapping[str, float], now: float) -> ReadPlan:
-        """Change tags' read intervals (clamped to their limits) and re-plan."""
+        """Change tags' read intervals (clamped to their limits) and re-plan their devices."""
+        touched: set[str] = set()
         for key, interval in intervals.items():
             tag = self.tags.get(key)
             if tag is not None:
                 low, high = float(tag.config.min_interval), float(tag.config.max_staleness)
-                tag.interval = min(high, max(low, interval))
-        return self.replan(now)
+                clamped = min(high, max(low, interval))
+                if clamped != tag.interval:
+                    tag.interval = clamped
+                    touched.add(tag.device)
+        return self.replan(now, touched)
+
+    def set_triggers(self, triggers: Mapping[str, Iterable[str]]) -> None:
+        """Replace the trigger relations (leader key -> follower keys); unknown tags are dropped."""
+        self.triggers = {
+            leader: frozenset(f for f in followers if f in self.tags and f != leader)
+            for leader, followers in triggers.items()
+            if leader in self.tags
+        }
+        self.triggers = {k: v for k, v in self.triggers.items() if v}
+
+    def read_of(self, key: str) -> Read | None:
+        """The planned read that holds tag `key`."""
+        return self._read_of.get(key)
 
     # -- the poll cycle --------------------------------------------------------
 
@@ -273,8 +351,12 @@ class Poller:
         device.stats.record(result.latency, read.count, result.error, result.exception_code)
         samples: list[Sample] = []
         if result.ok and result.values is not None:
+            units = -(-read.count // 16) if read.table.is_bits else read.count
+            device.cost_samples.append((units, result.latency))
             self._health_ok(device, wall, now)
             samples = self._decode(read, result.values, wall)
+            if self.triggers or self.change_listeners:
+                self._changes(read, wall, now)
         elif result.exception_code == ILLEGAL_DATA_ADDRESS and self._split(device, read, now):
             return  # the split reads run at once; the tags keep their state
         else:
@@ -292,6 +374,29 @@ class Poller:
                     samples.extend(tag.state.fail(reason, wall))
         schedule.complete(read, due, now)
         self._emit(samples)
+
+    def _changes(self, read: Read, wall: float, now: float) -> None:
+        """Tell listeners about change events, and run the reads their triggers ask for."""
+        wanted: dict[tuple[str, Table, int, int], Read] = {}
+        for tag in self._members(read):
+            if not tag.state.event:
+                continue
+            for listener in self.change_listeners:
+                try:
+                    listener(tag, wall, now)
+                except Exception:  # a broken listener must never stop acquisition
+                    log.exception("change listener %r failed", listener)
+            for follower in self.triggers.get(tag.key, ()):
+                target = self._read_of.get(follower)
+                if target is not None and target.key != read.key:
+                    wanted[target.key] = target
+        for target in wanted.values():
+            device = self.devices.get(target.device)
+            schedule = self.schedules.get(device.line) if device else None
+            if schedule is not None and device is not None:
+                schedule.run_now(target, now)
+                self.trigger_reads += 1
+                self._wake(device.line)
 
     def check_stale(self, wall: float) -> None:
         samples: list[Sample] = []

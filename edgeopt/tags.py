@@ -82,12 +82,18 @@ class TagStats:
 
     reads: int = 0
     changes: int = 0
+    # Reads whose value moved beyond the deadband since the previous read: the
+    # share of such reads is what a slower rate would have shown late.
+    jumps: int = 0
     first_read_ts: float | None = None
     last_read_ts: float | None = None
     last_event_ts: float | None = None
     last_event_value: Value | None = None
     inter_change: RunningStats = field(default_factory=RunningStats)
     spread: RunningStats = field(default_factory=RunningStats)
+    # |value - previous value| between consecutive reads: the tag's read-to-read noise.
+    steps: RunningStats = field(default_factory=RunningStats)
+    previous_value: Value | None = None
     # Recent event times, for rate estimates, correlation and activity profiles.
     recent_events: deque[float] = field(default_factory=lambda: deque(maxlen=512))
 
@@ -97,8 +103,13 @@ class TagStats:
         if self.first_read_ts is None:
             self.first_read_ts = ts
         self.last_read_ts = ts
+        previous, self.previous_value = self.previous_value, value
+        if previous is not None and moved_beyond(previous, value, deadband):
+            self.jumps += 1
         if isinstance(value, int | float) and math.isfinite(value):
             self.spread.add(float(value))
+            if isinstance(previous, int | float) and math.isfinite(previous):
+                self.steps.add(abs(float(value) - float(previous)))
         if self.last_event_ts is None:
             self.last_event_ts, self.last_event_value = ts, value
             return False
@@ -131,6 +142,7 @@ class TagState:
     ts: float | None = None  # epoch of the last read (good or not)
     changed_ts: float | None = None  # epoch of the last stored change
     stats: TagStats = field(default_factory=TagStats)
+    event: bool = False  # whether the last observe() was a change event
     # The recorder's memory: the last stored sample and the last read since.
     _stored_value: Value | None = None
     _stored_ts: float | None = None
@@ -143,8 +155,7 @@ class TagState:
         self.quality = Quality.BAD if nan else Quality.GOOD
         self.reason = "device reports not-a-number" if nan else ""
         self.value, self.ts = value, ts
-        if not nan:
-            self.stats.observe(value, ts, self.deadband)
+        self.event = False if nan else self.stats.observe(value, ts, self.deadband)
         sample = Sample(self.key, ts, value, self.quality.value)
         out: list[Sample] = []
         if self._stored_ts is None or not was_good:

@@ -215,6 +215,9 @@ def plan_table(
     linked = _links(ordered, limits, table)
     best = [0.0] + [math.inf] * n
     cut = [0] * (n + 1)
+    # read_seconds inlined: this loop runs n × tags-per-span times.
+    per_read = cost.per_read
+    per_unit = cost.per_bit if table.is_bits else cost.per_register
     for i in range(1, n + 1):
         # Extend the segment ordered[j:i] backwards from its last tag.
         end = ordered[i - 1].end
@@ -227,7 +230,7 @@ def plan_table(
             if end - tag.address > max_span:
                 break
             fastest = min(fastest, tag.interval)
-            total = best[j] + cost.read_seconds(table, end - tag.address) / fastest
+            total = best[j] + (per_read + per_unit * (end - tag.address)) / fastest
             if total < best[i]:
                 best[i] = total
                 cut[i] = j

@@ -1,0 +1,101 @@
+"""KMeans over register correlations, run in a worker process.
+
+This module is imported by the daemon only to name `cluster_tags` for the
+process pool; scikit-learn is imported inside the function, so only the
+worker process ever loads it (about 100 MB the daemon never holds).
+
+`ClusterRunner` owns the pool: one worker, created on first use with the
+`spawn` start method (a fresh interpreter, not a fork of the daemon), reused
+across runs, and shut down with `close()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+
+import numpy as np
+
+# Below this silhouette score no split is better than keeping the tags together.
+MIN_SILHOUETTE = 0.25
+
+
+@dataclass(frozen=True)
+class ClusterResult:
+    """One label per input row, the k chosen and its silhouette score."""
+
+    labels: list[int]
+    k: int
+    silhouette: float
+
+
+def correlation_features(indicators: np.ndarray) -> np.ndarray:
+    """Each row's correlations with every row: the feature vector KMeans sees."""
+    x = indicators.astype(np.float64)
+    x = x - x.mean(axis=1, keepdims=True)
+    norms = np.sqrt((x * x).sum(axis=1))
+    norms[norms == 0] = 1.0
+    x = x / norms[:, None]
+    corr = x @ x.T
+    np.fill_diagonal(corr, 1.0)
+    return corr
+
+
+def cluster_tags(indicators: np.ndarray, max_k: int = 12, seed: int = 0) -> ClusterResult:
+    """KMeans on the rows of the correlation matrix, k by the best silhouette score.
+
+    indicators: one row per tag, one column per time bin (1 where the tag
+    changed in that bin). Runs in the worker process.
+    """
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import silhouette_score
+
+    n = indicators.shape[0]
+    if n < 3:
+        return ClusterResult([0] * n, 1, 0.0)
+    features = correlation_features(indicators)
+    best: ClusterResult | None = None
+    for k in range(2, min(max_k, n - 1) + 1):
+        model = KMeans(n_clusters=k, n_init=4, random_state=seed)
+        labels = model.fit_predict(features)
+        if len(set(labels.tolist())) < 2:
+            continue
+        score = float(silhouette_score(features, labels))
+        if best is None or score > best.silhouette:
+            best = ClusterResult([int(v) for v in labels], k, score)
+    if best is None or best.silhouette < MIN_SILHOUETTE:
+        # No k separates the tags well: they are one group (e.g. identical rows).
+        return ClusterResult([0] * n, 1, 0.0 if best is None else best.silhouette)
+    return best
+
+
+class ClusterRunner:
+    """A lazily started one-process pool for `cluster_tags`."""
+
+    def __init__(self) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._pool is not None
+
+    async def run(self, indicators: np.ndarray, max_k: int, seed: int) -> ClusterResult:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn")
+            )
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, cluster_tags, indicators, max_k, seed)
+        except BrokenProcessPool:
+            self._pool = None  # the worker died; the next run starts a new one
+            raise
+
+    def close(self) -> None:
+        """Stop the worker (it is started again when next needed)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None

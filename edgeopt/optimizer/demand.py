@@ -1,0 +1,402 @@
+"""From statistics to an allocation: the step every strategy's proposal goes through.
+
+`tag_rates` turns the activity windows (and, when the pattern strategy has
+switched it on, the forecast) into the change rate each tag is expected to
+have over the coming period. `plan_allocation` turns those rates, the
+trigger relations and the cost models into the cheapest intervals that keep
+the fidelity the configured intervals really give (`allocate_for_budget`),
+then widens them where a line is over its bus budget (`shed_to_budget`).
+
+The statistics are read on the event loop; the search runs in a worker
+thread on immutable copies (`PlanInputs`, `TagDemand`s), because at 10k
+tags it takes about a second and the poll loop must not wait for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from edgeopt.modbus.planner import CostModel, DeviceLimits, PlanTag, Priority, plan_reads
+from edgeopt.optimizer.activity import ActivityTracker, corrected_rate
+from edgeopt.optimizer.allocation import (
+    Allocation,
+    TagDemand,
+    allocate_for_budget,
+    predicted_ood,
+)
+from edgeopt.optimizer.context import ParamValue, StrategyContext
+from edgeopt.optimizer.costs import (
+    DEFAULT_BUS_BUDGET,
+    PlanTagSpec,
+    ShedReport,
+    bus_budget_of,
+    shed_to_budget,
+)
+from edgeopt.poller import Poller
+
+# The allocation's knobs (the interval strategy's parameters).
+ALLOCATION_DEFAULTS: dict[str, ParamValue] = {
+    "rate_window": 1800.0,  # seconds of history behind a tag's rate
+    "short_window": 600.0,  # with a forecast: recent activity still counts this far back
+    "forecast_lead": 1200.0,  # with a forecast: read for the activity expected this far ahead
+    "min_reads": 5,  # fewer reads than this in the window: the tag keeps its interval
+    "fidelity_slack": 0.0,  # allowed predicted fidelity loss, relative to the configured intervals
+    "weight_high": 2.0,  # how much a high/normal/low-priority tag's fidelity counts
+    "weight_normal": 1.0,
+    "weight_low": 0.5,
+    "bus_budget": DEFAULT_BUS_BUDGET,  # max planned share of a line's time (per-device config wins)
+}
+
+
+@dataclass
+class AllocationPlan:
+    """An allocation with what it is measured against."""
+
+    allocation: Allocation
+    intervals: dict[str, float]  # after shedding
+    demands: list[TagDemand]
+    budget: float  # predicted out-of-deadband sum allowed (the configured intervals')
+    current_bus: float  # planned bus s/s of the current allocation
+    current_ood: float  # predicted out-of-deadband sum of the current allocation
+    proposed_bus: float
+    proposed_ood: float
+    trigger_cost: float  # predicted bus s/s spent on trigger reads
+    shed: list[ShedReport] = field(default_factory=list)
+    rates: dict[str, float] = field(default_factory=dict)
+    inputs: PlanInputs | None = None  # for pricing variants (planned_bus) off the loop
+
+
+def _param(params: Mapping[str, ParamValue], key: str) -> float:
+    return float(params.get(key, ALLOCATION_DEFAULTS[key]))
+
+
+def forecast_rate(
+    activity: ActivityTracker,
+    periods: Mapping[str, int],
+    key: str,
+    device: str,
+    wall: float,
+    lead: float,
+) -> float | None:
+    """The highest rate the profiles expect for `key` between now and `lead` ahead."""
+    best: float | None = None
+    steps = max(1, math.ceil(lead / 600.0))
+    for i in range(steps + 1):
+        at = wall + lead * i / steps
+        rate = activity.profile_rate(key, at)
+        period = periods.get(device)
+        if period:
+            by_period = period_rate(activity, key, device, wall, at, period)
+            if by_period is not None:
+                rate = by_period if rate is None else max(rate, by_period)
+        if rate is not None:
+            best = rate if best is None else max(best, rate)
+    return best
+
+
+def period_rate(
+    activity: ActivityTracker, key: str, device: str, wall: float, at: float, period_hours: int
+) -> float | None:
+    """The tag's mean rate scaled by its device's activity one `period` before `at`."""
+    series = activity.device_series.get(device)
+    i = activity.index.get(key)
+    if not series or i is None:
+        return None
+    mean = sum(series) / len(series)
+    if mean <= 0:
+        return None
+    ahead = math.floor(at / 3600.0) - math.floor(wall / 3600.0)
+    index = len(series) + ahead - period_hours
+    if not 0 <= index < len(series):
+        return None
+    exposure = float(activity.dow_exposure.sum())
+    tag_mean = corrected_rate(
+        float(activity.dow_jumps[i].sum()), float(activity.dow_reads[i].sum()), exposure
+    )
+    return tag_mean * series[index] / mean
+
+
+def tag_rates(
+    context: StrategyContext, forecast: bool, periods: Mapping[str, int] | None = None
+) -> dict[str, float | None]:
+    """Expected jump rate per tag; None where there is too little data to say.
+
+    Fast attack, slow decay: the higher of the long-window rate and the
+    short-window one, so a tag that wakes up is read faster at the next
+    cycle, and one that falls quiet is slowed only once it stayed quiet.
+    With the forecast, the long window gives way to the profile's
+    expectation for the coming `forecast_lead` (that is how quiet periods
+    are slowed down early and active ones sped up ahead of time).
+    """
+    params = context.allocation_params
+    activity = context.activity
+    by_device = context.model.periods if periods is None else periods
+    min_reads = _param(params, "min_reads")
+    short = activity.rates(_param(params, "short_window"))
+    long = activity.rates(_param(params, "rate_window"))
+    lead = _param(params, "forecast_lead")
+    out: dict[str, float | None] = {}
+    for key, tag in context.poller.tags.items():
+        long_rate, long_reads = long.get(key, (0.0, 0.0))
+        if long_reads < min_reads:
+            out[key] = None
+            continue
+        short_rate, short_reads = short.get(key, (0.0, 0.0))
+        recent = short_rate if short_reads >= min_reads else long_rate
+        rate = max(recent, long_rate)
+        if forecast:
+            expected = forecast_rate(activity, by_device, key, tag.device, context.wall, lead)
+            if expected is not None:
+                rate = max(recent, expected)
+        out[key] = rate
+    return out
+
+
+def build_demands(
+    poller: Poller,
+    rates: Mapping[str, float | None],
+    allocated: Mapping[str, float],
+    triggers: Mapping[str, frozenset[str] | tuple[str, ...]],
+    params: Mapping[str, ParamValue],
+) -> list[TagDemand]:
+    """One `TagDemand` per tag; unknown rates pin the tag at its current interval."""
+    leader_of = {f: leader for leader, fs in triggers.items() for f in fs}
+    carried: dict[str, float] = {}
+    for follower, leader in leader_of.items():
+        carried[leader] = carried.get(leader, 0.0) + float(rates.get(follower) or 0.0)
+    weights = {
+        Priority.HIGH: _param(params, "weight_high"),
+        Priority.NORMAL: _param(params, "weight_normal"),
+        Priority.LOW: _param(params, "weight_low"),
+    }
+    demands: list[TagDemand] = []
+    for key, tag in poller.tags.items():
+        priority = Priority(tag.config.priority)
+        rate = rates.get(key)
+        low, high = float(tag.config.min_interval), float(tag.config.max_staleness)
+        if rate is None:
+            pinned = min(high, max(low, allocated.get(key, tag.base_interval)))
+            low = high = pinned
+            rate = 0.0
+        demands.append(
+            TagDemand(
+                key=key,
+                device=tag.device,
+                table=tag.table,
+                address=int(tag.config.address),
+                width=int(tag.config.width),
+                floor=low,
+                ceiling=high,
+                rate=rate,
+                weight=weights[priority],
+                priority=priority,
+                carried=carried.get(key, 0.0),
+                follower=key in leader_of,
+            )
+        )
+    return demands
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    """Everything an allocation needs, copied out of the poller: safe to use in a thread."""
+
+    specs: list[PlanTagSpec]  # one per tag (the ceiling is its max_staleness)
+    configured: dict[str, float]  # configured interval, clamped to its limits
+    limits: dict[str, DeviceLimits]
+    costs: dict[str, CostModel]
+    line_of: dict[str, str]
+    budgets: dict[str, float]  # per line
+
+
+def plan_inputs(poller: Poller, params: Mapping[str, ParamValue]) -> PlanInputs:
+    default_budget = _param(params, "bus_budget")
+    budgets: dict[str, float] = {}
+    for device in poller.devices.values():
+        budget = bus_budget_of(device, default_budget)
+        budgets[device.line] = min(budgets.get(device.line, budget), budget)
+    return PlanInputs(
+        specs=[
+            PlanTagSpec(
+                t.key,
+                t.device,
+                t.table,
+                int(t.config.address),
+                int(t.config.width),
+                float(t.config.max_staleness),
+                Priority(t.config.priority),
+            )
+            for t in poller.tags.values()
+        ],
+        configured={
+            key: min(
+                float(t.config.max_staleness), max(float(t.config.min_interval), t.base_interval)
+            )
+            for key, t in poller.tags.items()
+        },
+        limits={n: d.limits for n, d in poller.devices.items()},
+        costs={n: d.cost for n, d in poller.devices.items()},
+        line_of={n: d.line for n, d in poller.devices.items()},
+        budgets=budgets,
+    )
+
+
+def planned_bus(inputs: PlanInputs, intervals: Mapping[str, float]) -> float:
+    """Bus s/s of the cost-aware plan for these intervals (the poller's own planner)."""
+    tags = [
+        PlanTag(
+            s.key,
+            s.device,
+            s.table,
+            s.address,
+            s.width,
+            intervals.get(s.key, inputs.configured[s.key]),
+            s.priority,
+        )
+        for s in inputs.specs
+    ]
+    if not tags:
+        return 0.0
+    return plan_reads(tags, inputs.limits, inputs.costs).bus_seconds_per_second()
+
+
+def base_periods(inputs: PlanInputs) -> dict[str, float]:
+    """Each tag's sampling period in the cost-aware plan of the configured intervals."""
+    tags = [
+        PlanTag(s.key, s.device, s.table, s.address, s.width, inputs.configured[s.key], s.priority)
+        for s in inputs.specs
+    ]
+    out = dict(inputs.configured)
+    if tags:
+        for read in plan_reads(tags, inputs.limits, inputs.costs).reads:
+            for key in read.tags:
+                out[key] = min(out[key], read.period)
+    return out
+
+
+def trigger_cost(
+    poller: Poller,
+    triggers: Mapping[str, frozenset[str] | tuple[str, ...]],
+    rates: Mapping[str, float | None],
+) -> float:
+    """Bus s/s of trigger reads: each leader change runs each follower's read once.
+
+    Followers that share a planned read cost one read; a follower not planned
+    yet is costed as a read of its own registers.
+    """
+    total = 0.0
+    for leader, followers in triggers.items():
+        rate = rates.get(leader) or 0.0
+        reads: dict[object, float] = {}
+        for key in followers:
+            tag = poller.tags.get(key)
+            if tag is None:
+                continue
+            cost = poller.devices[tag.device].cost
+            read = poller.read_of(key)
+            if read is not None:
+                reads[read.key] = cost.read_seconds(read.table, read.count)
+            else:
+                reads[key] = cost.read_seconds(tag.table, int(tag.config.width))
+        total += rate * sum(reads.values())
+    return total
+
+
+@dataclass(frozen=True)
+class _Job:
+    """An allocation to compute (in a worker thread)."""
+
+    inputs: PlanInputs
+    demands: list[TagDemand]
+    known: frozenset[str]  # tags with a rate estimate (the others are pinned)
+    allocated: dict[str, float]
+    scale: float  # (1 + fidelity_slack) × budget_scale
+    start: float | None
+
+
+def compute_allocation(
+    job: _Job,
+) -> tuple[Allocation, dict[str, float], list[ShedReport], float, float, float]:
+    """Pure: (allocation, intervals after shedding, shed reports, budget, bus now, bus after)."""
+    inputs, demands = job.inputs, job.demands
+    # The budget: the fidelity the configured intervals really give, which is
+    # each tag read at its read's period in their plan (a tag that shares a
+    # read with a faster one is sampled at that faster rate).
+    base = base_periods(inputs)
+    plain = [
+        TagDemand(d.key, d.device, d.table, d.address, d.width, d.floor, d.ceiling, d.rate)
+        for d in demands
+        if d.key in job.known
+    ]
+    budget = predicted_ood(plain, base) * job.scale
+    budget += predicted_ood([d for d in demands if d.key not in job.known], job.allocated)
+    allocation = allocate_for_budget(demands, inputs.limits, inputs.costs, budget, start=job.start)
+    intervals, shed = shed_to_budget(
+        inputs.specs,
+        allocation.intervals,
+        inputs.line_of,
+        inputs.budgets,
+        inputs.limits,
+        inputs.costs,
+    )
+    return (
+        allocation,
+        intervals,
+        shed,
+        budget,
+        planned_bus(inputs, job.allocated),
+        planned_bus(inputs, intervals),
+    )
+
+
+async def plan_allocation(
+    context: StrategyContext,
+    *,
+    triggers: Mapping[str, frozenset[str] | tuple[str, ...]] | None = None,
+    forecast: bool | None = None,
+    rates: Mapping[str, float | None] | None = None,
+    budget_scale: float = 1.0,
+    periods: Mapping[str, int] | None = None,
+) -> AllocationPlan:
+    """The cheapest allocation that keeps the configured intervals' fidelity.
+
+    The statistics are read here; the search itself (a second or so at 10k
+    tags) runs in a worker thread on copies, so the poll loop keeps running.
+    `budget_scale` below 1 asks for a more cautious plan (less predicted loss).
+    """
+    poller, model = context.poller, context.model
+    params = context.allocation_params
+    use_forecast = model.forecast if forecast is None else forecast
+    trig = model.triggers if triggers is None else triggers
+    rate_map = dict(rates) if rates is not None else tag_rates(context, use_forecast, periods)
+    demands = build_demands(poller, rate_map, model.allocated, trig, params)
+    inputs = plan_inputs(poller, params)
+    job = _Job(
+        inputs=inputs,
+        demands=demands,
+        known=frozenset(k for k, v in rate_map.items() if v is not None),
+        allocated=dict(model.allocated),
+        scale=(1.0 + _param(params, "fidelity_slack")) * budget_scale,
+        start=model.weight,
+    )
+    cost_of_triggers = trigger_cost(poller, trig, rate_map)
+    allocation, intervals, shed, budget, bus_now, bus_after = await asyncio.to_thread(
+        compute_allocation, job
+    )
+    return AllocationPlan(
+        allocation=allocation,
+        intervals=intervals,
+        demands=demands,
+        budget=budget,
+        current_bus=bus_now,
+        current_ood=predicted_ood(demands, job.allocated),
+        proposed_bus=bus_after,
+        proposed_ood=predicted_ood(demands, intervals),
+        trigger_cost=cost_of_triggers,
+        shed=shed,
+        rates={k: v for k, v in rate_map.items() if v is not None},
+        inputs=inputs,
+    )

@@ -1,0 +1,1047 @@
+"""The learning loop (after seed 004): cycles, evaluation, rollback, learning.
+
+- `run_quick_optimization()` runs the interval strategy (every `quick_every`);
+  `run_full_optimization()` runs pattern, cluster and interval, in that
+  order (every `full_every`). Strategies on cooldown are skipped (DEBUG).
+- One change is in flight at a time: while a change waits for its
+  evaluation, the cycles leave the plan alone, so before and after windows
+  belong to exactly one change.
+- `evaluate_optimizations()` judges the change once `evaluate_after` has
+  passed: Welch's t-test over per-window bus time and fidelity samples, and
+  probe bursts (a few slowed tags read at their configured rate for a while,
+  to count what the slow rate misses). Kept, or rolled back exactly.
+- `tick()` (call it every few seconds, or call `run_due()`, which also runs
+  whatever cycle is due) closes measurement windows, runs probes, expires
+  snap-backs and bursts, checks anomalies, refits cost models and follows
+  the resource pressure.
+
+All time comes from the injected clock; nothing here sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgeopt.clock import Clock
+from edgeopt.config import DEFAULT_COOLDOWNS, Config, OptimizerConfig, StrategyConfig
+from edgeopt.events import EventLog
+from edgeopt.modbus.planner import CostModel
+from edgeopt.optimizer.activity import ActivityTracker, corrected_rate
+from edgeopt.optimizer.cluster_worker import ClusterRunner
+from edgeopt.optimizer.costs import bus_budget_of, median_latency, refit_costs
+from edgeopt.optimizer.demand import ALLOCATION_DEFAULTS, plan_allocation
+from edgeopt.optimizer.evaluation import Outcome, Verdict, decide
+from edgeopt.optimizer.model import BURST, PROBE, SNAP, PlanModel, PlanSnapshot
+from edgeopt.optimizer.records import OptimizationRecord, WindowMetrics
+from edgeopt.optimizer.strategies import (
+    STRATEGIES,
+    ClusterStrategy,
+    IntervalStrategy,
+    PatternStrategy,
+    Proposal,
+    Strategy,
+    StrategyContext,
+)
+from edgeopt.optimizer.strategies.base import trend_of
+from edgeopt.poller import Poller, TagRuntime, default_cost
+from edgeopt.resources import Pressure, PressureMonitor
+
+log = logging.getLogger(__name__)
+
+# Measurement windows: evaluate_after / 8, within these bounds.
+MIN_WINDOW = 5.0
+MAX_WINDOW = 60.0
+MIN_WINDOWS = 2  # per side, for Welch's test
+FIDELITY_SAMPLE = 400  # changed tags whose fidelity is tracked per window
+HISTORY_KEEP = 500
+REFIT_EVERY = 10  # windows between cost-model refits
+SNAP_FACTOR = 2.0  # a tag read this many times slower than configured may snap back
+DEVICE_TREND_KEEP = 48
+PROBE_TAGS = 4  # slowed tags probed per evaluated change
+READS_KEPT = 1000  # planned reads listed per record (those of the devices it touched)
+
+
+@dataclass
+class Probe:
+    """A slowed tag read at its configured rate for a while, to see what the slow rate misses."""
+
+    key: str
+    record: int
+    slow: float
+    base: float
+    before: float
+    start: float
+    until: float
+    reads: int
+    jumps: int
+
+
+@dataclass
+class LearnedState:
+    """Everything the optimizer learned, as persisted (see `persistence`)."""
+
+    meta: dict[str, Any]
+    strategies: dict[str, dict[str, Any]]
+    tags: dict[str, dict[str, Any]]  # key -> fingerprint, allocated, rate, profile
+    triggers: dict[str, list[str]]
+    records: list[dict[str, Any]]
+
+
+def tag_fingerprint(tag: TagRuntime) -> str:
+    """What must not change for a tag's learned state to stay valid across a reload."""
+    c = tag.config
+    return "|".join(
+        str(v)
+        for v in (
+            tag.device,
+            c.table,
+            c.address,
+            c.type,
+            c.bit,
+            c.width,
+            c.interval,
+            c.min_interval,
+            c.max_staleness,
+            c.deadband,
+            c.priority,
+        )
+    )
+
+
+class Optimizer:
+    """Self-optimization for one poller."""
+
+    def __init__(
+        self,
+        poller: Poller,
+        config: OptimizerConfig,
+        clock: Clock,
+        events: EventLog,
+        *,
+        resources: PressureMonitor | None = None,
+        state: LearnedState | None = None,
+        cluster_runner: ClusterRunner | None = None,
+    ) -> None:
+        self.poller = poller
+        self.config = config
+        self.clock = clock
+        self.events = events
+        self.resources = resources
+        self.enabled = bool(config.enabled)
+        self.window = min(MAX_WINDOW, max(MIN_WINDOW, float(config.evaluate_after) / 8))
+        slots = math.ceil(max(3600.0, 4 * float(config.evaluate_after)) / self.window) + 8
+        self.activity = ActivityTracker(self.window, slots)
+        self.model = PlanModel(poller)
+        self.strategies: dict[str, Strategy] = {}
+        for name, cls in sorted(STRATEGIES.items(), key=lambda kv: kv[1].priority):
+            cfg = config.strategies.get(name) or StrategyConfig(cooldown=DEFAULT_COOLDOWNS[name])
+            self.strategies[name] = cls(cfg)
+        self.records: list[OptimizationRecord] = []
+        self.pending: OptimizationRecord | None = None
+        self.last_quick: float | None = None  # wall
+        self.last_full: float | None = None
+        now = clock.monotonic()
+        self._next_quick = now + float(config.quick_every)
+        self._next_full = now + float(config.full_every)
+        self._next_id = 1
+        self._lock = asyncio.Lock()
+        self._plan_changed_at = 0  # activity window index since which the plan is unchanged
+        self._record_from = 0  # first window that counts as "after" for the pending record
+        self._probes: dict[str, Probe] = {}
+        self._probed: set[int] = set()
+        self._leader_of: dict[str, str] = {}
+        # Lines the last allocation had to shed load on (ShedReport.to_dict rows).
+        self.shed_reports: list[dict[str, Any]] = []
+        self.anomalies: deque[dict[str, Any]] = deque(maxlen=100)
+        self._device_trend: dict[str, deque[float]] = {}
+        self._default_costs: dict[str, CostModel] = {
+            n: default_cost(d.config) for n, d in poller.devices.items()
+        }
+        self.cluster_runner = cluster_runner or ClusterRunner()
+        self._store: Any = None
+        poller.change_listeners.append(self._on_change)
+        if state is not None:
+            self.restore(state)
+        self.activity.sample(poller, now, clock.now())
+
+    # -- plumbing ------------------------------------------------------------------
+
+    @property
+    def interval(self) -> IntervalStrategy:
+        s = self.strategies["interval"]
+        assert isinstance(s, IntervalStrategy)
+        return s
+
+    @property
+    def pressure(self) -> Pressure:
+        return self.resources.level if self.resources is not None else Pressure.NORMAL
+
+    def context(self, strategy: Strategy | None = None) -> StrategyContext:
+        return StrategyContext(
+            poller=self.poller,
+            model=self.model,
+            activity=self.activity,
+            now=self.clock.monotonic(),
+            wall=self.clock.now(),
+            pressure=self.pressure,
+            min_improvement=float(self.config.min_improvement),
+            max_fidelity_loss=float(self.config.max_fidelity_loss),
+            allocation_params={
+                k: v for k, v in self.interval.params.items() if k in ALLOCATION_DEFAULTS
+            },
+            aggressiveness=strategy.learning.aggressiveness if strategy else 1.0,
+            services=self.cluster_runner,
+        )
+
+    def attach(self, conn: Any) -> None:
+        """Persist to this aiosqlite connection after every change (see `persistence`)."""
+        self._store = conn
+
+    async def _persist(self) -> None:
+        if self._store is None:
+            return
+        try:
+            await self.save(self._store, profiles=False)
+        except Exception as exc:  # the loop goes on; the next save retries
+            log.warning("Failed to save optimization history: %s", exc)
+
+    async def save(self, conn: Any, *, profiles: bool = True) -> None:
+        """Write the learned state to an aiosqlite connection, in one transaction.
+
+        Only records changed since the last save are written; `profiles=False`
+        skips the activity profiles (the bulk of it) and keeps the stored ones.
+        """
+        from edgeopt.optimizer.persistence import save_state
+
+        state = self.export_state(profiles=profiles, only_dirty=True)
+        saved = [r for r in self.records if r.dirty]
+        await save_state(conn, state)
+        for record in saved:
+            record.dirty = False
+
+    async def load(self, conn: Any) -> bool:
+        """Restore learned state from an aiosqlite connection; False if none was saved."""
+        from edgeopt.optimizer.persistence import load_state
+
+        state = await load_state(conn)
+        if state is None:
+            return False
+        self.restore(state)
+        return True
+
+    async def close(self) -> None:
+        """Stop the cluster worker and detach from the poller."""
+        self.cluster_runner.close()
+        if self._on_change in self.poller.change_listeners:
+            self.poller.change_listeners.remove(self._on_change)
+
+    # -- scheduling ------------------------------------------------------------------
+
+    async def run_due(self) -> list[str]:
+        """Tick, then run whatever evaluation or cycle is due by the clock."""
+        self.tick()
+        done: list[str] = []
+        if not self.enabled:
+            return done
+        now, wall = self.clock.monotonic(), self.clock.now()
+        if self.pending is not None and wall >= self.pending.evaluate_at:
+            result = await self.evaluate_optimizations()
+            if result["evaluated"]:
+                done.append("evaluate")
+        if now >= self._next_full:
+            await self.run_full_optimization()
+            done.append("full")
+        elif now >= self._next_quick:
+            await self.run_quick_optimization()
+            done.append("quick")
+        return done
+
+    async def run_quick_optimization(self) -> dict[str, Any]:
+        """The quick cycle: the interval strategy only."""
+        async with self._lock:
+            self.tick()
+            now, wall = self.clock.monotonic(), self.clock.now()
+            self._next_quick = now + float(self.config.quick_every)
+            result: dict[str, Any] = {"cycle": "quick", "started": wall, "strategies": {}}
+            if not self.enabled:
+                result["skipped"] = "optimizer disabled"
+                return result
+            if now + float(self.config.evaluate_after) >= self._next_full:
+                # A change made now would still be in evaluation when the full cycle
+                # comes, and the full cycle's heavier strategies would lose their turn.
+                log.debug("Skipping quick optimization cycle (full cycle due)")
+                result["skipped"] = "full cycle due"
+                return result
+            log.info("Running quick optimization cycle")
+            self.last_quick = wall
+            await self._run(["interval"], result)
+        await self._persist()
+        return result
+
+    async def run_full_optimization(self) -> dict[str, Any]:
+        """The full cycle: pattern, cluster, interval (one change at most)."""
+        async with self._lock:
+            self.tick()
+            now, wall = self.clock.monotonic(), self.clock.now()
+            self._next_full = now + float(self.config.full_every)
+            self._next_quick = now + float(self.config.quick_every)
+            result: dict[str, Any] = {"cycle": "full", "started": wall, "strategies": {}}
+            if not self.enabled:
+                result["skipped"] = "optimizer disabled"
+                return result
+            log.info("Running full optimization cycle")
+            self.last_full = wall
+            refit = refit_costs(self.poller.devices.values(), self._default_costs)
+            if refit:
+                self.poller.replan(now, refit)
+                result["refit_costs"] = refit
+            await self._run(list(self.strategies), result)
+        await self._persist()
+        return result
+
+    async def run_strategy(self, name: str) -> dict[str, Any]:
+        """Run one strategy now, cooldown or not (an operator's request)."""
+        if name not in self.strategies:
+            raise KeyError(f"unknown strategy {name!r} (known: {', '.join(self.strategies)})")
+        async with self._lock:
+            self.tick()
+            result: dict[str, Any] = {
+                "cycle": "manual",
+                "started": self.clock.now(),
+                "strategies": {},
+            }
+            await self._run([name], result, manual=True)
+        await self._persist()
+        return result
+
+    async def _run(
+        self, names: Iterable[str], result: dict[str, Any], manual: bool = False
+    ) -> None:
+        rows: dict[str, Any] = result["strategies"]
+        for name in sorted(names, key=lambda n: self.strategies[n].priority):
+            strategy = self.strategies[name]
+            context = self.context(strategy)
+            reason = self._blocked(strategy, context, manual)
+            if reason is not None:
+                log.debug("Skipping strategy %s (%s)", name, reason)
+                rows[name] = {"status": "skipped", "reason": reason}
+                continue
+            try:
+                proposal = await strategy.propose(context)
+            except Exception as exc:
+                log.error("Error in %s optimization: %s", name, exc, exc_info=True)
+                rows[name] = {"status": "error", "error": str(exc)}
+                continue
+            if proposal is None:
+                rows[name] = {"status": "no_change"}
+                continue
+            record = self._apply(strategy, context, proposal, manual)
+            rows[name] = {"status": "applied", "record": record.id, "summary": proposal.summary}
+
+    def _blocked(self, strategy: Strategy, context: StrategyContext, manual: bool) -> str | None:
+        """Why `strategy` may not run now, or None."""
+        if not strategy.enabled:
+            return "disabled"
+        if strategy.heavy and context.pressure is not Pressure.NORMAL:
+            return f"resource pressure {context.pressure}"
+        if self.pending is not None:
+            return f"change #{self.pending.id} is being evaluated"
+        if self.activity.closed - self._plan_changed_at < MIN_WINDOWS:
+            return "measuring the current plan"
+        if not manual and strategy.learning.on_cooldown(context.now):
+            return "on cooldown"
+        if not strategy.ready(context):
+            return "not enough data yet"
+        return None
+
+    # -- applying ------------------------------------------------------------------
+
+    def _apply(
+        self, strategy: Strategy, context: StrategyContext, proposal: Proposal, manual: bool
+    ) -> OptimizationRecord:
+        now, wall = context.now, context.wall
+        touched = proposal.touched(self.model)
+        sample = self._fidelity_keys(touched)
+        before_slots = self.activity.recent_slots(
+            min(self.activity.closed - self._plan_changed_at, self._windows_per_evaluation())
+        )
+        before_metrics = self._metrics(before_slots, sample)
+        snapshot = strategy.apply(context, proposal)
+        weight = proposal.details.get("weight")
+        if isinstance(weight, float) and math.isfinite(weight):
+            self.model.weight = weight
+        rates = proposal.details.get("rates")
+        if isinstance(rates, dict):
+            self.model.rates.update({str(k): float(v) for k, v in rates.items()})
+        shed = proposal.details.get("shed")
+        if isinstance(shed, list):
+            self.shed_reports = [dict(r) for r in shed if isinstance(r, dict)]
+        self._leader_of = self.model.followers()
+        strategy.learning.started(now)
+        record = OptimizationRecord(
+            id=self._next_id,
+            strategy=strategy.name,
+            summary=proposal.summary,
+            started=wall,
+            evaluate_at=wall + float(self.config.evaluate_after),
+            before=snapshot,
+            after=self.model.snapshot(touched),
+            changed=touched,
+            reads_after=self._reads_of(touched),
+            before_metrics=before_metrics,
+            predicted=dict(proposal.predicted),
+            params=dict(strategy.params),
+            repair=proposal.repair,
+            manual=manual,
+        )
+        self._next_id += 1
+        self.records.append(record)
+        del self.records[:-HISTORY_KEEP]
+        self.pending = record
+        self._plan_changed()
+        log.info("optimization #%d (%s): %s", record.id, strategy.name, proposal.summary)
+        self.events.emit(
+            wall,
+            "optimization",
+            f"#{record.id} {strategy.name}: {proposal.summary}",
+            id=record.id,
+            strategy=strategy.name,
+            changed=len(touched),
+        )
+        return record
+
+    def _reads_of(self, keys: list[str]) -> list[list[Any]]:
+        """The planned reads on the devices these tags belong to (at most READS_KEPT)."""
+        devices = {self.poller.tags[k].device for k in keys if k in self.poller.tags}
+        return [
+            [r.device, r.table.value, r.start, r.count, round(r.period, 4)]
+            for r in self.poller.plan.reads
+            if r.device in devices
+        ][:READS_KEPT]
+
+    def _plan_changed(self) -> None:
+        # The window in progress straddles the change: neither side counts it.
+        self._plan_changed_at = self.activity.closed + 1
+        self._record_from = self.activity.closed + 1
+
+    def _windows_per_evaluation(self) -> int:
+        return max(MIN_WINDOWS, round(float(self.config.evaluate_after) / self.window))
+
+    # -- measuring -------------------------------------------------------------------
+
+    def _fidelity_keys(self, keys: list[str]) -> list[str]:
+        if len(keys) <= FIDELITY_SAMPLE:
+            return list(keys)
+        step = len(keys) / FIDELITY_SAMPLE
+        return [keys[int(i * step)] for i in range(FIDELITY_SAMPLE)]
+
+    def _effective_period(self, key: str) -> float:
+        """The period within which a tag's changes are seen (its leader's, if triggered)."""
+        leader = self._leader_of.get(key)
+        tag = self.poller.tags.get(leader or key)
+        if tag is None:
+            return 0.0
+        return tag.interval
+
+    def _metrics(self, slots: list[int], keys: list[str]) -> WindowMetrics:
+        metrics = WindowMetrics()
+        if not slots:
+            return metrics
+        fidelity = self._fidelity(slots, keys)
+        for slot, fid in zip(slots, fidelity, strict=True):
+            sample = self.activity.samples[slot]
+            if sample is not None:
+                metrics.add(sample.bus, sample.reads_per_s, fid)
+        return metrics
+
+    def _fidelity(self, slots: list[int], keys: list[str]) -> list[float | None]:
+        """Per window: 1 - mean estimated out-of-deadband share of `keys`.
+
+        A tag seen to change `rate` times a second, whose changes are seen
+        within `P` (its read period, or its leader's), is off for rate × P / 2.
+        """
+        present = [k for k in keys if k in self.activity.index and k in self.poller.tags]
+        if not present:
+            return [None] * len(slots)
+        stats = self.activity.tag_windows(present, slots)
+        periods = np.array([self._effective_period(k) for k in present], np.float64)
+        out: list[float | None] = []
+        for w, slot in enumerate(slots):
+            sample = self.activity.samples[slot]
+            if sample is None:
+                out.append(None)
+                continue
+            span = max(sample.end - sample.start, 1e-9)
+            seen = stats.reads[:, w] > 0
+            if not seen.any():
+                out.append(None)
+                continue
+            ood = np.minimum(1.0, stats.jumps[:, w] / span * periods / 2.0)
+            out.append(1.0 - float(ood[seen].mean()))
+        return out
+
+    # -- the tick ----------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Bookkeeping; cheap unless a measurement window closes."""
+        now, wall = self.clock.monotonic(), self.clock.now()
+        self._follow_pressure(now)
+        for key in self.model.expire(now):
+            probe = self._probes.pop(key, None)
+            if probe is not None:
+                self._finish_probe(probe, now)
+        if self.model.sync():
+            self.model.push(now)
+        if not self.activity.sample(self.poller, now, wall):
+            return
+        record = self.pending
+        if record is not None and self.activity.closed > self._record_from:
+            last = self.activity.recent_slots(1)
+            sample = self.activity.samples[last[0]]
+            if sample is not None:
+                fid = self._fidelity(last, self._fidelity_keys(record.changed))[0]
+                record.after_metrics.add(sample.bus, sample.reads_per_s, fid)
+                record.dirty = True
+            elapsed = wall - record.started
+            if record.id not in self._probed and elapsed >= float(self.config.evaluate_after) / 2:
+                self._probed.add(record.id)
+                self._start_probes(record, now)
+        if self.enabled and self.pressure is not Pressure.CRITICAL:
+            self._check_anomalies(now, wall)
+        if self.activity.closed % REFIT_EVERY == 0:
+            changed = refit_costs(self.poller.devices.values(), self._default_costs)
+            if changed:
+                log.info("cost models refitted for %s", ", ".join(changed))
+                self.poller.replan(now, changed)
+        self._sample_device_trends()
+
+    def _follow_pressure(self, now: float) -> None:
+        level = self.pressure
+        if level is self.model.pressure:
+            return
+        self.model.pressure = level
+        if level is not Pressure.NORMAL:
+            self.cluster_runner.close()  # give the worker's memory back
+        self.model.push(now)
+
+    def _sample_device_trends(self) -> None:
+        for name, device in self.poller.devices.items():
+            latency = median_latency(device)
+            if latency is not None:
+                series = self._device_trend.setdefault(name, deque(maxlen=DEVICE_TREND_KEEP))
+                series.append(latency)
+
+    # -- run-time reactions (from the poller's change listener) ----------------------------
+
+    def _on_change(self, tag: TagRuntime, wall: float, now: float) -> None:
+        leader = self._leader_of.get(tag.key)
+        if leader is not None:
+            cluster = self.strategies.get("cluster")
+            if isinstance(cluster, ClusterStrategy):
+                broken = cluster.observe_follower_change(self.context(), tag.key, leader)
+                if broken is not None:
+                    self._break_trigger(
+                        broken.leader, broken.follower, broken.unexplained, now, wall
+                    )
+            return
+        params = self.interval.params
+        if not params.get("snap_back", True) or tag.key in self.model.overrides:
+            return
+        base = tag.base_interval
+        if tag.interval < SNAP_FACTOR * base:
+            return
+        expected = self.model.rates.get(tag.key, 0.0) * tag.interval
+        if expected < float(params.get("surprise", 0.2)):
+            hold = float(params.get("snap_hold", 600.0))
+            self.model.override(tag.key, base, now + hold, SNAP, now)
+
+    def _break_trigger(
+        self, leader: str, follower: str, unexplained: int, now: float, wall: float
+    ) -> None:
+        followers = set(self.model.triggers.get(leader, ())) - {follower}
+        if followers:
+            self.model.triggers[leader] = frozenset(followers)
+        else:
+            self.model.triggers.pop(leader, None)
+        tag = self.poller.tags.get(follower)
+        if tag is not None:
+            self.model.allocated[follower] = tag.base_interval
+        self._leader_of = self.model.followers()
+        self.model.push(now, [follower])
+        log.warning(
+            "trigger %s -> %s broken: %d of the follower's last changes came without the leader",
+            leader,
+            follower,
+            unexplained,
+        )
+        self.events.emit(
+            wall,
+            "trigger_broken",
+            f"{follower} no longer follows {leader}; read at its own interval again",
+            leader=leader,
+            follower=follower,
+        )
+
+    def _check_anomalies(self, now: float, wall: float) -> None:
+        pattern = self.strategies.get("pattern")
+        if not isinstance(pattern, PatternStrategy) or not pattern.enabled:
+            return
+        found = pattern.anomalies(self.context(pattern))
+        duration = pattern.param_float("burst_duration")
+        for anomaly in found:
+            data = anomaly.to_dict()
+            self.anomalies.append({"ts": wall, **data})
+            tag = self.poller.tags.get(anomaly.key)
+            if anomaly.busier and tag is not None:
+                self.model.override(anomaly.key, tag.base_interval, now + duration, BURST, now)
+            message = (
+                f"{anomaly.key}: {anomaly.observed:.0f} changes/h, expected "
+                f"{anomaly.expected_low:.3g}..{anomaly.expected_high:.3g} ({anomaly.severity})"
+            )
+            loud = anomaly.severity == "critical" and anomaly.busier
+            (log.warning if loud else log.info)("anomaly: %s", message)
+            self.events.emit(wall, "anomaly", message, **data)
+
+    # -- probes --------------------------------------------------------------------------
+
+    def _start_probes(self, record: OptimizationRecord, now: float) -> None:
+        """Read a few of the tags this change slowed at their configured rate for a while.
+
+        A tag's slow period is the one its changes are seen within: a trigger
+        follower's is its leader's, so a well-triggered follower is not slowed.
+        """
+        tags = self.poller.tags
+        slowed: list[tuple[float, str]] = []
+        for key, after in record.after.intervals.items():
+            tag = tags.get(key)
+            if tag is None or after <= record.before.intervals.get(key, after) * 1.01:
+                continue
+            effective = self._effective_period(key)
+            if effective > tag.base_interval * 1.01:
+                slowed.append((self.model.rates.get(key, 0.0) * effective, key))
+        slowed.sort(reverse=True)
+        duration = min(120.0, max(10.0, float(self.config.evaluate_after) / 4))
+        for _, key in slowed[:PROBE_TAGS]:
+            tag = tags[key]
+            stats = tag.state.stats
+            self._probes[key] = Probe(
+                key,
+                record.id,
+                slow=self._effective_period(key),
+                base=tag.base_interval,
+                before=record.before.intervals.get(key, tag.base_interval),
+                start=now,
+                until=now + duration,
+                reads=stats.reads,
+                jumps=stats.jumps,
+            )
+            self.model.override(key, tag.base_interval, now + duration, PROBE, now)
+
+    def _finish_probe(self, probe: Probe, now: float) -> None:
+        tag = self.poller.tags.get(probe.key)
+        record = next((r for r in self.records if r.id == probe.record), None)
+        if tag is None or record is None:
+            return
+        stats = tag.state.stats
+        reads, jumps = stats.reads - probe.reads, stats.jumps - probe.jumps
+        rate = corrected_rate(jumps, reads, now - probe.start)
+        hidden = rate * probe.slow - (1.0 - math.exp(-rate * probe.slow))
+        record.dirty = True
+        record.probes[probe.key] = {
+            "rate": round(rate, 6),
+            "reads": reads,
+            "slow_interval": round(probe.slow, 4),
+            "base_interval": round(probe.base, 4),
+            "ood_slow": round(min(1.0, rate * probe.slow / 2), 6),
+            "ood_before": round(min(1.0, rate * probe.before / 2), 6),
+            "missed_per_hour": round(hidden / probe.slow * 3600.0, 3),
+        }
+        if rate > self.model.rates.get(probe.key, 0.0):
+            self.model.rates[probe.key] = rate
+
+    # -- evaluation ---------------------------------------------------------------------
+
+    async def evaluate_optimizations(self, force: bool = False) -> dict[str, Any]:
+        """Judge the pending change if its time has come (or now, with `force`)."""
+        async with self._lock:
+            self.tick()
+            result = self._evaluate(force)
+        if result["evaluated"]:
+            await self._persist()
+        return result
+
+    def _evaluate(self, force: bool) -> dict[str, Any]:
+        record = self.pending
+        wall, now = self.clock.now(), self.clock.monotonic()
+        if record is None:
+            return {"evaluated": [], "pending": 0}
+        if wall < record.evaluate_at and not force:
+            return {"evaluated": [], "pending": 1, "due": record.evaluate_at}
+        before, after = record.before_metrics, record.after_metrics
+        enough = all(
+            len(x) >= MIN_WINDOWS for x in (before.bus, after.bus, before.fidelity, after.fidelity)
+        )
+        if not enough:
+            overdue = wall >= record.evaluate_at + 2 * float(self.config.evaluate_after)
+            if not overdue:
+                return {
+                    "evaluated": [],
+                    "pending": 1,
+                    "waiting": f"#{record.id} needs more measurement windows",
+                }
+            verdict = Verdict(Outcome.ROLLED_BACK, "too few measurements to judge", 0.0, 0.0, 0.0)
+        else:
+            verdict = decide(
+                before.bus,
+                after.bus,
+                before.fidelity,
+                after.fidelity,
+                min_improvement=float(self.config.min_improvement),
+                max_fidelity_loss=float(self.config.max_fidelity_loss),
+                repair=record.repair,
+            )
+            verdict = self._probe_verdict(record, verdict)
+        strategy = self.strategies[record.strategy]
+        if verdict.outcome is Outcome.ROLLED_BACK:
+            strategy.rollback(self.context(strategy), record.before)
+            self._leader_of = self.model.followers()
+            self._plan_changed()
+        record.outcome = verdict.outcome
+        record.dirty = True
+        record.evaluated = wall
+        record.improvement = verdict.improvement
+        record.fidelity_loss = verdict.fidelity_loss
+        record.confidence = verdict.confidence
+        record.reason = verdict.reason
+        strategy.learning.learn(verdict.outcome is Outcome.KEPT, verdict.improvement, now)
+        self.pending = None
+        log.info(
+            "optimization #%d (%s) %s: %s",
+            record.id,
+            record.strategy,
+            verdict.outcome.value.replace("_", " "),
+            verdict.reason,
+        )
+        self.events.emit(
+            wall,
+            "optimization_evaluated",
+            f"#{record.id} {record.strategy} {verdict.outcome.value}: {verdict.reason}",
+            id=record.id,
+            outcome=verdict.outcome.value,
+            improvement=verdict.improvement,
+            confidence=verdict.confidence,
+        )
+        return {"evaluated": [record.to_history()], "pending": 0}
+
+    def _probe_verdict(self, record: OptimizationRecord, verdict: Verdict) -> Verdict:
+        """Roll back when the probes saw the slowed tags lose more than the windows showed."""
+        if verdict.outcome is not Outcome.KEPT or not record.probes or record.repair:
+            return verdict
+        losses = [p["ood_slow"] - p["ood_before"] for p in record.probes.values()]
+        slowed = sum(
+            1
+            for k, v in record.after.intervals.items()
+            if v > record.before.intervals.get(k, v) * 1.01
+        )
+        share = slowed / max(1, len(record.changed))
+        loss = sum(losses) / len(losses) * share
+        limit = float(self.config.max_fidelity_loss)
+        if loss <= limit:
+            return verdict
+        return Verdict(
+            Outcome.ROLLED_BACK,
+            f"probe bursts: slowed tags miss changes (fidelity loss {loss:.3f} > {limit})",
+            verdict.improvement,
+            max(verdict.fidelity_loss, loss),
+            verdict.confidence,
+        )
+
+    # -- control ------------------------------------------------------------------------
+
+    def strategy(self, name: str) -> Strategy:
+        try:
+            return self.strategies[name]
+        except KeyError:
+            known = ", ".join(self.strategies)
+            raise KeyError(f"unknown strategy {name!r} (known: {known})") from None
+
+    async def update_strategy_parameters(self, name: str, **params: object) -> dict[str, Any]:
+        """Change a strategy's parameters at once (and persist them); returns before/after."""
+        changes = self.strategy(name).update_parameters(**params)
+        log.info("strategy %s parameters updated: %s", name, changes)
+        await self._persist()
+        return {"strategy": name, "changes": changes}
+
+    async def set_strategy_enabled(self, name: str, enabled: bool) -> dict[str, Any]:
+        strategy = self.strategy(name)
+        before, strategy.enabled = strategy.enabled, bool(enabled)
+        log.info("strategy %s %s", name, "enabled" if enabled else "disabled")
+        await self._persist()
+        return {"strategy": name, "enabled": strategy.enabled, "was": before}
+
+    def strategy_list(self) -> list[dict[str, Any]]:
+        now, wall = self.clock.monotonic(), self.clock.now()
+        return [s.describe(now, wall) for s in self.strategies.values()]
+
+    # -- reporting ------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """CONTRACT.md status.optimizer (plus what the plan does now)."""
+        wall = self.clock.now()
+        return {
+            "enabled": self.enabled,
+            "last_quick": self.last_quick,
+            "last_full": self.last_full,
+            "pending_evaluations": 1 if self.pending is not None else 0,
+            "next_evaluation": None if self.pending is None else self.pending.evaluate_at,
+            "pressure": self.pressure.value,
+            "planned_bus_load": self.planned_line_loads(),
+            "shed": list(self.shed_reports),
+            "triggers": sum(len(v) for v in self.model.triggers.values()),
+            "trigger_reads": self.poller.trigger_reads,
+            "overrides": len(self.model.overrides),
+            "forecast": self.model.forecast,
+            "ts": wall,
+        }
+
+    def planned_line_loads(self) -> dict[str, float]:
+        loads: dict[str, float] = {}
+        for name, device in self.poller.devices.items():
+            load = self.poller.plan.bus_seconds_per_second(name)
+            loads[device.line] = round(loads.get(device.line, 0.0) + load, 5)
+        return loads
+
+    def get_statistics(self) -> dict[str, Any]:
+        """CONTRACT.md `stats`."""
+        now, wall = self.clock.monotonic(), self.clock.now()
+        done = [r for r in self.records if not r.pending]
+        kept = [r for r in done if r.outcome is Outcome.KEPT]
+        improvements = [r.improvement for r in kept if r.improvement is not None]
+        strategies: dict[str, Any] = {}
+        for name, s in self.strategies.items():
+            row = s.describe(now, wall)
+            strategies[name] = {
+                "runs": row["runs"],
+                "success_rate": row["success_rate"],
+                "cooldown_until": row["cooldown_until"],
+                "params": row["params"],
+                "enabled": row["enabled"],
+                "kept": row["kept"],
+                "rolled_back": row["rolled_back"],
+                "cooldown_s": row["cooldown_s"],
+                "aggressiveness": row["aggressiveness"],
+                "trend": row["trend"],
+            }
+        return {
+            "optimizations": len(self.records),
+            "successful": len(kept),
+            "rolled_back": sum(1 for r in done if r.outcome is Outcome.ROLLED_BACK),
+            "pending": 1 if self.pending is not None else 0,
+            "strategies": strategies,
+            "avg_improvement": round(sum(improvements) / len(improvements), 4)
+            if improvements
+            else 0.0,
+            "trend": trend_of([r.improvement or 0.0 for r in done]),
+            "devices": self.device_trends(),
+            "triggers": {k: sorted(v) for k, v in sorted(self.model.triggers.items())},
+            "trigger_reads": self.poller.trigger_reads,
+            "anomalies": len(self.anomalies),
+        }
+
+    def device_trends(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for name in self.poller.devices:
+            series = list(self._device_trend.get(name, ()))
+            # Lower latency is better: the trend of its negation.
+            out[name] = {
+                "trend": trend_of([-x for x in series], tolerance=0.0005),
+                "latency_ms_p50": None if not series else round(series[-1] * 1000, 3),
+            }
+        return out
+
+    def history(self, limit: int = 20) -> list[dict[str, Any]]:
+        """CONTRACT.md `history`: the most recent changes first."""
+        if limit <= 0:
+            return []
+        return [r.to_history() for r in reversed(self.records[-limit:])]
+
+    def recommendations(self) -> list[dict[str, Any]]:
+        """Things an operator could change, most important first, each with its expected impact."""
+        from edgeopt.optimizer.advice import recommendations
+
+        return recommendations(self)
+
+    # -- learned state ----------------------------------------------------------------------
+
+    def export_state(self, profiles: bool = True, only_dirty: bool = False) -> LearnedState:
+        now, wall = self.clock.monotonic(), self.clock.now()
+        exported = self.activity.export_profiles() if profiles else {}
+        tags = {
+            key: {
+                "fingerprint": tag_fingerprint(tag),
+                "allocated": self.model.allocated.get(key, tag.base_interval),
+                "rate": self.model.rates.get(key),
+                "profile": exported.get(key),
+            }
+            for key, tag in self.poller.tags.items()
+        }
+        return LearnedState(
+            meta={
+                "last_quick": self.last_quick,
+                "last_full": self.last_full,
+                "weight": self.model.weight,
+                "forecast": self.model.forecast,
+                "periods": self.model.periods,
+                "next_id": self._next_id,
+                "activity": self.activity.export_globals() if profiles else None,
+                "saved": wall,
+                "pending": None if self.pending is None else self.pending.id,
+            },
+            strategies={
+                name: {
+                    "enabled": s.enabled,
+                    "params": dict(s.params),
+                    "learning": s.learning.to_json(now, wall),
+                }
+                for name, s in self.strategies.items()
+            },
+            tags=tags,
+            triggers={k: sorted(v) for k, v in self.model.triggers.items()},
+            records=[r.to_json() for r in self.records if r.dirty or not only_dirty],
+        )
+
+    def restore(self, state: LearnedState) -> None:
+        """Take back learned state; tags whose config changed start afresh."""
+        now, wall = self.clock.monotonic(), self.clock.now()
+        meta = state.meta
+        self.last_quick = _opt_float(meta.get("last_quick"))
+        self.last_full = _opt_float(meta.get("last_full"))
+        weight = _opt_float(meta.get("weight"))
+        self.model.weight = weight
+        self.model.forecast = bool(meta.get("forecast", False))
+        periods = meta.get("periods") or {}
+        self.model.periods = {str(k): int(v) for k, v in dict(periods).items()}
+        self._next_id = int(meta.get("next_id", 1))
+        for name, saved in state.strategies.items():
+            strategy = self.strategies.get(name)
+            if strategy is None:
+                continue
+            strategy.enabled = bool(saved.get("enabled", strategy.enabled))
+            params = {
+                k: v for k, v in dict(saved.get("params", {})).items() if k in strategy.defaults
+            }
+            try:
+                strategy.update_parameters(**params)
+            except ValueError as exc:
+                log.warning("ignoring saved parameters of strategy %s: %s", name, exc)
+            strategy.learning.load_json(dict(saved.get("learning", {})), now, wall)
+        valid: set[str] = set()
+        for key, saved_tag in state.tags.items():
+            tag = self.poller.tags.get(key)
+            if tag is None or saved_tag.get("fingerprint") != tag_fingerprint(tag):
+                continue
+            valid.add(key)
+            self.model.allocated[key] = float(saved_tag.get("allocated", tag.base_interval))
+            rate = saved_tag.get("rate")
+            if rate is not None:
+                self.model.rates[key] = float(rate)
+        self.model.triggers = {
+            leader: frozenset(f for f in followers if f in valid)
+            for leader, followers in state.triggers.items()
+            if leader in valid
+        }
+        self.model.triggers = {k: v for k, v in self.model.triggers.items() if v}
+        self._leader_of = self.model.followers()
+        self.activity.sync(self.poller)
+        profiles = {
+            k: v["profile"] for k, v in state.tags.items() if k in valid and v.get("profile")
+        }
+        globals_ = meta.get("activity")
+        if isinstance(globals_, dict):
+            self.activity.import_profiles(profiles, globals_)
+        self.records = [OptimizationRecord.from_json(r) for r in state.records][-HISTORY_KEEP:]
+        pending = [r for r in self.records if r.pending]
+        for extra in pending[:-1]:  # at most one can be in flight; older ones are void
+            extra.outcome = Outcome.ROLLED_BACK
+            extra.reason = "interrupted by a restart"
+            extra.dirty = True
+        self.pending = pending[-1] if pending else None
+        if self.pending is not None:
+            # The after-windows start again: the old ones died with the process.
+            self.pending.after_metrics = WindowMetrics()
+            self.pending.dirty = True
+            self.pending.evaluate_at = max(
+                self.pending.evaluate_at, wall + float(self.config.evaluate_after) / 2
+            )
+        if self.records:
+            self._next_id = max(self._next_id, max(r.id for r in self.records) + 1)
+        self.model.push(now)
+        log.debug("Loaded %d optimization records from storage", len(self.records))
+
+    def reload(self, poller: Poller) -> None:
+        """After a config reload: keep what was learned about tags whose config is unchanged."""
+        state = self.export_state()
+        if poller is not self.poller:
+            if self._on_change in self.poller.change_listeners:
+                self.poller.change_listeners.remove(self._on_change)
+            self.poller = poller
+            poller.change_listeners.append(self._on_change)
+        self.model = PlanModel(poller)
+        self._default_costs = {n: default_cost(d.config) for n, d in poller.devices.items()}
+        self.restore(state)
+
+    # -- knobs not in the config ------------------------------------------------------------
+
+    def bus_budgets(self) -> dict[str, float]:
+        default = float(self.interval.params["bus_budget"])
+        out: dict[str, float] = {}
+        for device in self.poller.devices.values():
+            budget = bus_budget_of(device, default)
+            out[device.line] = min(out.get(device.line, budget), budget)
+        return out
+
+    def tags_snapshot(self, keys: Iterable[str] | None = None) -> PlanSnapshot:
+        """The exact allocation and triggers now (tests and the history use it)."""
+        return self.model.snapshot(self.model.allocated if keys is None else keys)
+
+    async def predicted(self) -> dict[str, float]:
+        """The allocation the interval strategy would make now (read-only)."""
+        plan = await plan_allocation(self.context(self.interval))
+        return {
+            "current_bus": plan.current_bus,
+            "proposed_bus": plan.proposed_bus,
+            "current_ood": plan.current_ood,
+            "proposed_ood": plan.proposed_ood,
+            "budget": plan.budget,
+        }
+
+
+def _opt_float(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
+
+
+def build_optimizer(
+    poller: Poller,
+    config: OptimizerConfig | Config,
+    clock: Clock,
+    events: EventLog,
+    *,
+    state: LearnedState | None = None,
+    resources: PressureMonitor | None = None,
+) -> Optimizer:
+    """The optimizer for `poller`; the daemon and the benchmark replay build it the same way.
+
+    config: the `optimizer:` section (or the whole config, whose section is used).
+    state: learned state from `persistence.load_state` (None: start fresh).
+    resources: the pressure monitor (None: always normal).
+    """
+    section = config.optimizer if isinstance(config, Config) else config
+    return Optimizer(poller, section, clock, events, state=state, resources=resources)

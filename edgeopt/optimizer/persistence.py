@@ -1,0 +1,197 @@
+"""The optimizer's learning state in SQLite: it survives restarts.
+
+`OPTIMIZER_SCHEMA_SQL` is the DDL, meant to be appended to the storage
+schema's migrations (`edgeopt/storage/schema.py`) as one `Migration`.
+`save_state` writes a `LearnedState` in one transaction (a crash leaves the
+previous state whole); `load_state` reads it back, or None when nothing was
+saved yet.
+
+Tables:
+- optimizer_meta: key/value JSON (last cycles, λ, forecast, profiles' exposure…)
+- optimizer_strategies: enabled, parameters, learning (success rate, cooldown…)
+- optimizer_tags: per tag its config fingerprint, learned interval and rate,
+  and (when saved with profiles) its activity profile
+- optimizer_triggers: leader -> follower
+- optimizer_records: the change history, each with its exact before/after
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aiosqlite
+
+from edgeopt.optimizer.loop import LearnedState
+
+# Records kept in the database (the newest).
+RECORDS_KEPT = 1000
+
+OPTIMIZER_SCHEMA_SQL = """
+CREATE TABLE optimizer_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL          -- JSON
+);
+CREATE TABLE optimizer_strategies (
+    name     TEXT PRIMARY KEY,
+    enabled  INTEGER NOT NULL,
+    params   TEXT NOT NULL,      -- JSON object
+    learning TEXT NOT NULL,      -- JSON: runs, success_rate, cooldown, cooldown_until (epoch)…
+    updated  REAL NOT NULL
+);
+CREATE TABLE optimizer_tags (
+    tag         TEXT PRIMARY KEY,  -- DEVICE/NAME
+    fingerprint TEXT NOT NULL,     -- the tag's config; a change voids what was learned
+    allocated   REAL NOT NULL,     -- learned interval, seconds
+    rate        REAL,              -- learned change rate, per second
+    profile     TEXT,              -- JSON activity profile (hour of day, weekday)
+    updated     REAL NOT NULL
+);
+CREATE TABLE optimizer_triggers (
+    leader   TEXT NOT NULL,
+    follower TEXT NOT NULL,
+    PRIMARY KEY (leader, follower)
+) WITHOUT ROWID;
+CREATE TABLE optimizer_records (
+    id          INTEGER PRIMARY KEY,
+    strategy    TEXT NOT NULL,
+    started     REAL NOT NULL,
+    evaluated   REAL,
+    outcome     TEXT NOT NULL,     -- kept | rolled_back | pending
+    improvement REAL,
+    data        TEXT NOT NULL      -- JSON: exact before/after state, metrics, probes
+);
+CREATE INDEX optimizer_records_started ON optimizer_records (started);
+"""
+
+MIGRATION_DESCRIPTION = "optimizer learning state"
+
+
+async def create_tables(conn: aiosqlite.Connection) -> None:
+    """Create the tables directly (tests, and databases the storage migrations do not manage)."""
+    await conn.executescript(OPTIMIZER_SCHEMA_SQL)
+
+
+async def save_state(conn: aiosqlite.Connection, state: LearnedState) -> None:
+    """Write `state` in one transaction. Tags saved without a profile keep their stored one."""
+    saved = float(state.meta.get("saved") or 0.0)
+    await conn.execute("BEGIN IMMEDIATE")
+    try:
+        await conn.executemany(
+            "INSERT OR REPLACE INTO optimizer_meta (key, value) VALUES (?, ?)",
+            [(k, json.dumps(v)) for k, v in state.meta.items() if v is not None or k != "activity"],
+        )
+        await conn.executemany(
+            "INSERT OR REPLACE INTO optimizer_strategies "
+            "(name, enabled, params, learning, updated) VALUES (?, ?, ?, ?, ?)",
+            [
+                (
+                    name,
+                    int(bool(s.get("enabled", True))),
+                    json.dumps(s.get("params", {})),
+                    json.dumps(s.get("learning", {})),
+                    saved,
+                )
+                for name, s in state.strategies.items()
+            ],
+        )
+        await conn.execute(
+            "DELETE FROM optimizer_tags WHERE tag NOT IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(state.tags)),),
+        )
+        await conn.executemany(
+            "INSERT INTO optimizer_tags (tag, fingerprint, allocated, rate, profile, updated) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tag) DO UPDATE SET "
+            "fingerprint = excluded.fingerprint, allocated = excluded.allocated, "
+            "rate = excluded.rate, updated = excluded.updated, "
+            "profile = CASE WHEN excluded.profile IS NULL AND "
+            "optimizer_tags.fingerprint = excluded.fingerprint "
+            "THEN optimizer_tags.profile ELSE excluded.profile END",
+            [
+                (
+                    key,
+                    str(t["fingerprint"]),
+                    float(t["allocated"]),
+                    t.get("rate"),
+                    None if t.get("profile") is None else json.dumps(t["profile"]),
+                    saved,
+                )
+                for key, t in state.tags.items()
+            ],
+        )
+        await conn.execute("DELETE FROM optimizer_triggers")
+        await conn.executemany(
+            "INSERT INTO optimizer_triggers (leader, follower) VALUES (?, ?)",
+            [(leader, f) for leader, fs in state.triggers.items() for f in fs],
+        )
+        await conn.executemany(
+            "INSERT OR REPLACE INTO optimizer_records "
+            "(id, strategy, started, evaluated, outcome, improvement, data) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    r["id"],
+                    r["strategy"],
+                    r["started"],
+                    r.get("evaluated"),
+                    r.get("outcome", "pending"),
+                    r.get("improvement"),
+                    json.dumps(r),
+                )
+                for r in state.records
+            ],
+        )
+        await conn.execute(
+            "DELETE FROM optimizer_records WHERE id NOT IN "
+            "(SELECT id FROM optimizer_records ORDER BY id DESC LIMIT ?)",
+            (RECORDS_KEPT,),
+        )
+        await conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            await conn.rollback()
+        raise
+
+
+async def load_state(conn: aiosqlite.Connection) -> LearnedState | None:
+    """The saved state, or None if the tables are empty (or missing)."""
+    try:
+        meta_rows = list(await conn.execute_fetchall("SELECT key, value FROM optimizer_meta"))
+    except aiosqlite.OperationalError:
+        return None
+    strategies_rows = list(
+        await conn.execute_fetchall(
+            "SELECT name, enabled, params, learning FROM optimizer_strategies"
+        )
+    )
+    if not meta_rows and not strategies_rows:
+        return None
+    meta: dict[str, Any] = {str(k): json.loads(v) for k, v in meta_rows}
+    strategies = {
+        str(name): {
+            "enabled": bool(enabled),
+            "params": json.loads(params),
+            "learning": json.loads(learning),
+        }
+        for name, enabled, params, learning in strategies_rows
+    }
+    tags: dict[str, dict[str, Any]] = {}
+    for tag, fingerprint, allocated, rate, profile in await conn.execute_fetchall(
+        "SELECT tag, fingerprint, allocated, rate, profile FROM optimizer_tags"
+    ):
+        tags[str(tag)] = {
+            "fingerprint": fingerprint,
+            "allocated": float(allocated),
+            "rate": rate,
+            "profile": None if profile is None else json.loads(profile),
+        }
+    triggers: dict[str, list[str]] = {}
+    for leader, follower in await conn.execute_fetchall(
+        "SELECT leader, follower FROM optimizer_triggers ORDER BY leader, follower"
+    ):
+        triggers.setdefault(str(leader), []).append(str(follower))
+    records = [
+        json.loads(data)
+        for (data,) in await conn.execute_fetchall("SELECT data FROM optimizer_records ORDER BY id")
+    ]
+    return LearnedState(meta, strategies, tags, triggers, records)

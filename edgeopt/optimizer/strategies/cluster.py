@@ -1,0 +1,279 @@
+"""The cluster strategy: tags that change together are read when their leader changes.
+
+1. Event series: each candidate tag's change times over a window (tags that
+   change too often to be worth triggering, or too rarely to say anything
+   about, are left out).
+2. Features: each tag's row of the correlation matrix of binned (and
+   dilated by a bin, since slow reads see a change late) change indicators.
+3. KMeans on those rows in a worker process, k by silhouette score.
+4. Per cluster a leader: the member whose changes explain most of the
+   others' (a follower's change is explained when the leader changed within
+   the two reads' intervals around it, and the chance of that happening by
+   coincidence is small) at the least trigger cost. Followers keep only
+   members with recall ≥ `min_recall` whose saving beats their trigger reads.
+5. The allocation then lets followers sit at max_staleness, and reads the
+   leader fast enough for itself and its followers.
+
+At run time (`observe_follower_change`), a follower that changes with no
+leader change around it counts against its trigger; `break_after` such
+changes out of the last five break the trigger and the follower returns to
+its configured interval.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from edgeopt.config import StrategyConfig
+from edgeopt.optimizer.cluster_worker import ClusterResult, ClusterRunner
+from edgeopt.optimizer.demand import plan_allocation, tag_rates
+from edgeopt.optimizer.strategies.base import ParamValue, Proposal, Strategy, StrategyContext
+from edgeopt.poller import Poller
+
+# How long a follower's recent change verdicts are remembered.
+EVIDENCE = 5
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerBreak:
+    """A follower whose changes no longer come with its leader's."""
+
+    leader: str
+    follower: str
+    unexplained: int
+
+
+def event_series(
+    poller: Poller, keys: list[str], start: float, end: float
+) -> dict[str, list[float]]:
+    """Change times of each tag in [start, end]; tags whose history is too short are left out."""
+    out: dict[str, list[float]] = {}
+    for key in keys:
+        events = poller.tags[key].state.stats.recent_events
+        if events.maxlen is not None and len(events) == events.maxlen and events[0] > start:
+            continue  # busier than the history holds: not a trigger candidate
+        out[key] = [t for t in events if start <= t <= end]
+    return out
+
+
+def indicator_matrix(
+    series: list[list[float]], start: float, end: float, bin_s: float
+) -> np.ndarray:
+    """One row per tag: 1 in each bin with a change (and its neighbours), else 0."""
+    bins = max(1, math.ceil((end - start) / bin_s))
+    out = np.zeros((len(series), bins), np.uint8)
+    for row, times in enumerate(series):
+        if not times:
+            continue
+        idx = np.clip(((np.asarray(times) - start) // bin_s).astype(np.int64), 0, bins - 1)
+        out[row, idx] = 1
+        out[row, np.clip(idx - 1, 0, bins - 1)] = 1
+        out[row, np.clip(idx + 1, 0, bins - 1)] = 1
+    return out
+
+
+def recall(follower: list[float], leader: list[float], before: float, after: float) -> float:
+    """Share of follower changes with a leader change in [t - before, t + after]."""
+    if not follower:
+        return 0.0
+    hits = 0
+    for t in follower:
+        i = bisect.bisect_left(leader, t - before)
+        if i < len(leader) and leader[i] <= t + after:
+            hits += 1
+    return hits / len(follower)
+
+
+class ClusterStrategy(Strategy):
+    name: ClassVar[str] = "cluster"
+    priority: ClassVar[int] = 20
+    heavy: ClassVar[bool] = True
+    description: ClassVar[str] = (
+        "KMeans over change correlations: followers read on their leader's change"
+    )
+    defaults: ClassVar[dict[str, ParamValue]] = {
+        "window": 21600.0,  # seconds of change history clustered
+        "bin": 10.0,  # seconds per indicator bin
+        "min_events": 3,  # fewer changes in the window: nothing to learn from
+        "max_rate": 0.05,  # changes/s above which a tag is too busy to trigger or be triggered
+        "max_k": 12,
+        "min_recall": 0.9,  # share of a follower's changes its leader must explain
+        "max_chance": 0.3,  # largest chance that a leader change falls near by coincidence
+        "min_gain": 0.05,  # predicted bus saving a new trigger map needs
+        "slack": 1.0,  # seconds added to the coincidence tolerance
+        "break_after": 2,  # unexplained follower changes (of the last 5) that break a trigger
+        "seed": 0,
+    }
+
+    def __init__(self, config: StrategyConfig) -> None:
+        super().__init__(config)
+        self._evidence: dict[str, deque[bool]] = {}
+        self.last_result: ClusterResult | None = None
+
+    def ready(self, context: StrategyContext) -> bool:
+        return isinstance(context.services, ClusterRunner) and context.activity.closed >= 2
+
+    async def propose(self, context: StrategyContext) -> Proposal | None:
+        runner = context.services
+        if not isinstance(runner, ClusterRunner):
+            return None
+        poller, model = context.poller, context.model
+        window = self.param_float("window")
+        start, end = context.wall - window, context.wall
+        max_events = self.param_float("max_rate") * window
+        min_events = self.param_float("min_events")
+        keys = [k for k, t in poller.tags.items() if not isinstance(t.state.value, str)]
+        series = event_series(poller, keys, start, end)
+        candidates = sorted(
+            k for k, times in series.items() if min_events <= len(times) <= max_events
+        )
+        if len(candidates) < 3:
+            return None
+        indicators = indicator_matrix(
+            [series[k] for k in candidates], start, end, self.param_float("bin")
+        )
+        result = await runner.run(indicators, int(self.params["max_k"]), int(self.params["seed"]))
+        self.last_result = result
+        rates = tag_rates(context, model.forecast)
+        triggers = self.choose_triggers(context, candidates, result.labels, series, rates)
+        current = {k: tuple(sorted(v)) for k, v in model.triggers.items()}
+        if triggers == current:
+            return None
+        with_new = await plan_allocation(context, triggers=triggers, rates=rates)
+        with_old = await plan_allocation(context, rates=rates)
+        cost_new = with_new.proposed_bus + with_new.trigger_cost
+        cost_old = with_old.proposed_bus + with_old.trigger_cost
+        gain = (cost_old - cost_new) / cost_old if cost_old > 0 else 0.0
+        if gain < self.param_float("min_gain") and len(triggers) >= len(current):
+            return None
+        changed = {
+            k: v
+            for k, v in with_new.intervals.items()
+            if abs(v - model.allocated.get(k, v)) > 1e-9 * max(v, 1.0)
+        }
+        followers = sum(len(v) for v in triggers.values())
+        return Proposal(
+            strategy=self.name,
+            summary=(
+                f"{len(triggers)} leaders trigger {followers} followers "
+                f"(k={result.k}, silhouette {result.silhouette:.2f}); "
+                f"predicted bus {cost_old:.4f} -> {cost_new:.4f} s/s"
+            ),
+            intervals=changed,
+            triggers=triggers,
+            predicted={
+                "bus_before": with_old.current_bus + with_old.trigger_cost,
+                "bus_after": cost_new,
+                "ood_before": with_old.current_ood,
+                "ood_after": with_new.proposed_ood,
+                "gain": gain,
+            },
+            confidence=max(0.0, min(1.0, result.silhouette)),
+            details={
+                "k": result.k,
+                "silhouette": result.silhouette,
+                "candidates": len(candidates),
+                "weight": with_new.allocation.weight,
+            },
+        )
+
+    def choose_triggers(
+        self,
+        context: StrategyContext,
+        candidates: list[str],
+        labels: list[int],
+        series: Mapping[str, list[float]],
+        rates: Mapping[str, float | None],
+    ) -> dict[str, tuple[str, ...]]:
+        """Per cluster the leader that saves most, and the followers worth triggering."""
+        poller, model = context.poller, context.model
+        followers_now = model.followers()
+        span = max(self.param_float("window"), 1.0)
+        slack = self.param_float("slack")
+        min_recall = self.param_float("min_recall")
+        max_chance = self.param_float("max_chance")
+        clusters: dict[int, list[str]] = {}
+        for key, label in zip(candidates, labels, strict=True):
+            clusters.setdefault(label, []).append(key)
+
+        def read_cost(key: str) -> float:
+            tag = poller.tags[key]
+            return poller.devices[tag.device].cost.read_seconds(tag.table, int(tag.config.width))
+
+        def interval(key: str) -> float:
+            return poller.tags[key].interval
+
+        out: dict[str, tuple[str, ...]] = {}
+        for members in clusters.values():
+            if len(members) < 2:
+                continue
+            best: tuple[float, str, list[str]] | None = None
+            for leader in members:
+                leader_rate = len(series[leader]) / span
+                chosen: list[str] = []
+                score = 0.0
+                leader_read = poller.read_of(leader)
+                for follower in members:
+                    if follower == leader:
+                        continue
+                    follower_read = poller.read_of(follower)
+                    if leader_read is not None and follower_read is leader_read:
+                        continue  # read together anyway: a trigger adds nothing
+                    # A triggered follower sees its changes right after the leader's.
+                    own = slack if followers_now.get(follower) == leader else interval(follower)
+                    before = own + slack
+                    after = interval(leader) + slack
+                    if 1.0 - math.exp(-leader_rate * (before + after)) > max_chance:
+                        continue
+                    if recall(series[follower], series[leader], before, after) < min_recall:
+                        continue
+                    tag = poller.tags[follower]
+                    cost = read_cost(follower)
+                    saving = cost / max(interval(follower), 1e-3) - cost / float(
+                        tag.config.max_staleness
+                    )
+                    net = saving - (rates.get(leader) or leader_rate) * cost
+                    if followers_now.get(follower) == leader:
+                        net = max(net, 1e-9)  # keep a working trigger unless it costs
+                    if net > 0:
+                        chosen.append(follower)
+                        score += net
+                if chosen and (best is None or score > best[0]):
+                    best = (score, leader, chosen)
+            if best is not None:
+                out[best[1]] = tuple(sorted(best[2]))
+        # A tag is a leader or a follower, never both: drop followers that lead.
+        leaders = set(out)
+        out = {k: tuple(f for f in v if f not in leaders) for k, v in out.items()}
+        return {k: v for k, v in sorted(out.items()) if v}
+
+    # -- run time: does the correlation still hold? -------------------------------
+
+    def observe_follower_change(
+        self, context: StrategyContext, follower: str, leader: str
+    ) -> TriggerBreak | None:
+        """Judge one follower change; returns a break when its trigger no longer holds."""
+        poller = context.poller
+        lead = poller.tags.get(leader)
+        if lead is None:
+            return None
+        last = lead.state.stats.last_event_ts
+        tolerance = lead.interval + self.param_float("slack")
+        explained = last is not None and context.wall - last <= tolerance
+        evidence = self._evidence.setdefault(follower, deque(maxlen=EVIDENCE))
+        evidence.append(explained)
+        unexplained = sum(1 for e in evidence if not e)
+        if unexplained >= int(self.params["break_after"]):
+            del self._evidence[follower]
+            return TriggerBreak(leader, follower, unexplained)
+        return None
+
+    def forget(self, follower: str) -> None:
+        self._evidence.pop(follower, None)

@@ -1,0 +1,96 @@
+"""The interval strategy: each tag's interval from its change rate and its read's cost.
+
+It proposes the allocation of `plan_allocation`: the cheapest intervals in
+[min_interval, max_staleness] whose predicted out-of-deadband total matches
+what the configured intervals would give. A quiet tag drifts towards
+max_staleness, a busy tag that shares a cheap read may go faster than
+configured, and a tag that shares a fast read anyway costs nothing extra.
+
+Between cycles the optimizer snaps a slowed tag back to its configured rate
+when it changes unexpectedly (`snap_back`), so a quiet tag that wakes up is
+not read slowly until the next cycle.
+
+Aggressiveness (from the success rate) sets how close to the fidelity budget
+a proposal goes: a strategy whose changes were rolled back plans more
+cautiously.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import ClassVar
+
+from edgeopt.optimizer.allocation import predicted_ood
+from edgeopt.optimizer.demand import ALLOCATION_DEFAULTS, plan_allocation, planned_bus
+from edgeopt.optimizer.strategies.base import ParamValue, Proposal, Strategy, StrategyContext
+
+# At aggressiveness 0.25 the budget shrinks by this share × 0.75.
+CAUTION = 0.2
+
+
+class IntervalStrategy(Strategy):
+    name: ClassVar[str] = "interval"
+    priority: ClassVar[int] = 30
+    heavy: ClassVar[bool] = False
+    description: ClassVar[str] = "per-tag intervals from change rates and read costs"
+    defaults: ClassVar[dict[str, ParamValue]] = {
+        **ALLOCATION_DEFAULTS,
+        "min_gain": 0.12,  # predicted bus saving a proposal needs (unless it is a repair)
+        "repair_margin": 0.05,  # predicted loss over budget that calls for a repair
+        "snap_back": True,  # read a slowed tag at its configured rate again when it changes
+        "snap_hold": 1800.0,  # seconds a snap-back holds at most (a new allocation ends it)
+        "surprise": 0.2,  # a change is unexpected below this many expected changes per read
+    }
+
+    def ready(self, context: StrategyContext) -> bool:
+        return context.activity.closed >= 2
+
+    async def propose(self, context: StrategyContext) -> Proposal | None:
+        model = context.model
+        scale = 1.0 - CAUTION * (1.0 - context.aggressiveness)
+        plan = await plan_allocation(context, budget_scale=scale)
+        changed = {
+            key: value
+            for key, value in plan.intervals.items()
+            if abs(value - model.allocated.get(key, value)) > 1e-9 * max(value, 1.0)
+        }
+        if not changed:
+            return None
+        after = {**model.allocated, **changed}
+        assert plan.inputs is not None
+        bus_after = await asyncio.to_thread(planned_bus, plan.inputs, after)
+        ood_after = predicted_ood(plan.demands, after)
+        gain = (plan.current_bus - bus_after) / plan.current_bus if plan.current_bus > 0 else 0.0
+        repair = (
+            plan.current_ood > plan.budget * (1.0 + self.param_float("repair_margin"))
+            and ood_after < plan.current_ood
+        )
+        if gain < self.param_float("min_gain") and not repair:
+            return None
+        slower = sum(1 for k, v in changed.items() if v > model.allocated[k])
+        summary = (
+            f"{len(changed)} intervals ({slower} slower, {len(changed) - slower} faster): "
+            f"planned bus {plan.current_bus:.4f} -> {bus_after:.4f} s/s"
+        )
+        if repair:
+            summary += f"; repairs predicted loss {plan.current_ood:.3f} > budget {plan.budget:.3f}"
+        return Proposal(
+            strategy=self.name,
+            summary=summary,
+            intervals=changed,
+            predicted={
+                "bus_before": plan.current_bus,
+                "bus_after": bus_after,
+                "ood_before": plan.current_ood,
+                "ood_after": ood_after,
+                "budget": plan.budget,
+                "gain": gain,
+            },
+            confidence=self.confidence,
+            repair=repair,
+            details={
+                "weight": plan.allocation.weight,
+                "shed": [r.to_dict() for r in plan.shed],
+                "rates": plan.rates,
+            },
+        )

@@ -1,0 +1,200 @@
+"""The pattern strategy: read for the activity that is coming, not only the one just past.
+
+Profiles (kept by `ActivityTracker`): each tag's change rate by hour of day
+and by day of week, combined as rate(h) × rate(d) / mean. On top, each
+device's hourly activity series is searched for a strong period by
+autocorrelation (a shift cycle); the activity one period ago then predicts
+the next hours too.
+
+Once profiles cover every hour of the day, the strategy proposes switching
+the forecast on: allocations then use, per tag, the highest rate expected
+between now and `forecast_lead` ahead (or the last few minutes' rate, if
+higher), so reads speed up *before* an active period and slow down in a
+quiet one.
+
+Anomalies (checked every window): a tag whose change rate this hour is more
+than `sigma` standard deviations off its profile for this hour of day gets an
+`anomaly` event with the expected range and a severity; when it is busier
+than expected it is also read at its configured rate for `burst_duration`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from edgeopt.config import StrategyConfig
+from edgeopt.optimizer.demand import plan_allocation
+from edgeopt.optimizer.strategies.base import ParamValue, Proposal, Strategy, StrategyContext
+
+FloatArray = np.ndarray
+
+
+def autocorrelation(series: list[float], lag: int) -> float:
+    x = np.asarray(series, np.float64)
+    if lag <= 0 or lag >= x.size - 1:
+        return 0.0
+    x = x - x.mean()
+    denom = float((x * x).sum())
+    if denom <= 0:
+        return 0.0
+    return float((x[:-lag] * x[lag:]).sum() / denom) * x.size / (x.size - lag)
+
+
+def strongest_period(series: list[float], min_correlation: float, max_lag: int = 168) -> int | None:
+    """The lag (hours) with the highest autocorrelation ≥ min_correlation, seen at least twice."""
+    best: tuple[float, int] | None = None
+    for lag in range(2, min(max_lag, len(series) // 2) + 1):
+        r = autocorrelation(series, lag)
+        if r >= min_correlation and (best is None or r > best[0] + 1e-9):
+            best = (r, lag)
+    return None if best is None else best[1]
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    """A tag whose change rate this hour is far off its profile."""
+
+    key: str
+    observed: float  # changes per hour (projected from the hour so far)
+    expected_low: float
+    expected_high: float
+    z: float
+    severity: str  # warning | critical
+
+    @property
+    def busier(self) -> bool:
+        return self.observed > self.expected_high
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "tag": self.key,
+            "observed_per_hour": round(self.observed, 2),
+            "expected": [round(self.expected_low, 2), round(self.expected_high, 2)],
+            "z": round(self.z, 2),
+            "severity": self.severity,
+        }
+
+
+class PatternStrategy(Strategy):
+    name: ClassVar[str] = "pattern"
+    priority: ClassVar[int] = 10
+    heavy: ClassVar[bool] = True
+    description: ClassVar[str] = "hour/weekday profiles and periods: read ahead of active periods"
+    defaults: ClassVar[dict[str, ParamValue]] = {
+        "min_correlation": 0.5,  # autocorrelation a period needs to count
+        "sigma": 3.0,  # anomaly threshold in standard deviations
+        "min_excess": 5.0,  # and in changes per hour off the expectation
+        "min_hour_seconds": 1200.0,  # the hour must be this far along to judge it busy
+        "quiet_hour_seconds": 1800.0,  # ... and this far along to judge it quiet
+        "min_days": 3,  # days of history an hour of day needs before it is judged
+        "min_relative_sd": 0.5,  # the spread is at least this share of the expectation
+        "burst_duration": 600.0,  # seconds of fast reads after a busy anomaly
+    }
+
+    def __init__(self, config: StrategyConfig) -> None:
+        super().__init__(config)
+        self._flagged: set[tuple[str, int]] = set()
+
+    def ready(self, context: StrategyContext) -> bool:
+        return bool(context.activity.hod_exposure.min() > 0)
+
+    def periods(self, context: StrategyContext) -> dict[str, int]:
+        minimum = self.param_float("min_correlation")
+        out: dict[str, int] = {}
+        for device, series in context.activity.device_series.items():
+            lag = strongest_period(series, minimum)
+            if lag is not None:
+                out[device] = lag
+        return out
+
+    async def propose(self, context: StrategyContext) -> Proposal | None:
+        model = context.model
+        periods = self.periods(context)
+        if model.forecast and periods == model.periods:
+            return None
+        with_forecast = await plan_allocation(context, forecast=True, periods=periods)
+        without = await plan_allocation(context, forecast=False)
+        changed = {
+            k: v
+            for k, v in with_forecast.intervals.items()
+            if abs(v - model.allocated.get(k, v)) > 1e-9 * max(v, 1.0)
+        }
+        ahead = with_forecast.proposed_bus > without.proposed_bus
+        return Proposal(
+            strategy=self.name,
+            summary=(
+                f"forecast on ({len(periods)} devices with a period); "
+                f"{len(changed)} intervals; planned bus {with_forecast.current_bus:.4f} -> "
+                f"{with_forecast.proposed_bus:.4f} s/s"
+            ),
+            intervals=changed,
+            forecast=True,
+            periods=periods,
+            predicted={
+                "bus_before": with_forecast.current_bus,
+                "bus_after": with_forecast.proposed_bus,
+                "ood_before": with_forecast.current_ood,
+                "ood_after": with_forecast.proposed_ood,
+            },
+            confidence=self.confidence,
+            # Reading ahead of activity costs bus time to keep fidelity: judged as a repair.
+            repair=ahead,
+            details={"periods": periods, "weight": with_forecast.allocation.weight},
+        )
+
+    # -- anomalies ---------------------------------------------------------------
+
+    def anomalies(self, context: StrategyContext) -> list[Anomaly]:
+        """Tags far off their hour-of-day profile this hour (each reported once an hour)."""
+        activity = context.activity
+        if activity.hour_seconds < self.param_float("min_hour_seconds"):
+            return []
+        mean, sd, days = activity.hourly_expectations(context.wall)
+        if days < self.param_float("min_days") or not activity.keys:
+            return []
+        # The hour-of-day profile averages all weekdays: scale it to this one.
+        factors = activity.weekday_factors(context.wall)
+        if factors is None:
+            return []  # never seen this weekday: nothing to compare with
+        mean, sd = mean * factors, sd * factors
+        observed = activity.hour_rates() * 3600.0
+        sigma, excess = self.param_float("sigma"), self.param_float("min_excess")
+        # A profile that never moved still has Poisson noise, and a few days
+        # under-state the spread: floor it at sqrt(mean) and a share of the mean.
+        spread = np.maximum(
+            np.maximum(sd, np.sqrt(np.maximum(mean, 1.0))),
+            self.param_float("min_relative_sd") * mean,
+        )
+        z = (observed - mean) / spread
+        busy = (z > sigma) & (observed - mean >= excess)
+        quiet = (z < -sigma) & (mean - observed >= excess)
+        # "Too quiet" needs every weekday seen: a weekend is not an anomaly.
+        if activity.hour_seconds < self.param_float("quiet_hour_seconds") or not bool(
+            (activity.dow_exposure > 0).all()
+        ):
+            quiet &= False
+        hour = int(context.wall // 3600)
+        out: list[Anomaly] = []
+        for i in np.flatnonzero(busy | quiet).tolist():
+            key = activity.keys[i]
+            if (key, hour) in self._flagged:
+                continue
+            self._flagged.add((key, hour))
+            low = max(0.0, float(mean[i] - sigma * spread[i]))
+            high = float(mean[i] + sigma * spread[i])
+            zi = float(z[i])
+            out.append(
+                Anomaly(
+                    key,
+                    float(observed[i]),
+                    low,
+                    high,
+                    zi,
+                    "critical" if abs(zi) >= 2 * sigma else "warning",
+                )
+            )
+        self._flagged = {f for f in self._flagged if f[1] >= hour - 1}
+        return out

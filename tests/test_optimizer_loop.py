@@ -1,0 +1,461 @@
+"""The learning loop in virtual time: cycles, evaluation, rollback, triggers, persistence."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import numpy as np
+import pytest
+from test_optimizer_sim import MONDAY, Sim, config, constant, device, steps, tag
+
+from edgeopt.config import ResourcesConfig
+from edgeopt.optimizer import build_optimizer
+from edgeopt.optimizer.cluster_worker import ClusterRunner
+from edgeopt.optimizer.evaluation import Outcome
+from edgeopt.optimizer.loop import Optimizer
+from edgeopt.optimizer.persistence import create_tables, load_state, save_state
+from edgeopt.optimizer.strategies import IntervalStrategy, Proposal
+from edgeopt.resources import Pressure, PressureMonitor, ResourceSample
+
+FAST_LOOP = {"quick_every": "60s", "full_every": "600s", "evaluate_after": "120s"}
+
+
+def plant(**optimizer: Any) -> tuple[Sim, Optimizer]:
+    """One device: a busy tag, three quiet ones, a setting; the optimizer on a fast loop."""
+    tags = [
+        tag("busy", 0, interval="1s", min_interval="500ms", max_staleness="10s"),
+        tag("quiet1", 30, interval="1s", max_staleness="30s"),
+        tag("quiet2", 60, interval="1s", max_staleness="30s"),
+        tag("quiet3", 90, interval="1s", max_staleness="30s", priority="low"),
+        tag("setting", 200, interval="10s", max_staleness="120s"),
+    ]
+    cfg = config([device("d", tags)], **{**FAST_LOOP, **optimizer})
+    signals = {
+        "d/busy": steps(2.0),
+        "d/quiet1": constant(1),
+        "d/quiet2": constant(2),
+        "d/quiet3": constant(3),
+        "d/setting": constant(50),
+    }
+    sim = Sim(cfg.devices, signals)
+    opt = build_optimizer(sim.poller, cfg, sim.clock, sim.events)
+    return sim, opt
+
+
+async def test_the_loop_learns_slower_reads_for_quiet_tags() -> None:
+    sim, opt = plant()
+    before = sim.poller.plan.bus_seconds_per_second()
+    await sim.run(1500.0, opt)
+    records = opt.history(50)
+    assert records, "the interval strategy never applied a change"
+    assert any(r["outcome"] == "kept" for r in records)
+    tags = sim.poller.tags
+    assert tags["d/quiet1"].interval > 5 * tags["d/quiet1"].base_interval
+    assert tags["d/busy"].interval <= tags["d/busy"].base_interval
+    assert sim.poller.plan.bus_seconds_per_second() < 0.5 * before
+    # CONTRACT.md shapes.
+    row = records[-1]
+    contract = {"id", "strategy", "started", "evaluated", "before", "after", "improvement"}
+    assert contract | {"outcome"} <= set(row)
+    assert row["outcome"] in ("kept", "rolled_back", "pending")
+    stats = opt.get_statistics()
+    assert {
+        "optimizations",
+        "successful",
+        "rolled_back",
+        "strategies",
+        "avg_improvement",
+    } <= stats.keys()
+    assert {"runs", "success_rate", "cooldown_until", "params"} <= stats["strategies"][
+        "interval"
+    ].keys()
+    status = opt.status()
+    assert {"enabled", "last_quick", "last_full", "pending_evaluations"} <= set(status)
+    assert status["last_quick"] is not None
+    await opt.close()
+
+
+async def test_strategies_on_cooldown_are_skipped_with_a_debug_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sim, opt = plant()
+    for _ in range(10):  # measure a few windows without running any cycle
+        await sim.run(20.0)
+        opt.tick()
+    opt.interval.learning.cooldown_until = sim.clock.monotonic() + 1000
+    with caplog.at_level(logging.DEBUG, logger="edgeopt.optimizer.loop"):
+        result = await opt.run_quick_optimization()
+    assert result["strategies"]["interval"] == {"status": "skipped", "reason": "on cooldown"}
+    assert "Skipping strategy interval (on cooldown)" in caplog.text
+    # An operator's run ignores the cooldown.
+    manual = await opt.run_strategy("interval")
+    assert manual["strategies"]["interval"]["status"] in ("applied", "no_change")
+    await opt.close()
+
+
+async def test_rollback_restores_the_exact_prior_plan() -> None:
+    sim, opt = plant()
+    await sim.run(300.0, opt)
+    if opt.pending is not None:
+        await opt.evaluate_optimizations(force=True)
+    plan_before = sim.poller.plan.reads
+    allocated_before = dict(opt.model.allocated)
+    strategy = opt.interval
+    ctx = opt.context(strategy)
+    proposal = Proposal(
+        "interval",
+        "test",
+        {"d/quiet1": 29.0, "d/busy": 7.0},
+        triggers={"d/busy": ("d/quiet2",)},
+    )
+    snapshot = strategy.apply(ctx, proposal)
+    assert sim.poller.plan.reads != plan_before
+    assert sim.poller.triggers == {"d/busy": frozenset({"d/quiet2"})}
+    strategy.rollback(ctx, snapshot)
+    assert sim.poller.plan.reads == plan_before
+    assert opt.model.allocated == allocated_before
+    assert sim.poller.triggers == {}
+    await opt.close()
+
+
+async def test_a_forced_bad_change_is_rolled_back_by_evaluation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sim, opt = plant()
+    await sim.run(300.0, opt)
+    if opt.pending is not None:
+        await opt.evaluate_optimizations(force=True)
+    await sim.run(60.0)
+    opt.tick()
+    busy_before = opt.model.allocated["d/busy"]
+
+    async def bad(self: IntervalStrategy, context: Any) -> Proposal:
+        # The busy tag (a change every 2 s) read every 10 s: a big loss, a small saving.
+        return Proposal("interval", "forced: busy tag at 10 s", {"d/busy": 10.0})
+
+    monkeypatch.setattr(IntervalStrategy, "propose", bad)
+    result = await opt.run_strategy("interval")
+    assert result["strategies"]["interval"]["status"] == "applied"
+    assert sim.poller.tags["d/busy"].interval == 10.0
+    monkeypatch.undo()
+    await sim.run(200.0, opt)  # past evaluate_after; run_due evaluates it
+    record = next(r for r in opt.history(50) if r["summary"].startswith("forced"))
+    assert record["outcome"] == "rolled_back"
+    assert "fidelity" in record["reason"]
+    assert opt.model.allocated["d/busy"] == busy_before
+    assert sim.poller.tags["d/busy"].interval == busy_before
+    assert opt.interval.learning.rolled_back >= 1
+    await opt.close()
+
+
+async def test_trigger_reads_follower_when_the_leader_changes() -> None:
+    cfg = config(
+        [
+            device(
+                "d",
+                [
+                    tag("lead", 0, interval="1s", max_staleness="10s"),
+                    tag("follow", 50, interval="30s", max_staleness="30s"),
+                ],
+            )
+        ]
+    )
+    sim = Sim(cfg.devices, {"d/lead": steps(20.0), "d/follow": steps(20.0, (1.0, 2.0))})
+    sim.poller.set_triggers({"d/lead": ["d/follow"]})
+    await sim.run(200.0)
+    follow_reads = sim.read_times["d/follow"]
+    # The follower is read right after every leader change, not only every 30 s.
+    assert sim.poller.trigger_reads >= 8
+    for change in (20.0, 40.0, 60.0, 80.0, 100.0):
+        assert any(change <= t <= change + 1.1 for t in follow_reads), change
+
+
+async def test_a_slowed_tag_snaps_back_when_it_changes_unexpectedly() -> None:
+    cfg = config([device("d", [tag("rare", 0, interval="1s", max_staleness="30s")])], **FAST_LOOP)
+    sim = Sim(cfg.devices, {"d/rare": lambda t: 1.0 if t < 500 else 2.0})
+    opt = build_optimizer(sim.poller, cfg, sim.clock, sim.events)
+    opt.model.allocated["d/rare"] = 30.0
+    opt.model.push(0.0)
+    await sim.run(520.0)
+    override = opt.model.overrides.get("d/rare")
+    assert override is not None and override.reason == "snap"
+    assert sim.poller.tags["d/rare"].interval == 1.0
+    await opt.close()
+
+
+async def test_a_follower_that_changes_alone_loses_its_trigger() -> None:
+    cfg = config(
+        [
+            device(
+                "d",
+                [
+                    tag("lead", 0, interval="1s", max_staleness="10s"),
+                    tag("follow", 50, interval="1s", max_staleness="30s"),
+                ],
+            )
+        ],
+        **FAST_LOOP,
+    )
+    sim = Sim(cfg.devices, {"d/lead": constant(5), "d/follow": steps(45.0)})
+    opt = build_optimizer(sim.poller, cfg, sim.clock, sim.events)
+    opt.model.adopt({"d/follow": 30.0}, {"d/lead": ("d/follow",)}, None, 0.0)
+    opt._leader_of = opt.model.followers()
+    await sim.run(300.0)
+    assert opt.model.triggers == {}
+    assert sim.poller.triggers == {}
+    assert opt.model.allocated["d/follow"] == 1.0
+    assert [e.kind for e in sim.events.recent()].count("trigger_broken") == 1
+    await opt.close()
+
+
+async def test_pressure_skips_heavy_strategies_and_widens_low_priority_tags() -> None:
+    sim, opt = plant()
+    monitor = PressureMonitor(ResourcesConfig(cpu_high=80), hold=1)
+    opt.resources = monitor
+    await sim.run(120.0)
+    low = sim.poller.tags["d/quiet3"]
+    normal = sim.poller.tags["d/quiet1"]
+    base_low, base_normal = low.interval, normal.interval
+    monitor.update(ResourceSample(cpu_percent=85), MONDAY)
+    assert monitor.level is Pressure.ELEVATED
+    opt.tick()
+    assert low.interval == min(4 * base_low, float(low.config.max_staleness))
+    assert normal.interval == base_normal
+    result = await opt.run_full_optimization()
+    assert result["strategies"]["cluster"]["reason"] == "resource pressure elevated"
+    monitor.update(ResourceSample(cpu_percent=99), MONDAY)
+    assert monitor.level is Pressure.CRITICAL
+    opt.tick()
+    assert normal.interval == float(normal.config.max_staleness)
+    # Critical keeps only high-priority tags at their rate: this plant has none.
+    busy = sim.poller.tags["d/busy"]
+    assert busy.interval == float(busy.config.max_staleness)
+    await opt.close()
+
+
+async def test_learned_state_survives_a_restart(tmp_path: Path) -> None:
+    sim, opt = plant()
+    await sim.run(900.0, opt)
+    assert opt.records
+    learned = dict(opt.model.allocated)
+    opt.interval.learning.cooldown_until = sim.clock.monotonic() + 3000  # clearly on cooldown
+    await opt.update_strategy_parameters("interval", min_gain=0.2)
+    await opt.set_strategy_enabled("pattern", False)
+    db = tmp_path / "state.db"
+    async with aiosqlite.connect(db, isolation_level=None) as conn:
+        await create_tables(conn)
+        await save_state(conn, opt.export_state())
+    await opt.close()
+
+    # A new process: new clock (monotonic from 0), same wall time, the tag config
+    # of quiet2 changed (its learned interval must not be reused).
+    sim2, _ = plant()
+    cfg = sim2.poller.tags["d/quiet2"].config.model_copy(update={"deadband": 1.0})
+    sim2.poller.tags["d/quiet2"].config = cfg
+    sim2.clock = type(sim2.clock)(MONDAY + sim.clock.monotonic())
+    async with aiosqlite.connect(db, isolation_level=None) as conn:
+        state = await load_state(conn)
+    assert state is not None
+    restored = build_optimizer(sim2.poller, opt.config, sim2.clock, sim2.events, state=state)
+    assert restored.model.allocated["d/quiet1"] == learned["d/quiet1"]
+    assert sim2.poller.tags["d/quiet1"].interval == pytest.approx(learned["d/quiet1"])
+    assert restored.model.allocated["d/quiet2"] == sim2.poller.tags["d/quiet2"].base_interval
+    assert restored.interval.learning.on_cooldown(sim2.clock.monotonic())
+    assert restored.interval.params["min_gain"] == 0.2
+    assert restored.strategies["pattern"].enabled is False
+    assert [r["id"] for r in restored.history(100)] == [r["id"] for r in opt.history(100)]
+    await restored.close()
+
+
+async def test_save_writes_changed_records_and_keeps_stored_profiles(tmp_path: Path) -> None:
+    sim, opt = plant()
+    await sim.run(600.0, opt)
+    assert opt.records
+    async with aiosqlite.connect(tmp_path / "s.db", isolation_level=None) as conn:
+        await create_tables(conn)
+        await opt.save(conn, profiles=True)
+        assert not any(r.dirty for r in opt.records)
+        assert opt.export_state(only_dirty=True).records == []
+        await sim.run(300.0, opt)
+        await opt.save(conn, profiles=False)
+        state = await load_state(conn)
+        _, fresh = plant()
+        assert await fresh.load(conn)
+    assert state is not None
+    assert state.tags["d/busy"]["profile"] is not None
+    assert state.meta["activity"] is not None
+    assert [r["id"] for r in state.records] == [r.id for r in opt.records]
+    assert fresh.model.allocated == opt.model.allocated
+    await opt.close()
+    await fresh.close()
+
+
+async def test_load_state_from_an_empty_database_is_none(tmp_path: Path) -> None:
+    async with aiosqlite.connect(tmp_path / "e.db", isolation_level=None) as conn:
+        assert await load_state(conn) is None
+        await create_tables(conn)
+        assert await load_state(conn) is None
+
+
+async def test_kmeans_runs_in_a_worker_process_and_never_in_this_one() -> None:
+    rng = np.random.default_rng(3)
+    base_a = rng.random(400) < 0.05
+    base_b = rng.random(400) < 0.05
+    rows = [base_a ^ (rng.random(400) < 0.005) for _ in range(4)]
+    rows += [base_b ^ (rng.random(400) < 0.005) for _ in range(4)]
+    runner = ClusterRunner()
+    try:
+        result = await runner.run(np.array(rows, np.uint8), max_k=4, seed=0)
+    finally:
+        runner.close()
+    labels = result.labels
+    assert len(set(labels[:4])) == 1 and len(set(labels[4:])) == 1
+    assert labels[0] != labels[4]
+    assert result.k == 2 and result.silhouette > 0.5
+    assert "sklearn" not in sys.modules
+
+
+async def test_cluster_strategy_triggers_followers_and_reads_fewer_registers() -> None:
+    """Followers in another read follow a step leader: after clustering they are read on
+    the leader's change, sit at max_staleness otherwise, and their changes are still seen."""
+    tags = [
+        tag("lead", 0, interval="1s", max_staleness="10s"),
+        tag("f1", 40, interval="1s", max_staleness="60s"),
+        tag("f2", 41, interval="1s", max_staleness="60s"),
+        tag("f3", 42, interval="1s", max_staleness="60s"),
+    ]
+    cfg = config(
+        [device("d", tags)],
+        quick_every="60s",
+        full_every="900s",
+        evaluate_after="120s",
+        strategies={"interval": {"enabled": False}, "pattern": {"enabled": False}},
+    )
+    lead = steps(97.0)
+    signals = {
+        "d/lead": lead,
+        "d/f1": lambda t: 2 * lead(t),
+        "d/f2": lambda t: 3 * lead(t),
+        "d/f3": lambda t: lead(t) + 7,
+    }
+    sim = Sim(cfg.devices, signals)
+    opt = build_optimizer(sim.poller, cfg, sim.clock, sim.events)
+    await sim.run(1200.0, opt)
+    regs_before = sim.registers
+    assert opt.model.triggers == {"d/lead": frozenset({"d/f1", "d/f2", "d/f3"})}
+    assert opt.history(10)[-1]["strategy"] == "cluster"
+    start = sim.clock.monotonic()
+    await sim.run(1200.0, opt)
+    assert sim.registers - regs_before < 0.8 * regs_before
+    # Every leader change in the second run is seen by the followers within a second.
+    changes = [97.0 * k for k in range(int(start // 97) + 1, int((start + 1100) // 97))]
+    for key in ("d/f1", "d/f2", "d/f3"):
+        reads = np.array(sim.read_times[key])
+        for c in changes:
+            assert ((reads >= c) & (reads <= c + 1.5)).any(), (key, c)
+    assert "sklearn" not in sys.modules
+    await opt.close()
+
+
+def test_history_and_recommendations_on_a_fresh_optimizer() -> None:
+    _, opt = plant()
+    assert opt.history() == []
+    assert opt.recommendations() == []
+    assert opt.get_statistics()["optimizations"] == 0
+    assert opt.status()["pending_evaluations"] == 0
+    assert [s["name"] for s in opt.strategy_list()] == ["pattern", "cluster", "interval"]
+
+
+async def test_recommendations_name_noisy_and_unchanging_tags() -> None:
+    tags = [
+        tag("noisy", 0, interval="1s", deadband=0.5),
+        tag("frozen", 50, interval="60s", max_staleness="600s"),
+    ]
+    cfg = config([device("d", tags)])
+    sim = Sim(cfg.devices, {"d/noisy": steps(1.0, (10, 12, 11, 13)), "d/frozen": constant(4)})
+    opt = build_optimizer(sim.poller, cfg, sim.clock, sim.events)
+    await sim.run(86400.0 + 120)
+    kinds = {(r["kind"], r["target"]) for r in opt.recommendations()}
+    assert ("deadband_below_noise", "d/noisy") in kinds
+    assert ("never_changes", "d/frozen") in kinds
+    for r in opt.recommendations():
+        assert r["priority"] in ("high", "medium", "low")
+        assert "bus_s_per_s" in r["expected_impact"]
+    await opt.close()
+
+
+async def test_evaluation_outcome_enum_round_trips_through_history() -> None:
+    sim, opt = plant()
+    await sim.run(600.0, opt)
+    for row in opt.history(50):
+        assert Outcome(row["outcome"])
+    await opt.close()
+
+
+async def test_config_reload_keeps_what_was_learned_about_unchanged_tags() -> None:
+    sim, opt = plant()
+    await sim.run(900.0, opt)
+    learned = dict(opt.model.allocated)
+    assert learned["d/quiet1"] > 1.0
+    # The reloaded config: quiet2's deadband changed, a tag was added, setting was removed.
+    tags = [
+        tag("busy", 0, interval="1s", min_interval="500ms", max_staleness="10s"),
+        tag("quiet1", 30, interval="1s", max_staleness="30s"),
+        tag("quiet2", 60, interval="1s", max_staleness="30s", deadband=2.0),
+        tag("quiet3", 90, interval="1s", max_staleness="30s", priority="low"),
+        tag("extra", 120, interval="2s"),
+    ]
+    cfg = config([device("d", tags)], **FAST_LOOP)
+    sim2 = Sim(cfg.devices, {})
+    sim2.clock = sim.clock
+    opt.reload(sim2.poller)
+    assert opt.model.allocated["d/quiet1"] == learned["d/quiet1"]
+    assert sim2.poller.tags["d/quiet1"].interval == pytest.approx(learned["d/quiet1"])
+    assert opt.model.allocated["d/quiet2"] == 1.0
+    assert opt.model.allocated["d/extra"] == 2.0
+    assert "d/setting" not in opt.model.allocated
+    assert opt._on_change in sim2.poller.change_listeners
+    await sim2.run(60.0, opt)
+    await opt.close()
+
+
+async def test_the_schema_applies_as_a_storage_migration(tmp_path: Path) -> None:
+    from edgeopt.clock import SystemClock
+    from edgeopt.optimizer.persistence import MIGRATION_DESCRIPTION, OPTIMIZER_SCHEMA_SQL
+    from edgeopt.storage.schema import MIGRATIONS, Migration, migrate
+
+    steps = (
+        *MIGRATIONS,
+        Migration(len(MIGRATIONS) + 1, MIGRATION_DESCRIPTION, OPTIMIZER_SCHEMA_SQL),
+    )
+    sim, opt = plant()
+    await sim.run(300.0, opt)
+    async with aiosqlite.connect(tmp_path / "edgeopt.db", isolation_level=None) as conn:
+        assert await migrate(conn, clock=SystemClock(), migrations=steps) == len(steps)
+        await opt.save(conn)
+        state = await load_state(conn)
+    assert state is not None and state.tags.keys() == sim.poller.tags.keys()
+    await opt.close()
+
+
+async def test_replans_and_trigger_reads_wake_the_lines_they_touch() -> None:
+    cfg = config(
+        [
+            device("a", [tag("lead", 0, interval="1s")]),
+            {**device("b", [tag("follow", 0, interval="30s")]), "host": "192.0.2.2"},
+        ]
+    )
+    sim = Sim(cfg.devices, {"a/lead": steps(10.0), "b/follow": constant(1)})
+    woken: list[str] = []
+    sim.poller.wake_listeners.append(woken.append)
+    line_b = sim.poller.devices["b"].line
+    sim.poller.set_intervals({"b/follow": 60.0}, 0.0)
+    assert woken == [line_b]
+    sim.poller.set_triggers({"a/lead": ["b/follow"]})
+    woken.clear()
+    await sim.run(25.0)
+    assert woken.count(line_b) >= 2  # the leader changed at 10 s and 20 s

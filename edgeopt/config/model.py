@@ -247,6 +247,7 @@ class StorageConfig(_Model):
     flush_interval: PositiveDuration = 1.0
     flush_rows: Annotated[StrictInt, Field(ge=1)] = 5000
     archive: StrictBool = True
+    lifecycle_interval: PositiveDuration = 600.0
 
 
 class StrategyConfig(_Model):
@@ -348,6 +349,9 @@ class TagConfig(_Model):
     max_staleness: PositiveDuration = DEFAULT_INTERVAL * STALENESS_FACTOR
     deadband: Annotated[Number, Field(ge=0)] = 0.0
     priority: Priority = "normal"
+    # Lossy storage (swinging door) once data leaves the hot tier: every
+    # dropped point stays within this of the line through the kept ones.
+    compression_deviation: Annotated[Number, Field(gt=0)] | None = None
 
     @property
     def width(self) -> int:
@@ -414,6 +418,10 @@ def tag_problems(tag: TagConfig) -> list[Problem]:
                 problems.append(
                     Problem(("string_encoding",), f"unknown encoding {tag.string_encoding!r}")
                 )
+    if dtype in (DataType.BOOL, DataType.STRING) and tag.compression_deviation is not None:
+        problems.append(
+            Problem(("compression_deviation",), f"only used by numeric types, not {dtype}")
+        )
     if dtype in (DataType.BOOL, DataType.STRING):
         if tag.scale != 1.0:
             problems.append(Problem(("scale",), f"only used by numeric types, not {dtype}"))

@@ -170,8 +170,8 @@ CREATE TABLE samples (
 ) WITHOUT ROWID;
 """
 
-#: Every schema step, oldest first. Add a step by appending one line, e.g.
-#: `Migration(2, "warm tier: compressed chunks", _WARM_TIER),`.
+#: Every schema step, oldest first (MIGRATIONS below). Add a step by appending
+#: one line, e.g. `Migration(4, "…", _SQL),`.
 _AUDIT = """
 -- Every control command that changes something, allowed or not: who asked
 -- (SO_PEERCRED uid and pid), what, with which arguments, and the outcome.
@@ -186,9 +186,94 @@ CREATE TABLE audit (
 );
 """
 
+_TIERS = """
+-- Warm tier: one tag's samples in one compressed, self-describing chunk (the
+-- blob; docs/chunk-format.md). A chunk never spans more than one aligned
+-- hour (edgeopt.storage.tiers.CHUNK_SECONDS), so a query for [since, until]
+-- reads chunks with start_ts in [since - 1 h, until]. A tag-hour normally
+-- has one chunk; a sample arriving late for an hour already moved adds one.
+--   start_ts, end_ts: first and last sample ts in the chunk
+--   count:  samples in the chunk
+--   codec:  what won, e.g. "decimal1/zstd" (statistics only; the blob says it too)
+-- A rowid table, not WITHOUT ROWID: rows are kilobytes, too big for an index b-tree.
+CREATE TABLE chunks (
+    id       INTEGER PRIMARY KEY,
+    tag_id   INTEGER NOT NULL,
+    start_ts REAL    NOT NULL,
+    end_ts   REAL    NOT NULL,
+    count    INTEGER NOT NULL,
+    codec    TEXT    NOT NULL,
+    blob     BLOB    NOT NULL
+);
+CREATE INDEX chunks_tag ON chunks (tag_id, start_ts);
+-- The lifecycle finds the oldest chunks without visiting every tag.
+CREATE INDEX chunks_start ON chunks (start_ts);
+
+-- Cold tier: one tag's aggregates (count, min, max, mean, last per bucket of
+-- `resolution` seconds) for one UTC day, compressed (an AGGREGATES chunk).
+--   start_ts: first bucket's start; end_ts: last bucket's end
+--   count:    raw samples the aggregates stand for; buckets: rows in the blob
+-- AUTOINCREMENT: the id names the block for good, also once it is exported
+-- to an archive file, so a block copied but not yet deleted here (a crash
+-- between the two commits) is recognised as the same block, never counted twice.
+CREATE TABLE cold (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    tag_id     INTEGER NOT NULL,
+    start_ts   REAL    NOT NULL,
+    end_ts     REAL    NOT NULL,
+    count      INTEGER NOT NULL,
+    buckets    INTEGER NOT NULL,
+    resolution REAL    NOT NULL,
+    codec      TEXT    NOT NULL,
+    blob       BLOB    NOT NULL
+);
+CREATE INDEX cold_tag ON cold (tag_id, start_ts);
+CREATE INDEX cold_start ON cold (start_ts);
+"""
+
+OPTIMIZER_SCHEMA_SQL = """
+-- The optimizer's learned state (edgeopt.optimizer.persistence reads and writes it).
+CREATE TABLE optimizer_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL          -- JSON
+);
+CREATE TABLE optimizer_strategies (
+    name     TEXT PRIMARY KEY,
+    enabled  INTEGER NOT NULL,
+    params   TEXT NOT NULL,      -- JSON object
+    learning TEXT NOT NULL,      -- JSON: runs, success_rate, cooldown, cooldown_until (epoch)…
+    updated  REAL NOT NULL
+);
+CREATE TABLE optimizer_tags (
+    tag         TEXT PRIMARY KEY,  -- DEVICE/NAME
+    fingerprint TEXT NOT NULL,     -- the tag's config; a change voids what was learned
+    allocated   REAL NOT NULL,     -- learned interval, seconds
+    rate        REAL,              -- learned change rate, per second
+    profile     TEXT,              -- JSON activity profile (hour of day, weekday)
+    updated     REAL NOT NULL
+);
+CREATE TABLE optimizer_triggers (
+    leader   TEXT NOT NULL,
+    follower TEXT NOT NULL,
+    PRIMARY KEY (leader, follower)
+) WITHOUT ROWID;
+CREATE TABLE optimizer_records (
+    id          INTEGER PRIMARY KEY,
+    strategy    TEXT NOT NULL,
+    started     REAL NOT NULL,
+    evaluated   REAL,
+    outcome     TEXT NOT NULL,     -- kept | rolled_back | pending
+    improvement REAL,
+    data        TEXT NOT NULL      -- JSON: exact before/after state, metrics, probes
+);
+CREATE INDEX optimizer_records_started ON optimizer_records (started);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "hot tier: tags and raw samples", _HOT_TIER),
     Migration(2, "audit log of control commands that change things", _AUDIT),
+    Migration(3, "warm and cold tiers: compressed chunks and aggregates", _TIERS),
+    Migration(4, "optimizer learning state", OPTIMIZER_SCHEMA_SQL),
 )
 
 _VERSION_TABLE = """

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+import aiosqlite
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -32,8 +33,10 @@ from edgeopt.control.server import ControlError, ControlServer, Peer
 from edgeopt.events import EventLog
 from edgeopt.metrics import MetricsServer, Snapshot, loop_snapshot
 from edgeopt.modbus.transport import Endpoint, PymodbusTransport, Transport
+from edgeopt.optimizer import Optimizer, build_optimizer, load_state
 from edgeopt.poller import LineWorker, Poller, endpoint_of
-from edgeopt.storage import HotStore
+from edgeopt.resources import PressureMonitor, PsutilSampler
+from edgeopt.storage import HotStore, TierManager
 from edgeopt.systemd import SystemdNotifier
 
 log = logging.getLogger(__name__)
@@ -161,6 +164,9 @@ class Daemon:
         self.control: ControlServer | None = None
         self.lines: dict[str, LineRunner] = {}
         self.job_failures: Counter[str] = Counter()
+        self.resources = PressureMonitor(config.resources, events=self.events)
+        self.optimizer: Optimizer | None = None
+        self.tiers: TierManager | None = None
         self._transport_factory = transport_factory
         self._handle_signals = handle_signals
         self._stop = asyncio.Event()
@@ -168,6 +174,8 @@ class Daemon:
         self._metrics: MetricsServer | None = None
         self._reload_lock = asyncio.Lock()
         self._watchdog_task: asyncio.Task[None] | None = None
+        self._sampler = PsutilSampler(config.daemon.state_dir)
+        self._learning_conn: aiosqlite.Connection | None = None
         self._started_wall = 0.0
 
     @property
@@ -201,8 +209,18 @@ class Daemon:
             flush_rows=cfg.storage.flush_rows,
         )
         self.poller.sinks.append(self.store.extend)
+        self.tiers = TierManager.from_config(
+            self.store,
+            cfg.storage,
+            clock=self.clock,
+            state_dir=self.state_dir,
+            emit=self.events.emit,
+            deviations=_deviations(cfg),
+        )
+        await self.tiers.refresh_figures()
         plan = self.poller.replan(self.clock.monotonic())
         log.info("read plan: %s", plan.summary())
+        self.optimizer = await self._start_optimizer()
         self._started_wall = self.clock.now()
         self.control = self._control_server()
         self._install_signals()
@@ -250,11 +268,18 @@ class Daemon:
             self._metrics.stop()
         for line in list(self.lines):
             await self._stop_line(line)
+        if self.optimizer is not None:
+            await self._save_learning()
+            await self.optimizer.close()
+        if self._learning_conn is not None:
+            await self._learning_conn.close()
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
         if self.control is not None:
             await self.control.close()
+        if self.tiers is not None:
+            await self.tiers.close()
         if self.store is not None:
             await self.store.close()
         log.info("stopped")
@@ -340,6 +365,9 @@ class Daemon:
             raise ControlError("invalid_config", str(exc)) from None
         old = self.config
         result = ReloadResult()
+        # Learned state is exported against the old tag configs, so the tags
+        # that change below start afresh while the rest keep what they learned.
+        learned = self.optimizer.export_state() if self.optimizer is not None else None
         old_devices = {d.name: d for d in old.devices}
         new_devices = {d.name: d for d in new.devices}
         for name in old_devices.keys() - new_devices.keys():
@@ -363,7 +391,15 @@ class Daemon:
         if old.daemon.log_level != new.daemon.log_level:
             logging.getLogger().setLevel(new.daemon.log_level.upper())
         self.config = new
+        self.resources.config = new.resources
+        if self.tiers is not None:
+            self.tiers.set_deviations(_deviations(new))
         plan = self.poller.replan(self.clock.monotonic())
+        if self.optimizer is not None:
+            self.optimizer.config = new.optimizer
+            self.optimizer.enabled = bool(new.optimizer.enabled)
+            self.optimizer.reload(self.poller, learned)
+            plan = self.poller.plan
         self._sync_lines()
         message = f"config reloaded: {result.summary()}; plan: {plan.summary()}"
         if result.restart_needed:
@@ -390,6 +426,18 @@ class Daemon:
         self._add_job(scheduler, "stats", 1.0, self._job_stats)
         self._add_job(scheduler, "storage_check", 5.0, self._job_storage_check)
         self._add_job(scheduler, "systemd_status", 10.0, self._job_systemd_status)
+        self._add_job(scheduler, "resources", 10.0, self._job_resources)
+        self._add_job(
+            scheduler,
+            "storage_lifecycle",
+            self.config.storage.lifecycle_interval,
+            self._job_lifecycle,
+        )
+        if self.optimizer is not None:
+            # One tick drives the quick, full and evaluation cycles by their own
+            # deadlines on the clock: the same entry point the benchmark replays.
+            self._add_job(scheduler, "optimizer", 5.0, self._job_optimizer)
+            self._add_job(scheduler, "learning_save", 300.0, self._save_learning)
         scheduler.add_listener(self._on_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED)
         scheduler.start()
         return scheduler
@@ -433,6 +481,58 @@ class Daemon:
                 status.dropped,
             )
 
+    async def _job_lifecycle(self) -> None:
+        """hot → warm → cold → archive; compaction waits while resources are short."""
+        if self.tiers is None:
+            return
+        report = await self.tiers.run_lifecycle(defer=self.resources.defer_compaction)
+        log.info("storage lifecycle: %s", report.to_dict())
+
+    async def _job_resources(self) -> None:
+        sample = await asyncio.to_thread(self._sampler.sample)
+        self.resources.update(sample, self.clock.now())
+
+    async def _job_optimizer(self) -> None:
+        if self.optimizer is None:
+            return
+        done = await self.optimizer.run_due()
+        if done:
+            self._sync_lines()  # wake the workers: the plan changed
+            log.debug("optimizer ran: %s", ", ".join(done))
+
+    async def _start_optimizer(self) -> Optimizer:
+        # Learned state has its own connection: its transactions must not
+        # interleave with the hot tier's flushes on the store's connection.
+        conn = await aiosqlite.connect(self.state_dir / DB_NAME, isolation_level=None)
+        await conn.execute("PRAGMA busy_timeout = 5000")
+        self._learning_conn = conn
+        state = None
+        try:
+            state = await load_state(conn)
+        except Exception as exc:  # learning is an optimisation: never a reason not to poll
+            log.warning("could not restore learned state, starting fresh: %s", exc)
+        optimizer = build_optimizer(
+            self.poller, self.config, self.clock, self.events, state=state, resources=self.resources
+        )
+        if state is not None:
+            log.info("restored learned state for %d tags", len(state.tags))
+        optimizer.attach(conn)
+        self.poller.wake_listeners.append(self._wake_line)
+        return optimizer
+
+    def _wake_line(self, line: str) -> None:
+        runner = self.lines.get(line)
+        if runner is not None:
+            runner.worker.wake()
+
+    async def _save_learning(self) -> None:
+        if self.optimizer is None or self._learning_conn is None:
+            return
+        try:
+            await self.optimizer.save(self._learning_conn, profiles=True)
+        except Exception as exc:
+            log.warning("could not save learned state: %s", exc)
+
     async def _job_systemd_status(self) -> None:
         self.notifier.status(self._summary())
 
@@ -454,7 +554,7 @@ class Daemon:
         )
 
     def _control_server(self) -> ControlServer:
-        assert self.store is not None
+        assert self.store is not None and self.tiers is not None
         cfg = self.config.daemon
         server = ControlServer(
             Path(cfg.socket), group=cfg.socket_group, admin_group=cfg.admin_group, audit=self._audit
@@ -463,7 +563,7 @@ class Daemon:
             server,
             DaemonView(
                 poller=self.poller,
-                store=self.store,
+                store=self.tiers,
                 events=self.events,
                 started_wall=self._started_wall,
                 now=self.clock.now,
@@ -477,14 +577,67 @@ class Daemon:
             return {**result.__dict__, "summary": result.summary()}
 
         server.command("reload", reload, writes=True)
-        for name in ("optimize", "evaluate", "strategy"):
-            server.command(name, self._optimizer_unavailable, writes=True)
-        for name in ("stats", "history", "recommendations"):
-            server.command(name, self._optimizer_unavailable)
+        server.command("optimize", self._cmd_optimize, writes=True)
+        server.command("evaluate", self._cmd_evaluate, writes=True)
+        server.command("strategy", self._cmd_strategy, writes=True)
+        server.command("stats", self._cmd_stats)
+        server.command("history", self._cmd_history)
+        server.command("recommendations", self._cmd_recommendations)
         return server
 
-    async def _optimizer_unavailable(self, args: dict[str, Any], peer: Peer) -> None:
-        raise ControlError("unavailable", "the optimizer is not running in this daemon")
+    def _need_optimizer(self) -> Optimizer:
+        if self.optimizer is None:
+            raise ControlError("unavailable", "the optimizer is not running in this daemon")
+        return self.optimizer
+
+    async def _cmd_optimize(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        optimizer = self._need_optimizer()
+        mode = args.get("mode")
+        if mode == "quick":
+            result = await optimizer.run_quick_optimization()
+        elif mode == "full":
+            result = await optimizer.run_full_optimization()
+        else:
+            raise ControlError("invalid_args", "mode must be quick or full")
+        self._sync_lines()
+        return result
+
+    async def _cmd_evaluate(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        result = await self._need_optimizer().evaluate_optimizations(force=True)
+        self._sync_lines()
+        return result
+
+    async def _cmd_strategy(self, args: dict[str, Any], peer: Peer) -> Any:
+        optimizer = self._need_optimizer()
+        action, name = args.get("action", "list"), args.get("name")
+        if action == "list":
+            return optimizer.strategy_list()
+        if not isinstance(name, str) or name not in optimizer.strategies:
+            known = ", ".join(sorted(optimizer.strategies))
+            raise ControlError("not_found", f"no strategy named {name!r}; known: {known}")
+        if action in ("enable", "disable"):
+            return await optimizer.set_strategy_enabled(name, action == "enable")
+        if action == "set":
+            params = args.get("params")
+            if not isinstance(params, dict) or not params:
+                raise ControlError("invalid_args", "set needs KEY=VALUE parameters")
+            try:
+                return await optimizer.update_strategy_parameters(name, **params)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ControlError("invalid_args", str(exc)) from None
+        raise ControlError("invalid_args", "action must be list, set, enable or disable")
+
+    async def _cmd_stats(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        return self._need_optimizer().get_statistics()
+
+    async def _cmd_history(self, args: dict[str, Any], peer: Peer) -> list[dict[str, Any]]:
+        limit = args.get("limit", 20)
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise ControlError("invalid_args", "limit must be a positive integer")
+        return self._need_optimizer().history(limit)
+
+    async def _cmd_recommendations(self, args: dict[str, Any], peer: Peer) -> list[dict[str, Any]]:
+        return self._need_optimizer().recommendations()
 
     async def _audit(self, peer: Peer, command: str, args: dict[str, Any], result: str) -> None:
         if self.store is None:
@@ -495,8 +648,18 @@ class Daemon:
                 (self.clock.now(), peer.uid, peer.pid, command, json.dumps(args), result),
             )
 
+    def _storage_tiers(self) -> dict[str, Any]:
+        figures = self.tiers.figures() if self.tiers is not None else None
+        return figures or {}
+
     def _extra_status(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"jobs": {"failures": dict(self.job_failures)}}
+        out: dict[str, Any] = {
+            "jobs": {"failures": dict(self.job_failures)},
+            "pressure": self.resources.level.value,
+            "resources": self.resources.status(),
+        }
+        if self.optimizer is not None:
+            out["optimizer"] = self.optimizer.status()
         if self.store is not None:
             st = self.store.status()
             out["storage"] = {
@@ -541,6 +704,27 @@ class Daemon:
         }
         if self.store is not None:
             st = self.store.status()
-            snap["storage_tiers"] = {"hot": {"bytes": st.db_bytes, "samples": None}}
+            tiers = self._storage_tiers()
+            snap["storage_tiers"] = {
+                tier: figures
+                for tier, figures in tiers.items()
+                if isinstance(figures, dict) and "bytes" in figures
+            } or {"hot": {"bytes": st.db_bytes, "samples": None}}
             snap["storage_buffered"] = st.buffered
+        if self.optimizer is not None:
+            stats = self.optimizer.get_statistics()
+            snap["optimizer_outcomes"] = {
+                "kept": stats.get("successful", 0),
+                "rolled_back": stats.get("rolled_back", 0),
+            }
         return snap
+
+
+def _deviations(config: Config) -> dict[str, float]:
+    """Tags stored with swinging-door compression, and their error bound."""
+    return {
+        f"{d.name}/{t.name}": float(t.compression_deviation)
+        for d in config.devices
+        for t in d.tags
+        if t.compression_deviation is not None
+    }

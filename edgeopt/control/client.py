@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--since", help="epoch, ISO 8601 or relative (-10m)")
     query.add_argument("--until")
     query.add_argument("--limit", type=int)
+    query.add_argument("--resolution", help="bucket means at this step, e.g. 1m")
     query.add_argument("--csv", action="store_true", help="print ts,value lines")
     events = sub.add_parser("events", help="recent events")
     events.add_argument("--follow", action="store_true", help="stream new events until Ctrl-C")
@@ -172,7 +173,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _request_args(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name in ("device", "tag", "since", "until", "limit", "follow", "mode", "action", "name"):
+    for name in (
+        "device",
+        "tag",
+        "since",
+        "until",
+        "limit",
+        "resolution",
+        "follow",
+        "mode",
+        "action",
+        "name",
+    ):
         value = getattr(args, name, None)
         if value is not None and value is not False:
             out[name] = value
@@ -371,6 +383,13 @@ def _render_status(console: Console, s: dict[str, Any]) -> None:
             f"storage {storage['state']}: {storage['rows_written']} rows written, "
             f"{storage['buffered']} buffered"
         )
+        for tier, figures in (storage.get("tiers") or {}).items():
+            if isinstance(figures, dict) and figures.get("samples") is not None:
+                ratio = figures.get("compression_ratio")
+                extra = f", {ratio:.1f}x smaller than hot" if ratio else ""
+                console.print(
+                    f"  {tier}: {figures['samples']} samples, {figures['bytes']} bytes{extra}"
+                )
 
 
 if __name__ == "__main__":

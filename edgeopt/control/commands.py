@@ -14,21 +14,26 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from edgeopt import __version__
+from edgeopt.config.durations import parse_duration
 from edgeopt.control.server import ControlError, ControlServer, Peer
 from edgeopt.control.timespec import parse_time
 from edgeopt.events import Event, EventLog
 from edgeopt.modbus.health import DeviceState
 from edgeopt.poller import Poller
+from edgeopt.storage import QueryResult
 
 
 class SampleQuery(Protocol):
+    """Reads a tag's points across the storage tiers (the daemon's TierManager)."""
+
     async def query(
         self,
         tag: str,
         since: float | None = None,
         until: float | None = None,
+        resolution: float | None = None,
         limit: int | None = None,
-    ) -> list[tuple[float, Any]]: ...
+    ) -> QueryResult: ...
 
 
 @dataclass
@@ -194,8 +199,15 @@ async def query_result(view: DaemonView, args: dict[str, Any]) -> dict[str, Any]
     limit = args.get("limit")
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
         raise ControlError("invalid_args", "limit must be a positive integer")
-    points = await view.store.query(tag, since, until, limit)
-    return {"tag": tag, "points": [[ts, value] for ts, value in points], "tiers": ["hot"]}
+    resolution = args.get("resolution")
+    try:
+        resolution = None if resolution is None else parse_duration(resolution)
+    except ValueError as exc:
+        raise ControlError("invalid_args", f"resolution: {exc}") from None
+    if resolution is not None and resolution <= 0:
+        raise ControlError("invalid_args", "resolution must be positive")
+    result = await view.store.query(tag, since, until, resolution=resolution, limit=limit)
+    return result.to_dict()
 
 
 def _time_arg(value: Any, now: float) -> float | None:

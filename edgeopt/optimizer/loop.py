@@ -986,9 +986,16 @@ class Optimizer:
         self.model.push(now)
         log.debug("Loaded %d optimization records from storage", len(self.records))
 
-    def reload(self, poller: Poller) -> None:
-        """After a config reload: keep what was learned about tags whose config is unchanged."""
-        state = self.export_state()
+    def reload(self, poller: Poller, state: LearnedState | None = None) -> None:
+        """After a config reload: keep what was learned about tags whose config is unchanged.
+
+        state: what `export_state()` returned *before* the poller took the new
+        config; its fingerprints are the old configs', so changed tags start
+        afresh. Without it the state is exported now, which is only right when
+        no tag's config changed.
+        """
+        if state is None:
+            state = self.export_state()
         if poller is not self.poller:
             if self._on_change in self.poller.change_listeners:
                 self.poller.change_listeners.remove(self._on_change)

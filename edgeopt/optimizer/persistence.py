@@ -1,7 +1,7 @@
 """The optimizer's learning state in SQLite: it survives restarts.
 
-`OPTIMIZER_SCHEMA_SQL` is the DDL, meant to be appended to the storage
-schema's migrations (`edgeopt/storage/schema.py`) as one `Migration`.
+`OPTIMIZER_SCHEMA_SQL` (defined with the rest of the schema, in
+`edgeopt/storage/schema.py`, as migration 4) holds the tables.
 `save_state` writes a `LearnedState` in one transaction (a crash leaves the
 previous state whole); `load_state` reads it back, or None when nothing was
 saved yet.
@@ -24,47 +24,11 @@ import aiosqlite
 
 from edgeopt.optimizer.loop import LearnedState
 
+# The tables live with the rest of the schema, as migration 4 in storage.schema.
+from edgeopt.storage.schema import OPTIMIZER_SCHEMA_SQL
+
 # Records kept in the database (the newest).
 RECORDS_KEPT = 1000
-
-OPTIMIZER_SCHEMA_SQL = """
-CREATE TABLE optimizer_meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL          -- JSON
-);
-CREATE TABLE optimizer_strategies (
-    name     TEXT PRIMARY KEY,
-    enabled  INTEGER NOT NULL,
-    params   TEXT NOT NULL,      -- JSON object
-    learning TEXT NOT NULL,      -- JSON: runs, success_rate, cooldown, cooldown_until (epoch)…
-    updated  REAL NOT NULL
-);
-CREATE TABLE optimizer_tags (
-    tag         TEXT PRIMARY KEY,  -- DEVICE/NAME
-    fingerprint TEXT NOT NULL,     -- the tag's config; a change voids what was learned
-    allocated   REAL NOT NULL,     -- learned interval, seconds
-    rate        REAL,              -- learned change rate, per second
-    profile     TEXT,              -- JSON activity profile (hour of day, weekday)
-    updated     REAL NOT NULL
-);
-CREATE TABLE optimizer_triggers (
-    leader   TEXT NOT NULL,
-    follower TEXT NOT NULL,
-    PRIMARY KEY (leader, follower)
-) WITHOUT ROWID;
-CREATE TABLE optimizer_records (
-    id          INTEGER PRIMARY KEY,
-    strategy    TEXT NOT NULL,
-    started     REAL NOT NULL,
-    evaluated   REAL,
-    outcome     TEXT NOT NULL,     -- kept | rolled_back | pending
-    improvement REAL,
-    data        TEXT NOT NULL      -- JSON: exact before/after state, metrics, probes
-);
-CREATE INDEX optimizer_records_started ON optimizer_records (started);
-"""
-
-MIGRATION_DESCRIPTION = "optimizer learning state"
 
 
 async def create_tables(conn: aiosqlite.Connection) -> None:

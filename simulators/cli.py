@@ -89,6 +89,11 @@ def _plant_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, help="signal seed (default: the plant's)")
     p.add_argument("--tags", type=int, default=10_000, help="large plant: number of tags")
     p.add_argument("--devices", type=int, default=100, help="large plant: number of devices")
+    p.add_argument(
+        "--no-strict-gaps",
+        action="store_true",
+        help="serve every register gap as zeros (no device answers ILLEGAL DATA ADDRESS)",
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument(
         "--base-port", type=int, default=15020, help="TCP device i listens on base-port + i"
@@ -141,7 +146,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _build(args: argparse.Namespace) -> Plant:
-    return build_plant(args.plant, seed=args.seed, n_tags=args.tags, n_devices=args.devices)
+    plant = build_plant(args.plant, seed=args.seed, n_tags=args.tags, n_devices=args.devices)
+    if args.no_strict_gaps:
+        plant = plant.without_strict_gaps()
+    return plant
 
 
 def _socket(args: argparse.Namespace) -> str:

@@ -332,6 +332,11 @@ class Plant:
                 out.setdefault(d.line, []).append(d)
         return out
 
+    def without_strict_gaps(self) -> Plant:
+        """The same plant with every device filling its register gaps with zeros."""
+        devices = [dataclasses.replace(d, strict_gaps=False) for d in self.devices]
+        return dataclasses.replace(self, devices=devices)
+
     def as_rtu(self, line: str = "line1", turnaround: float = 0.005) -> Plant:
         """The same plant with every device on one RS-485 line, unit ids 1, 2, 3...
 

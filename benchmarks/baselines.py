@@ -1,0 +1,128 @@
+"""The baselines of BENCHMARK.md §1, as read logs generated analytically (no poller needed).
+
+- fixed_naive: one request per tag, every tag at its configured `interval`.
+- fixed_coalesced@P: Telegraf `max_insert`-style block reads per device and
+  table (`edgeopt.modbus.planner.fixed_block_plan`: gap ≤ max_gap,
+  ≤ 125 registers), every block at the fixed period P. P ∈ 0.5, 1, 2, 3, 5 s
+  traces the fixed frontier.
+- oracle: a clairvoyant poller with the same blocks that reads each block as
+  late as the SLA allows (at the earliest deadline, event + max_staleness,
+  of the events not yet seen). Per block this is the classic interval
+  stabbing problem, which the earliest-deadline greedy solves optimally, so
+  it is a lower bound on reads/s for the SLA alone (it ignores fidelity, so
+  its out_of_deadband is poor by design).
+
+Phases: reads of one device are spread over min(P, 1 s), as edgeopt's
+schedule staggers a line's first reads, so a device's reads do not all fall
+at the same instant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from edgeopt.modbus.planner import DeviceLimits, PlanTag, Priority, Read, Table, fixed_block_plan
+from simulators.plant import Plant
+
+from .metrics import GroundTruth, ReadKey, ReadLog
+
+__all__ = [
+    "COALESCED_PERIODS",
+    "device_limits",
+    "fixed_coalesced",
+    "fixed_naive",
+    "oracle",
+    "plan_tags",
+    "reads_log",
+]
+
+COALESCED_PERIODS = (0.5, 1.0, 2.0, 3.0, 5.0)
+STAGGER = 1.0
+
+
+def plan_tags(plant: Plant) -> list[PlanTag]:
+    """The planner's view of every tag of the plant, at its configured interval."""
+    return [
+        PlanTag(
+            key=f"{d.name}/{t.name}",
+            device=d.name,
+            table=Table(t.table),
+            address=t.address,
+            width=t.width,
+            interval=float(t.interval),
+            priority=Priority(t.priority),
+        )
+        for d, t in plant.iter_tags()
+    ]
+
+
+def device_limits(plant: Plant) -> dict[str, DeviceLimits]:
+    return {
+        d.name: DeviceLimits(max_registers=d.max_registers_per_read, max_gap=d.max_gap)
+        for d in plant.devices
+    }
+
+
+def _key(read: Read) -> ReadKey:
+    return ReadKey(read.device, read.table.value, read.start, read.count, read.tags)
+
+
+def reads_log(reads: Sequence[Read], t0: float, t1: float, name: str) -> ReadLog:
+    """Every read at its period from t0 (staggered per device) until t1."""
+    by_device: dict[str, list[Read]] = {}
+    for r in reads:
+        by_device.setdefault(r.device, []).append(r)
+    series: list[tuple[ReadKey, np.ndarray]] = []
+    for dev_reads in by_device.values():
+        n = len(dev_reads)
+        for i, r in enumerate(dev_reads):
+            phase = min(r.period, STAGGER) * i / n
+            times = np.arange(t0 + phase, t1, r.period)
+            series.append((_key(r), times))
+    return ReadLog.from_series(series, t0, t1, name)
+
+
+def fixed_naive(plant: Plant, t0: float, t1: float) -> ReadLog:
+    """One request per tag at its configured interval."""
+    reads = [
+        Read(t.device, t.table, t.address, t.width, t.interval, (t.key,), t.priority)
+        for t in plan_tags(plant)
+    ]
+    return reads_log(reads, t0, t1, "fixed_naive")
+
+
+def fixed_coalesced(plant: Plant, period: float, t0: float, t1: float) -> ReadLog:
+    """Telegraf max_insert block reads, everything at `period`."""
+    reads = fixed_block_plan(plan_tags(plant), device_limits(plant), period)
+    return reads_log(reads, t0, t1, f"fixed_coalesced@{period:g}s")
+
+
+def oracle(plant: Plant, truth: GroundTruth, t0: float, t1: float) -> ReadLog:
+    """Clairvoyant: each block read once at t0, then at the earliest unmet SLA deadline."""
+    blocks = fixed_block_plan(plan_tags(plant), device_limits(plant))
+    series: list[tuple[ReadKey, np.ndarray]] = []
+    for block in blocks:
+        starts: list[np.ndarray] = []
+        deadlines: list[np.ndarray] = []
+        for tag in block.tags:
+            tt = truth.tags.get(tag)
+            if tt is None or tt.events.size == 0:
+                continue
+            starts.append(tt.events)
+            deadlines.append(tt.events + tt.max_staleness)
+        times = [t0]
+        if starts:
+            ev = np.concatenate(starts)
+            dl = np.concatenate(deadlines)
+            order = np.argsort(dl, kind="stable")
+            # Earliest-deadline greedy: read at the first deadline not yet
+            # met; that read sees every event that happened by then.
+            last = t0
+            for e, d in zip(ev[order].tolist(), dl[order].tolist(), strict=True):
+                if e > last:
+                    last = min(d, t1)
+                    times.append(last)
+        series.append((_key(block), np.unique(np.asarray(times))))
+    return ReadLog.from_series(series, t0, t1, "oracle")

@@ -71,4 +71,7 @@ def _style(name: str) -> dict[str, Any]:
         return {"marker": "D", "color": "tab:blue", "markersize": 8}
     if name.endswith(": all"):
         return {"marker": "P", "color": "tab:red", "markersize": 11}
-    return {"marker": "^", "markersize": 8}
+    # One strategy on its own: its own colour (they often sit on top of each other).
+    colours = {"interval": "tab:purple", "cluster": "tab:brown", "pattern": "tab:cyan"}
+    strategy = name.rsplit(": ", 1)[-1]
+    return {"marker": "^", "markersize": 8, "color": colours.get(strategy, "tab:gray")}

@@ -639,6 +639,7 @@ def render_storage(data: dict[str, Any]) -> str:
             f"{t['bytes_per_sample']:.1f}",
             f"{t['ingest_per_s']:,.0f}",
             f"{t['query_points']:,} in {1000 * t['query_seconds']:.0f} ms",
+            t.get("note", ""),
         ]
         for t in data["tiers"]
     ]
@@ -653,8 +654,8 @@ def render_storage(data: dict[str, Any]) -> str:
             "24 h of 1 Hz data (86,400 points, best of 5). Anchors: Gorilla 1.37 B/point, "
             "Prometheus 1–2 B/sample, InfluxDB TSM 2–3 B/value. Goals: warm tier ≤ 2 "
             "B/sample lossless; ingest ≥ 100k samples/s; 24 h read back across tiers in "
-            "< 50 ms. Only the hot tier (raw rows) exists yet; the warm and cold tiers are "
-            "measured here when they land (`benchmarks/storage.py`, `TIERS`).\n",
+            "< 50 ms. One measuring function per tier (`benchmarks/storage.py`, `TIERS`); "
+            "how each tier is measured is in that module's docstring.\n",
             md_table(
                 [
                     "tier",
@@ -663,8 +664,10 @@ def render_storage(data: dict[str, Any]) -> str:
                     "bytes/sample",
                     "ingest (samples/s)",
                     "24 h of one tag read back",
+                    "note",
                 ],
                 rows,
+                "lrrrrrl",
             ),
             "",
             stamp.line(),

@@ -669,6 +669,7 @@ class Daemon:
                 "dropped": st.dropped,
                 "last_error": st.last_error,
                 "db_bytes": st.db_bytes,
+                "tiers": self._storage_tiers(),
             }
         return out
 

@@ -365,3 +365,51 @@ async def daemon_for_fuzz(tmp_path: Path):
         config = load_config(write_config(plant, server, tmp_path))
         async with run_daemon(config):
             yield config
+
+
+async def test_optimizer_commands_and_top_through_edgeoptctl(tmp_path: Path):
+    plant = demo_plant()
+    async with serve_plant(plant) as server:
+        config = load_config(write_config(plant, server, tmp_path))
+        sock = Path(config.daemon.socket)
+        async with run_daemon(config) as daemon:
+            await wait_for(lambda: daemon.poller.devices["meter1"].stats.reads > 3)
+
+            async def ctl_json(*args: str):
+                result = await asyncio.to_thread(ctl_process, sock, "--json", *args)
+                assert result.returncode == 0, result.stderr
+                return json.loads(result.stdout)
+
+            strategies = await ctl_json("strategy", "list")
+            assert {s["name"] for s in strategies} == {"interval", "cluster", "pattern"}
+            await ctl_json("strategy", "disable", "pattern")
+            assert not daemon.optimizer.strategies["pattern"].enabled
+            await ctl_json("strategy", "enable", "pattern")
+            assert daemon.optimizer.strategies["pattern"].enabled
+            bad = await asyncio.to_thread(
+                ctl_process, sock, "strategy", "set", "interval", "nope=1"
+            )
+            assert bad.returncode == 1 and "invalid_args" in bad.stderr
+            unknown = await asyncio.to_thread(ctl_process, sock, "strategy", "enable", "magic")
+            assert unknown.returncode == 1 and "not_found" in unknown.stderr
+
+            await ctl_json("optimize", "quick")
+            assert daemon.optimizer.last_quick is not None
+            await ctl_json("evaluate")
+            stats = await ctl_json("stats")
+            assert {"optimizations", "successful", "rolled_back", "strategies"} <= set(stats)
+            history = await ctl_json("history", "--limit", "5")
+            assert isinstance(history, list)
+            for record in history:
+                assert record["outcome"] in ("kept", "rolled_back", "pending")
+            assert isinstance(await ctl_json("recommendations"), list)
+            status = await ctl_json("status")
+            assert status["optimizer"]["last_quick"] is not None
+            assert status["pressure"] in ("normal", "elevated", "critical")
+            assert "tiers" in status["storage"]
+
+            top = await asyncio.to_thread(
+                ctl_process, sock, "top", "--iterations", "1", "--interval", "0.1"
+            )
+            assert top.returncode == 0, top.stderr
+            assert "busiest tags" in top.stdout and "meter1" in top.stdout

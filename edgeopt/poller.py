@@ -463,7 +463,7 @@ class Poller:
             read.count,
             barrier[1],
         )
-        self.replan(now)
+        self.replan(now, {device.name})  # only this device's map changed
         return True
 
     def _health_ok(self, device: DeviceRuntime, wall: float, now: float) -> None:

@@ -20,6 +20,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
 
 # Modbus application-protocol limits per request (FC3/4 and FC1/2).
 MAX_REGISTERS_PER_READ = 125
@@ -212,7 +213,7 @@ def plan_table(
     if n == 0:
         return []
     max_span = limits.max_span(table)
-    linked = _links(ordered, limits, table)
+    linked = read_links(ordered, limits, table)
     best = [0.0] + [math.inf] * n
     cut = [0] * (n + 1)
     # read_seconds inlined: this loop runs n × tags-per-span times.
@@ -244,8 +245,22 @@ def plan_table(
     return reads
 
 
-def _links(ordered: Sequence[PlanTag], limits: DeviceLimits, table: Table) -> list[bool]:
-    """links[j]: whether tag j may share a read with tag j + 1 (gap and barriers)."""
+class Span(Protocol):
+    """Anything at an address with an end: a tag, or the optimizer's per-tag demand."""
+
+    @property
+    def address(self) -> int: ...
+
+    @property
+    def end(self) -> int: ...
+
+
+def read_links(ordered: Sequence[Span], limits: DeviceLimits, table: Table) -> list[bool]:
+    """links[j]: whether span j may share a read with span j + 1 (gap and barriers).
+
+    `ordered` is sorted by address. The one rule for what may be merged, shared
+    by the planner, the fixed baseline and the optimizer's allocation.
+    """
     barriers = [a for (t, a) in limits.barriers if t == table]
     links: list[bool] = []
     covered_end = -1
@@ -288,7 +303,7 @@ def fixed_block_plan(
     for (device, table), members in sorted(groups.items()):
         lim = limits.get(device, DeviceLimits())
         ordered = sorted(members, key=lambda t: (t.address, t.width))
-        linked = _links(ordered, lim, table)
+        linked = read_links(ordered, lim, table)
         current: list[PlanTag] = [ordered[0]]
         current_end = ordered[0].end
         for idx in range(1, len(ordered)):

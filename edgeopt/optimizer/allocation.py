@@ -26,7 +26,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from edgeopt.modbus.planner import CostModel, DeviceLimits, Priority, Table
+from edgeopt.modbus.planner import CostModel, DeviceLimits, Priority, Table, read_links
 
 # Periods snap to a geometric grid (about 9 % steps), so small changes in
 # the estimates do not re-plan the line every cycle.
@@ -135,16 +135,7 @@ def _prepare(
     for (device, table), members in sorted(groups.items()):
         lim = limits.get(device, DeviceLimits())
         ordered = sorted(members, key=lambda t: (t.address, t.width))
-        barriers = [a for (t, a) in lim.barriers if t == table]
-        linked: list[bool] = []
-        covered_end = -1
-        for j in range(len(ordered) - 1):
-            covered_end = max(covered_end, ordered[j].end)
-            nxt = ordered[j + 1].address
-            ok = nxt - covered_end <= lim.max_gap
-            if ok and barriers:
-                ok = not any(covered_end <= b <= nxt for b in barriers)
-            linked.append(ok)
+        linked = read_links(ordered, lim, table)
         cost = costs[device]
         out.append(
             _Table(

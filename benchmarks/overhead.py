@@ -27,6 +27,7 @@ start-up cost of learning strict gaps is measured on its own (last item).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -34,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -191,15 +192,6 @@ def _measure(
     return Measured(w1 - w0, c1 - c0, reads, regs, failed, rss, warmup + settled)
 
 
-def planned_reads_per_s(config: Path) -> float:
-    """Reads/s of the daemon's plan for this config (its own planner)."""
-    from edgeopt.config import load_config
-    from edgeopt.poller import Poller
-
-    poller = Poller(load_config(config).devices)
-    return sum(1 / r.period for r in poller.replan(0.0).reads)
-
-
 def _plan_reads(config: Path) -> list[list[Any]]:
     """The daemon's planned reads, as the bare loop takes them."""
     from edgeopt.config import load_config
@@ -209,8 +201,43 @@ def _plan_reads(config: Path) -> list[list[Any]]:
     return [[r.device, r.table.value, r.start, r.count, r.period] for r in poller.replan(0.0).reads]
 
 
+def planned_reads_per_s(reads: list[list[Any]]) -> float:
+    """Reads/s of a plan from `_plan_reads` (the period is the last field)."""
+    return sum(1 / r[4] for r in reads)
+
+
 def _sim_args(n_tags: int, n_devices: int) -> list[str]:
     return ["--plant", "large", "--tags", str(n_tags), "--devices", str(n_devices)]
+
+
+@dataclass
+class SteadyPlant:
+    """A gap-free large plant at 1 s, served by a simulator process, and its config."""
+
+    plant: Plant
+    sim: SimulatorProcess
+    work: Path
+    config: Path
+    reads: list[list[Any]]  # the daemon's planned reads
+
+
+@contextlib.contextmanager
+def _steady_plant(n_tags: int, n_devices: int, prefix: str) -> Iterator[SteadyPlant]:
+    """Every register gap served as zeros, so the daemon makes its planned reads from
+    the first poll (the cost of learning strict gaps is measured by `measure_startup`)."""
+    plant = at_interval(large_plant(n_tags, n_devices).without_strict_gaps(), 1.0)
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        work = Path(tmp)
+        sim = start_simulator(
+            [*_sim_args(n_tags, n_devices), "--no-strict-gaps"],
+            clock_start=time.time() - PLANT_TIME,
+            request_log=work / "requests.jsonl",
+        )
+        try:
+            config = write_config(plant, sim.endpoints, work, sections=OPTIMIZER_OFF)
+            yield SteadyPlant(plant, sim, work, config, _plan_reads(config))
+        finally:
+            stop_process(sim.proc)
 
 
 @dataclass
@@ -236,56 +263,45 @@ def measure_ratio(
     seconds: float = 30.0,
     progress: Progress | None = None,
 ) -> OverheadRatio:
-    base = large_plant(n_tags, n_devices)
-    plant = at_interval(base.without_strict_gaps(), 1.0)
-    with tempfile.TemporaryDirectory(prefix="edgeopt-overhead-") as tmp:
-        work = Path(tmp)
-        sim = start_simulator(
-            [*_sim_args(n_tags, n_devices), "--no-strict-gaps"],
-            clock_start=time.time() - PLANT_TIME,
-            request_log=work / "requests.jsonl",
+    with _steady_plant(n_tags, n_devices, "edgeopt-overhead-") as steady:
+        sim, work, reads = steady.sim, steady.work, steady.reads
+        planned = planned_reads_per_s(reads)
+        if progress:
+            progress("daemon")
+        daemon = start_daemon(steady.config, work / "daemon.log")
+        try:
+            d = _measure(daemon, sim, warmup, seconds)
+        finally:
+            stop_process(daemon)
+        plan = {
+            "devices": {
+                name: {"host": ep.host, "port": ep.port, "unit": ep.unit}
+                for name, ep in sim.endpoints.items()
+            },
+            "reads": reads,
+        }
+        plan_path = work / "plan.json"
+        plan_path.write_text(json.dumps(plan), encoding="utf-8")
+        if progress:
+            progress("bare pymodbus loop")
+        bare = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.bareloop",
+                str(plan_path),
+                # Longer than the window: it is stopped once measured.
+                str(warmup + seconds + 60),
+            ],
+            stdout=subprocess.PIPE,
+            cwd=str(Path(__file__).resolve().parent.parent),
         )
         try:
-            config = write_config(plant, sim.endpoints, work, sections=OPTIMIZER_OFF)
-            reads = _plan_reads(config)
-            planned = sum(1 / r[4] for r in reads)
-            if progress:
-                progress("daemon")
-            daemon = start_daemon(config, work / "daemon.log")
-            try:
-                d = _measure(daemon, sim, warmup, seconds)
-            finally:
-                stop_process(daemon)
-            plan = {
-                "devices": {
-                    name: {"host": ep.host, "port": ep.port, "unit": ep.unit}
-                    for name, ep in sim.endpoints.items()
-                },
-                "reads": reads,
-            }
-            plan_path = work / "plan.json"
-            plan_path.write_text(json.dumps(plan), encoding="utf-8")
-            if progress:
-                progress("bare pymodbus loop")
-            bare = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "benchmarks.bareloop",
-                    str(plan_path),
-                    # Longer than the window: it is stopped once measured.
-                    str(warmup + seconds + 60),
-                ],
-                stdout=subprocess.PIPE,
-                cwd=str(Path(__file__).resolve().parent.parent),
-            )
-            try:
-                b = _measure(bare, sim, warmup, seconds, settle_limit=0)
-            finally:
-                stop_process(bare)
+            b = _measure(bare, sim, warmup, seconds, settle_limit=0)
         finally:
-            stop_process(sim.proc)
-    return OverheadRatio(base.name, plant.n_tags, len(plant.devices), planned, d, b)
+            stop_process(bare)
+    plant = steady.plant
+    return OverheadRatio(plant.name, plant.n_tags, len(plant.devices), planned, d, b)
 
 
 @dataclass
@@ -308,29 +324,18 @@ def measure_scale(
     for n_tags, n_devices in sizes:
         if progress:
             progress(f"{n_tags} tags on {n_devices} devices")
-        plant = at_interval(large_plant(n_tags, n_devices).without_strict_gaps(), 1.0)
-        with tempfile.TemporaryDirectory(prefix="edgeopt-scale-") as tmp:
-            work = Path(tmp)
-            sim = start_simulator(
-                [*_sim_args(n_tags, n_devices), "--no-strict-gaps"],
-                clock_start=time.time() - PLANT_TIME,
-                request_log=work / "requests.jsonl",
-            )
+        with _steady_plant(n_tags, n_devices, "edgeopt-scale-") as steady:
+            planned = planned_reads_per_s(steady.reads)
+            daemon = start_daemon(steady.config, steady.work / "daemon.log")
+            sim_ps = psutil.Process(steady.sim.proc.pid)
             try:
-                config = write_config(plant, sim.endpoints, work, sections=OPTIMIZER_OFF)
-                planned = planned_reads_per_s(config)
-                daemon = start_daemon(config, work / "daemon.log")
-                sim_ps = psutil.Process(sim.proc.pid)
-                try:
-                    s0 = _cpu(sim_ps)
-                    t0 = time.monotonic()
-                    m = _measure(daemon, sim, warmup, seconds)
-                    # The simulator's CPU over warm-up and window: did it keep up?
-                    sim_pct = 100 * (_cpu(sim_ps) - s0) / (time.monotonic() - t0)
-                finally:
-                    stop_process(daemon)
+                s0 = _cpu(sim_ps)
+                t0 = time.monotonic()
+                m = _measure(daemon, steady.sim, warmup, seconds)
+                # The simulator's CPU over warm-up and window: did it keep up?
+                sim_pct = 100 * (_cpu(sim_ps) - s0) / (time.monotonic() - t0)
             finally:
-                stop_process(sim.proc)
+                stop_process(daemon)
         out.append(ScalePoint(n_tags, n_devices, planned, m, sim_pct))
     return out
 

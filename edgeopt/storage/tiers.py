@@ -516,6 +516,27 @@ class TierManager:
 
     # --- hot → warm -------------------------------------------------------------------
 
+    async def _oldest_window(
+        self, oldest_sql: str, span: float, cutoff: float, seen: dict[float, int], what: str
+    ) -> float | None:
+        """Start of the oldest complete `span` window ending by `cutoff`, or None.
+
+        `oldest_sql` selects the oldest timestamp of the source tier. A window
+        still oldest after two passes is stuck (a bug, or rows our read cannot
+        see): raise instead of spinning.
+        """
+        rows = list(await self._store.connection.execute_fetchall(oldest_sql))
+        oldest = rows[0][0] if rows else None
+        if oldest is None:
+            return None
+        window = math.floor(float(oldest) / span) * span
+        if window + span > cutoff:
+            return None
+        seen[window] = seen.get(window, 0) + 1
+        if seen[window] > 2:
+            raise StorageInvariantError(f"{what} in the window at {window} do not move")
+        return window
+
     async def _hot_to_warm(
         self, cutoff: float, report: LifecycleReport, deadline: float | None
     ) -> None:
@@ -523,18 +544,9 @@ class TierManager:
         conn = self._store.connection
         seen: dict[float, int] = {}
         while not self._out_of_time(deadline, report):
-            rows = list(await conn.execute_fetchall(_OLDEST_HOT))
-            oldest = rows[0][0] if rows else None
-            if oldest is None:
+            window = await self._oldest_window(_OLDEST_HOT, CHUNK_SECONDS, cutoff, seen, "hot rows")
+            if window is None:
                 return
-            window = math.floor(float(oldest) / CHUNK_SECONDS) * CHUNK_SECONDS
-            if window + CHUNK_SECONDS > cutoff:
-                return
-            # A window still oldest after two passes is stuck (a bug, or
-            # rows our read cannot see): stop instead of spinning.
-            seen[window] = seen.get(window, 0) + 1
-            if seen[window] > 2:
-                raise StorageInvariantError(f"hot rows in the window at {window} do not move")
             end = window + CHUNK_SECONDS
             tags = await conn.execute_fetchall(
                 _HOT_TAGS, (bucket_of(window), bucket_of(end), window, end)
@@ -611,16 +623,11 @@ class TierManager:
         conn = self._store.connection
         seen: dict[float, int] = {}
         while not self._out_of_time(deadline, report):
-            rows = list(await conn.execute_fetchall("SELECT MIN(start_ts) FROM chunks"))
-            oldest = rows[0][0] if rows else None
-            if oldest is None:
+            day = await self._oldest_window(
+                "SELECT MIN(start_ts) FROM chunks", COLD_BLOCK_SECONDS, cutoff, seen, "warm chunks"
+            )
+            if day is None:
                 return
-            day = math.floor(float(oldest) / COLD_BLOCK_SECONDS) * COLD_BLOCK_SECONDS
-            if day + COLD_BLOCK_SECONDS > cutoff:
-                return
-            seen[day] = seen.get(day, 0) + 1
-            if seen[day] > 2:
-                raise StorageInvariantError(f"warm chunks of the day at {day} do not move")
             tags = await conn.execute_fetchall(
                 "SELECT DISTINCT tag_id FROM chunks WHERE start_ts >= ? AND start_ts < ? "
                 "ORDER BY tag_id",

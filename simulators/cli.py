@@ -2,6 +2,8 @@
 
 python -m simulators serve --plant demo [--rtu] [--fault plc1=timeout] [--write-config cfg.yaml]
 python -m simulators config --plant demo [-o config/demo.yaml]
+
+--plant takes demo, large, week, or a generated plant gen:SEED / gen:SEED:TAGS.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from typing import Any
 
 import yaml
 
+from .generated import parse_gen_name
 from .plant import Endpoint, Plant
-from .plants import PLANTS, build_plant
+from .plants import GEN_PLANTS, PLANTS, build_plant
 from .server import FAULT_MODES, PlantServer, RequestLog
 
 __all__ = ["DEMO_CONFIG_ARGS", "main", "render_config", "week_start"]
@@ -84,8 +87,20 @@ def _fault(text: str) -> tuple[str, str]:
     return dev, mode
 
 
+def _plant_name(text: str) -> str:
+    if text in PLANTS or parse_gen_name(text) is not None:
+        return text
+    raise argparse.ArgumentTypeError(f"choose from {', '.join(PLANTS)} or {GEN_PLANTS}")
+
+
 def _plant_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--plant", choices=PLANTS, default="demo")
+    p.add_argument(
+        "--plant",
+        type=_plant_name,
+        default="demo",
+        metavar="{" + ",".join(PLANTS) + f",{GEN_PLANTS}" + "}",
+        help="gen:SEED[:TAGS] is a generated plant (--seed/--tags/--devices do not apply)",
+    )
     p.add_argument("--seed", type=int, default=None, help="signal seed (default: the plant's)")
     p.add_argument("--tags", type=int, default=10_000, help="large plant: number of tags")
     p.add_argument("--devices", type=int, default=100, help="large plant: number of devices")
@@ -162,7 +177,13 @@ def _config_text(plant: Plant, endpoints: dict[str, Endpoint], args: argparse.Na
 
 def _cmd_config(args: argparse.Namespace) -> int:
     plant = _build(args)
-    text = _config_text(plant, plant.tcp_endpoints(args.host, args.base_port), args)
+    endpoints = plant.tcp_endpoints(args.host, args.base_port)
+    # A plant's own RS-485 devices (generated plants have some): their pty only
+    # exists while `serve` runs (use --write-config there), so name the line here.
+    for line, devices in plant.lines().items():
+        for d in devices:
+            endpoints[d.name] = Endpoint("rtu", d.unit_id, port=f"/dev/virtual-{line}")
+    text = _config_text(plant, endpoints, args)
     if args.output:
         args.output.write_text(text, encoding="utf-8")
     else:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .generated import generated_plant, parse_gen_name
 from .plant import Plant, PlantDevice, PlantTag
 from .signals import (
     DAY,
@@ -30,7 +31,7 @@ from .signals import (
     Steps,
 )
 
-__all__ = ["PLANTS", "build_plant", "demo_plant", "large_plant", "week_plant"]
+__all__ = ["GEN_PLANTS", "PLANTS", "build_plant", "demo_plant", "large_plant", "week_plant"]
 
 # Polling presets, as a user would write them (seconds).
 CONTROL: dict[str, Any] = {
@@ -949,12 +950,22 @@ def week_plant(seed: int = 3) -> Plant:
 
 
 PLANTS = ("demo", "large", "week")
+# Generated plants are named, not listed: "gen:SEED" or "gen:SEED:TAGS" (simulators.generated).
+GEN_PLANTS = "gen:SEED[:TAGS]"
 
 
 def build_plant(
     name: str, *, seed: int | None = None, n_tags: int = 10_000, n_devices: int = 100
 ) -> Plant:
-    """A plant by name, as the CLI and benchmarks ask for it."""
+    """A plant by name, as the CLI and benchmarks ask for it.
+
+    "gen:SEED" and "gen:SEED:TAGS" build `generated_plant(SEED, TAGS)`: the
+    name alone defines the plant, so `seed`, `n_tags` and `n_devices` are
+    ignored for them (a report's plant name is then all it takes to rebuild it).
+    """
+    gen = parse_gen_name(name)
+    if gen is not None:
+        return generated_plant(*gen)
     if name == "demo":
         return demo_plant() if seed is None else demo_plant(seed)
     if name == "week":
@@ -963,4 +974,4 @@ def build_plant(
         return (
             large_plant(n_tags, n_devices) if seed is None else large_plant(n_tags, n_devices, seed)
         )
-    raise ValueError(f"unknown plant {name!r}; choose from {', '.join(PLANTS)}")
+    raise ValueError(f"unknown plant {name!r}; choose from {', '.join(PLANTS)} or {GEN_PLANTS}")

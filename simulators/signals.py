@@ -35,11 +35,16 @@ __all__ = [
     "GridSignal",
     "NoisyAnalog",
     "OnOff",
+    "PartialFollower",
+    "Ramp",
     "RandomWalk",
     "Shift",
     "Signal",
+    "Sine",
     "Solar",
     "Steps",
+    "Triangle",
+    "Wave",
 ]
 
 HOUR = 3600.0
@@ -787,4 +792,233 @@ class Burst(GridSignal):
         b = self.base.values(ts)
         noise = self._rng(k).normal(0.0, self.noise_sd, ts.size)
         x = np.where(self.active(ts), b + noise, b)
+        return _quantise(_clip(x, self.lo, self.hi), self.quantum)
+
+
+class Wave(GridSignal):
+    """A periodic wave, refreshed every `period` seconds.
+
+    value = mean + amplitude x shape(t / wave_period + phase), where
+    subclasses give the shape over one cycle, in [-1, 1]. Optional Gaussian
+    noise on top. With a `gate`, the value holds at `idle` while the gate
+    reads 0 (a stopped machine does not cycle); noise is off then too.
+    """
+
+    def __init__(
+        self,
+        key: str,
+        seed: int,
+        *,
+        wave_period: float,
+        amplitude: float,
+        mean: float = 0.0,
+        phase: float = 0.0,
+        noise_sd: float = 0.0,
+        quantum: float = 0.0,
+        period: float = 1.0,
+        gate: Signal | None = None,
+        idle: float | None = None,
+        lo: float | None = None,
+        hi: float | None = None,
+        chunk: float | None = None,
+    ) -> None:
+        if not wave_period > 0:
+            raise ValueError("wave_period must be positive")
+        super().__init__(key, seed, period=period, chunk=chunk or _fast_chunk(period))
+        self.wave_period, self.amplitude = float(wave_period), float(amplitude)
+        self.mean, self.phase = float(mean), float(phase)
+        self.noise_sd, self.quantum = float(noise_sd), float(quantum)
+        self.gate = gate
+        self.idle = self.mean if idle is None else float(idle)
+        self.lo, self.hi = lo, hi
+
+    @staticmethod
+    @abstractmethod
+    def shape(cycles: FloatArray) -> FloatArray:
+        """The wave at `cycles` (time in wave periods), in [-1, 1]."""
+
+    def _grid(self, k: int, ts: FloatArray) -> FloatArray:
+        x = self.mean + self.amplitude * self.shape(ts / self.wave_period + self.phase)
+        if self.noise_sd:
+            x = x + self._rng(k).normal(0.0, self.noise_sd, ts.size)
+        if self.gate is not None:
+            x = np.where(self.gate.values(ts) != 0.0, x, self.idle)
+        return _quantise(_clip(x, self.lo, self.hi), self.quantum)
+
+
+class Sine(Wave):
+    """A sine wave, e.g. a tank level breathing with a batch cycle."""
+
+    @staticmethod
+    def shape(cycles: FloatArray) -> FloatArray:
+        return np.sin(2.0 * np.pi * cycles)
+
+
+class Triangle(Wave):
+    """A triangle wave: linear up, linear down, e.g. a compressor's receiver pressure."""
+
+    @staticmethod
+    def shape(cycles: FloatArray) -> FloatArray:
+        frac = cycles - np.floor(cycles)
+        return 4.0 * np.abs(frac - 0.5) - 1.0
+
+
+class Ramp(Signal):
+    """A setpoint that ramps linearly to new targets, e.g. a valve or speed reference.
+
+    The targets jump like `Steps` (levels, weights, rate_per_hour). At each
+    jump the value moves from the old target to the new one at `slope`
+    units per second, refreshed every `resolution` seconds and quantised; a
+    ramp lasts at most `max_ramp` seconds (then it is steeper) and ends by
+    the next jump, so the value is continuous up to the refresh grid.
+    """
+
+    def __init__(
+        self,
+        key: str,
+        seed: int,
+        *,
+        levels: Sequence[float],
+        rate_per_hour: float,
+        slope: float,
+        weights: Sequence[float] | None = None,
+        initial: float | None = None,
+        resolution: float = 1.0,
+        quantum: float = 0.0,
+        max_ramp: float = HOUR,
+        chunk: float = DAY,
+    ) -> None:
+        if not slope > 0 or not resolution > 0:
+            raise ValueError("slope and resolution must be positive")
+        super().__init__(key, seed, chunk=chunk)
+        # Jumps on the refresh grid, so every ramp sample is on it too.
+        self.targets = Steps(
+            key + "/targets",
+            seed,
+            levels=levels,
+            rate_per_hour=rate_per_hour,
+            weights=weights,
+            initial=initial,
+            resolution=resolution,
+            chunk=chunk,
+        )
+        self.slope, self.resolution = float(slope), float(resolution)
+        self.quantum = float(quantum)
+        # A ramp may reach into the next chunk but not past it: _build looks
+        # back one chunk only.
+        self.max_ramp = min(float(max_ramp), self.chunk)
+
+    def _build(self, k: int) -> tuple[FloatArray, FloatArray]:
+        lo, hi = k * self.chunk, (k + 1) * self.chunk
+        tg = self.targets
+        # Jumps from one chunk back (ramps still running at lo) to one chunk
+        # ahead (a jump just after hi ends a ramp that started before it).
+        ct = tg.change_times(max(lo - self.chunk, 0.0), hi + self.chunk)
+        if ct.size == 0:
+            return np.array([lo]), np.array([tg.value(lo)])
+        new = tg.values(ct)
+        old = tg.values(np.nextafter(ct, -np.inf))
+        nxt = np.append(ct[1:], np.inf)
+        dur = np.minimum(np.abs(new - old) / self.slope, np.minimum(nxt - ct, self.max_ramp))
+        times: list[FloatArray] = [np.array([lo])]
+        vals: list[FloatArray] = [np.array([tg.value(lo)])]
+        for c, a, b, d, n in zip(
+            ct.tolist(), old.tolist(), new.tolist(), dur.tolist(), nxt.tolist(), strict=True
+        ):
+            steps = max(1, math.ceil(d / self.resolution))
+            if c >= hi or c + steps * self.resolution < lo:
+                continue
+            st = c + np.arange(steps + 1, dtype=np.float64) * self.resolution
+            frac = np.minimum(1.0, (st - c) / d) if d > 0 else np.ones(st.size)
+            sv = _quantise(a + (b - a) * frac, self.quantum)
+            sv[-1] = b  # the target itself, not its quantised neighbour
+            keep = st < n
+            st, sv = st[keep], sv[keep]
+            if c <= lo:
+                # Running at the chunk start: the chunk opens at the last sample <= lo.
+                i = int(np.searchsorted(st, lo, side="right")) - 1
+                vals[0] = np.array([sv[max(i, 0)]])
+                st, sv = st[i + 1 :], sv[i + 1 :]
+            inside = st < hi
+            times.append(st[inside])
+            vals.append(sv[inside])
+        return np.concatenate(times), np.concatenate(vals)
+
+
+def _last_change_at_or_before(sig: Signal, t: float, max_chunks: int = 64) -> float:
+    """The latest change time of `sig` at or before t (0.0 if none since plant start)."""
+    hi = t
+    for _ in range(max_chunks):
+        lo = max(hi - sig.chunk, 0.0)
+        ct = sig.change_times(lo, hi)
+        if ct.size:
+            return float(ct[-1])
+        if lo <= 0.0:
+            return 0.0
+        hi = lo
+    return hi
+
+
+class PartialFollower(GridSignal):
+    """Follows `leader` (gain x leader + offset + noise) only while `coupled` reads non-zero.
+
+    Example: a loop's output tracks its demand in auto and wanders in
+    manual, or a sensor tracks the process except during maintenance. When
+    a decoupled window opens the value starts from where it was and moves by
+    an independent random walk (sd `wander_sd`); when it closes the value
+    snaps back to following. Unlike `Follower(break_at=...)` the
+    correlation comes and goes, so a poller must keep checking it.
+    """
+
+    def __init__(
+        self,
+        key: str,
+        seed: int,
+        *,
+        leader: Signal,
+        coupled: Signal,
+        gain: float = 1.0,
+        offset: float = 0.0,
+        noise_sd: float = 0.0,
+        quantum: float = 0.0,
+        wander_sd: float = 1.0,
+        period: float | None = None,
+        quiet_when_zero: bool = True,
+        lo: float | None = None,
+        hi: float | None = None,
+        chunk: float | None = None,
+    ) -> None:
+        p = period or leader.period or 1.0
+        super().__init__(key, seed, period=p, chunk=chunk or _fast_chunk(p))
+        self.leader, self.coupled = leader, coupled
+        self.gain, self.offset = float(gain), float(offset)
+        self.noise_sd, self.quantum = float(noise_sd), float(quantum)
+        self.quiet_when_zero = quiet_when_zero
+        self.lo, self.hi = lo, hi
+        self._wander = RandomWalk(
+            key + "/wander",
+            seed,
+            mean=0.0,
+            sd=wander_sd,
+            step_sd=wander_sd / 10,
+            quantum=0.0,
+            period=p,
+        )
+
+    def _grid(self, k: int, ts: FloatArray) -> FloatArray:
+        lead = self.leader.values(ts)
+        x = self.gain * lead + self.offset
+        if self.noise_sd:
+            noise = self._rng(k).normal(0.0, self.noise_sd, ts.size)
+            if self.quiet_when_zero:
+                noise = np.where(lead == 0.0, 0.0, noise)
+            x = x + noise
+        off = self.coupled.values(ts) == 0.0
+        if off.any():
+            # Where each decoupled window opened: the coupling's last change at or before t.
+            first = _last_change_at_or_before(self.coupled, float(ts[0]))
+            starts = np.concatenate(([first], self.coupled.change_times(ts[0], ts[-1])))
+            s = starts[np.searchsorted(starts, ts[off], side="right") - 1]
+            level = self.gain * self.leader.values(s) + self.offset
+            x[off] = level + self._wander.values(ts[off]) - self._wander.values(s)
         return _quantise(_clip(x, self.lo, self.hi), self.quantum)

@@ -11,6 +11,7 @@ from edgeopt.modbus.planner import (
     DeviceLimits,
     PlanTag,
     Priority,
+    Read,
     Table,
     fixed_block_plan,
     plan_reads,
@@ -148,3 +149,26 @@ def test_never_costs_more_than_fixed_max_insert(entries, max_gap, baud):
         for k in r.tags:
             assert r.start <= by_key[k].address and by_key[k].end <= r.end
             assert r.period <= by_key[k].interval
+
+
+def test_split_read_puts_the_barrier_at_a_hole_never_between_adjacent_tags():
+    # Tags at 0..5 are contiguous; the hole is 6..9. The median (address 3)
+    # would split two adjacent tags and cost a second read forever.
+    keys = [f"d/t{a}" for a in (0, 1, 2, 3, 4, 5, 10, 11)]
+    read = Read("d", Table.HOLDING, 0, 12, 1.0, tuple(keys))
+    addresses = {k: int(k[3:]) for k in keys}
+    widths = dict.fromkeys(keys, 1)
+    assert split_read(read, addresses, widths) == (Table.HOLDING, 10)
+    # A float32 (2 registers) at 4 covers 5: no hole between it and 6.
+    keys2 = ["d/a", "d/b", "d/c", "d/e"]
+    read2 = Read("d", Table.HOLDING, 0, 12, 1.0, tuple(keys2))
+    addr2 = {"d/a": 0, "d/b": 4, "d/c": 6, "d/e": 11}
+    wid2 = {"d/a": 2, "d/b": 2, "d/c": 1, "d/e": 1}
+    assert split_read(read2, addr2, wid2) in {(Table.HOLDING, 4), (Table.HOLDING, 11)}
+    # Contiguous tags only: some devices refuse at a bank edge; halve as before.
+    keys3 = [f"d/t{a}" for a in range(4)]
+    read3 = Read("d", Table.HOLDING, 0, 4, 1.0, tuple(keys3))
+    assert split_read(read3, {k: int(k[3:]) for k in keys3}, dict.fromkeys(keys3, 1)) == (
+        Table.HOLDING,
+        2,
+    )

@@ -323,14 +323,34 @@ def fixed_block_plan(
     return reads
 
 
-def split_read(read: Read, tag_addresses: Mapping[str, int]) -> tuple[Table, int] | None:
+def split_read(
+    read: Read, tag_addresses: Mapping[str, int], tag_widths: Mapping[str, int] | None = None
+) -> tuple[Table, int] | None:
     """Where to put a barrier after `read` was refused with ILLEGAL DATA ADDRESS.
 
     Splits the read's tags in two halves by address; repeated refusals halve
-    again, so an n-tag read is isolated in log2(n) refusals. Returns None for a
-    single-tag read (nothing to split: the tag itself is at fault).
+    again, so an n-tag read is isolated in log2(n) refusals. With the tags'
+    widths, the split goes at the hole nearest the middle: a device that
+    refuses a read across a hole accepts contiguous registers, and a barrier
+    between two adjacent tags would cost a read forever for nothing. Returns
+    None for a single-tag read (nothing to split: the tag itself is at fault).
     """
     addresses = sorted({tag_addresses[k] for k in read.tags})
     if len(addresses) < 2:
         return None
-    return (read.table, addresses[len(addresses) // 2])
+    middle = addresses[len(addresses) // 2]
+    if tag_widths is None:
+        return (read.table, middle)
+    ends: dict[int, int] = {}
+    for key in read.tags:
+        start = tag_addresses[key]
+        ends[start] = max(ends.get(start, start), start + max(1, tag_widths.get(key, 1)))
+    holes: list[int] = []
+    reach = ends[addresses[0]]
+    for address in addresses[1:]:
+        if address > reach:
+            holes.append(address)  # registers [reach, address) belong to no tag
+        reach = max(reach, ends[address])
+    if not holes:
+        return (read.table, middle)
+    return (read.table, min(holes, key=lambda a: (abs(a - middle), a)))

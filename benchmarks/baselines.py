@@ -14,11 +14,14 @@
 
 Phases: reads of one device are spread over min(P, 1 s), as edgeopt's
 schedule staggers a line's first reads, so a device's reads do not all fall
-at the same instant.
+at the same instant; each device's reads start at an offset of their own (a
+hash of its name), since no real poller is phase-locked to a device's
+internal update clock.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -59,8 +62,16 @@ def plan_tags(plant: Plant) -> list[PlanTag]:
 
 
 def device_limits(plant: Plant) -> dict[str, DeviceLimits]:
+    """Each device's limits as a fixed poller must respect them.
+
+    A device strict about holes refuses a block read across one (ILLEGAL DATA
+    ADDRESS), so a working fixed configuration for it merges only contiguous
+    tags (max_gap 0): the baseline must be one a user could actually run.
+    """
     return {
-        d.name: DeviceLimits(max_registers=d.max_registers_per_read, max_gap=d.max_gap)
+        d.name: DeviceLimits(
+            max_registers=d.max_registers_per_read, max_gap=0 if d.strict_gaps else d.max_gap
+        )
         for d in plant.devices
     }
 
@@ -75,10 +86,14 @@ def reads_log(reads: Sequence[Read], t0: float, t1: float, name: str) -> ReadLog
     for r in reads:
         by_device.setdefault(r.device, []).append(r)
     series: list[tuple[ReadKey, np.ndarray]] = []
-    for dev_reads in by_device.values():
+    for device, dev_reads in by_device.items():
         n = len(dev_reads)
+        # A device's own update clock is not locked to its poller's: without an
+        # offset of its own, a baseline reading at whole seconds would catch every
+        # 1 s signal update the instant it happens, a luck no real poller has.
+        offset = (zlib.crc32(device.encode()) % 1000) / 1000.0
         for i, r in enumerate(dev_reads):
-            phase = min(r.period, STAGGER) * i / n
+            phase = min(r.period, STAGGER) * ((i / n + offset) % 1.0)
             times = np.arange(t0 + phase, t1, r.period)
             series.append((_key(r), times))
     return ReadLog.from_series(series, t0, t1, name)

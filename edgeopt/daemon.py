@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-import aiosqlite
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -33,9 +32,10 @@ from edgeopt.control.server import ControlError, ControlServer, Peer
 from edgeopt.events import EventLog
 from edgeopt.metrics import MetricsServer, Snapshot, loop_snapshot
 from edgeopt.modbus.transport import Endpoint, PymodbusTransport, Transport
-from edgeopt.optimizer import Optimizer, build_optimizer, load_state
+from edgeopt.optimizer import Optimizer, build_optimizer
+from edgeopt.optimizer.persistence import LearnedStateStore
 from edgeopt.poller import LineWorker, Poller, endpoint_of
-from edgeopt.resources import PressureMonitor, PsutilSampler
+from edgeopt.resources import LagMeter, PressureMonitor, PsutilSampler, ResourceSample
 from edgeopt.storage import HotStore, TierManager
 from edgeopt.systemd import SystemdNotifier
 
@@ -175,7 +175,9 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self._watchdog_task: asyncio.Task[None] | None = None
         self._sampler = PsutilSampler(config.daemon.state_dir)
-        self._learning_conn: aiosqlite.Connection | None = None
+        self._lag = LagMeter()
+        # The learned state's one writer (its own connection and lock).
+        self._learning: LearnedStateStore | None = None
         self._started_wall = 0.0
 
     @property
@@ -271,8 +273,8 @@ class Daemon:
         if self.optimizer is not None:
             await self._save_learning()
             await self.optimizer.close()
-        if self._learning_conn is not None:
-            await self._learning_conn.close()
+        if self._learning is not None:
+            await self._learning.close()  # after any save still in progress
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
@@ -391,7 +393,7 @@ class Daemon:
         if old.daemon.log_level != new.daemon.log_level:
             logging.getLogger().setLevel(new.daemon.log_level.upper())
         self.config = new
-        self.resources.config = new.resources
+        self.resources.reconfigure(new.resources)
         if self.tiers is not None:
             self.tiers.set_deviations(_deviations(new))
         plan = self.poller.replan(self.clock.monotonic())
@@ -482,15 +484,25 @@ class Daemon:
             )
 
     async def _job_lifecycle(self) -> None:
-        """hot → warm → cold → archive; compaction waits while resources are short."""
+        """hot → warm → cold → archive; compaction waits (a while) while resources are short."""
         if self.tiers is None:
             return
-        report = await self.tiers.run_lifecycle(defer=self.resources.defer_compaction)
+        defer = self.resources.defer("storage compaction", uses_disk=True)
+        report = await self.tiers.run_lifecycle(defer=defer)
         log.info("storage lifecycle: %s", report.to_dict())
 
     async def _job_resources(self) -> None:
-        sample = await asyncio.to_thread(self._sampler.sample)
-        self.resources.update(sample, self.clock.now())
+        """Machine pressure (defers optional work) and acquisition shedding (the daemon's own
+        lateness and memory: the only thing that slows reads), from one look."""
+        sample, rss = await asyncio.to_thread(self._sample_resources)
+        wall = self.clock.now()
+        self.resources.update(sample, wall)
+        self.resources.shedding.update(self._lag.sample(self.poller.lag, rss), wall)
+        if self.optimizer is not None:
+            self.optimizer.tick()  # follow a new shedding stage now, not at the next cycle
+
+    def _sample_resources(self) -> tuple[ResourceSample, int | None]:
+        return self._sampler.sample(), self._sampler.own_rss()
 
     async def _job_optimizer(self) -> None:
         if self.optimizer is None:
@@ -503,12 +515,12 @@ class Daemon:
     async def _start_optimizer(self) -> Optimizer:
         # Learned state has its own connection: its transactions must not
         # interleave with the hot tier's flushes on the store's connection.
-        conn = await aiosqlite.connect(self.state_dir / DB_NAME, isolation_level=None)
-        await conn.execute("PRAGMA busy_timeout = 5000")
-        self._learning_conn = conn
+        # And one writer owns it, so no two saves interleave on it either.
+        store = await LearnedStateStore.open(self.state_dir / DB_NAME)
+        self._learning = store
         state = None
         try:
-            state = await load_state(conn)
+            state = await store.load()
         except Exception as exc:  # learning is an optimisation: never a reason not to poll
             log.warning("could not restore learned state, starting fresh: %s", exc)
         optimizer = build_optimizer(
@@ -516,7 +528,7 @@ class Daemon:
         )
         if state is not None:
             log.info("restored learned state for %d tags", len(state.tags))
-        optimizer.attach(conn)
+        optimizer.attach(store)
         self.poller.wake_listeners.append(self._wake_line)
         return optimizer
 
@@ -526,10 +538,11 @@ class Daemon:
             runner.worker.wake()
 
     async def _save_learning(self) -> None:
-        if self.optimizer is None or self._learning_conn is None:
+        """The periodic (and final) save, with profiles: through the one writer."""
+        if self.optimizer is None or self._learning is None:
             return
         try:
-            await self.optimizer.save(self._learning_conn, profiles=True)
+            await self.optimizer.save(profiles=True)
         except Exception as exc:
             log.warning("could not save learned state: %s", exc)
 

@@ -52,6 +52,24 @@ COST_SAMPLES = 256
 
 # Exception codes that mean the device itself is in trouble, not the request.
 _DEVICE_TROUBLE = frozenset({4, 6, 10, 11})
+# A read starting less than this after its deadline is on time (event-loop jitter).
+LAG_FLOOR = 0.02
+# One read counts as at most this many periods late: a stall is one spike, not a trend.
+LAG_CAP = 4.0
+
+
+@dataclass(slots=True)
+class LineLag:
+    """How late a line's reads start, as running totals (readers take differences).
+
+    This is what acquisition shedding (`resources.Shedding`) watches: the
+    daemon's own ability to keep up, not the machine's load.
+    """
+
+    reads: int = 0  # reads started
+    late: int = 0  # of them, started more than LAG_FLOOR after their deadline
+    periods: float = 0.0  # their delays, each as a share of its read's period (capped)
+    seconds: float = 0.0  # their delays in seconds
 
 
 @dataclass(slots=True)
@@ -132,9 +150,17 @@ def _tag_runtime(device: str, tag: TagConfig) -> TagRuntime:
     )
 
 
+# Transports whose cost is bus time on an RS-485 line (each line in its own currency).
+SERIAL_TRANSPORTS = frozenset({"rtu", "rtu_over_tcp"})
+
+
 def default_cost(device: DeviceConfig) -> CostModel:
-    """The cost model before anything is measured: wire time on serial, RTT on TCP."""
-    if device.transport == "rtu":
+    """The cost model before anything is measured: wire time on serial, RTT on TCP.
+
+    RTU over TCP is priced as serial: behind the converter is an RS-485 line at
+    its baud rate, and that line, not the TCP hop, is the bottleneck.
+    """
+    if device.transport in SERIAL_TRANSPORTS:
         return CostModel.serial(device.baudrate)
     return CostModel.tcp()
 
@@ -164,6 +190,7 @@ class Poller:
         # re-plan, a trigger read): the daemon wakes that line's worker.
         self.wake_listeners: list[Callable[[str], None]] = []
         self._read_of: dict[str, Read] = {}  # tag key -> the planned read holding it
+        self.lag: dict[str, LineLag] = {}  # line -> how late its reads start
         # Built once per planned read (Telegraf builds its decoders at config time too).
         self._decoders: dict[
             tuple[str, Table, int, int], tuple[list[TagRuntime], BlockDecoder]
@@ -338,6 +365,16 @@ class Poller:
             if device is None:
                 continue
             if device.health.may_poll(now):
+                # The read starts now: note how late (the hot path, so inline and cheap).
+                lag = self.lag.get(line)
+                if lag is None:
+                    lag = self.lag[line] = LineLag()
+                lag.reads += 1
+                delay = now - due
+                if delay > LAG_FLOOR:
+                    lag.late += 1
+                    lag.seconds += delay
+                    lag.periods += min(LAG_CAP, delay / max(read.period, 1e-3))
                 return read, due
             schedule.postpone(read, device.health.next_probe)
         return None
@@ -450,8 +487,10 @@ class Poller:
         return cached
 
     def _split(self, device: DeviceRuntime, read: Read, now: float) -> bool:
-        addresses = {k: int(self.tags[k].config.address) for k in read.tags if k in self.tags}
-        barrier = split_read(read, addresses)
+        members = [k for k in read.tags if k in self.tags]
+        addresses = {k: int(self.tags[k].config.address) for k in members}
+        widths = {k: 1 if read.table.is_bits else int(self.tags[k].config.width) for k in members}
+        barrier = split_read(read, addresses, widths)
         if barrier is None:
             return False
         device.limits = replace(device.limits, barriers=device.limits.barriers | {barrier})

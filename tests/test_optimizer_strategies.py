@@ -27,7 +27,7 @@ from edgeopt.optimizer.strategies.cluster import indicator_matrix, recall
 from edgeopt.optimizer.strategies.pattern import autocorrelation, strongest_period
 from edgeopt.poller import Poller
 
-Window = dict[str, tuple[float, float]]  # key -> (reads, jumps) in one window
+Window = dict[str, tuple[float, float]]  # key -> (reads, change events) in one window
 
 
 def tracked(
@@ -45,6 +45,7 @@ def tracked(
             stats = poller.tags[key].state.stats
             stats.reads += int(reads)
             stats.jumps += int(jumps)
+            stats.changes += int(jumps)  # rates count change events
         t += window
         tracker.sample(poller, t, MONDAY + t)
     return poller, tracker, t

@@ -306,12 +306,21 @@ class OptimizerConfig(_Model):
 
 
 class ResourcesConfig(_Model):
-    """Thresholds (percent, and °C) above which the daemon sheds work."""
+    """When the daemon defers optional work, and when it sheds acquisition.
+
+    The machine thresholds (percent, and °C) only defer optional work (KMeans,
+    pattern fitting, compaction), at most `max_deferrals` times in a row. Reads
+    are shed only when the daemon itself cannot keep up: its reads start
+    `lag_limit` periods late on average, or its own RSS reaches `own_rss_limit`.
+    """
 
     cpu_high: Percent = 80.0
     memory_high: Percent = 85.0
     disk_high: Percent = 90.0
     temp_high: Number | None = None
+    max_deferrals: Annotated[StrictInt, Field(ge=0, le=1000)] = 3
+    lag_limit: Annotated[StrictFloat, Field(gt=0, le=10)] = 0.5
+    own_rss_limit: PositiveSize | None = None
 
 
 class MetricsConfig(_Model):

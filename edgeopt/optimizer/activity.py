@@ -9,11 +9,15 @@ per tag; reads and registers per device) once per window and keeps:
 - per hour-of-day mean and spread of each tag's hourly activity (anomalies);
 - an hourly activity series per device (autocorrelation: shift cycles).
 
-Rates are *jump* rates: how often a read finds the value moved beyond the
-deadband since the previous read. A read every P seconds can show at most one
-jump, so the raw share j of jumping reads saturates; the Poisson correction
-`rate = -ln(1 - j) / P` undoes that (it over-estimates for i.i.d. noise,
-which errs on the side of reading more). Pure: time is passed in.
+Rates are *change event* rates: how often the value leaves the deadband
+around its value at the previous event, the benchmark's own definition. (The
+"jump" arrays below count these events; their names are kept for the saved
+state.) Counting read-to-read jumps instead made a rate depend on the tag's
+own period: a triangle wave read every second jumped at every read and
+looked 2.5 times busier than it is, and slowing a tag made it look busier
+still. A read every P seconds can show at most one event, so the raw share
+j of event reads saturates; the Poisson correction `rate = -ln(1 - j) / P`
+undoes that. Pure: time is passed in.
 """
 
 from __future__ import annotations
@@ -40,11 +44,13 @@ PRIOR_READS = 1.0
 FloatArray = np.ndarray
 
 
-def corrected_rate(jumps: float, reads: float, exposure: float) -> float:
-    """Jumps per second from `jumps` of `reads` reads over `exposure` seconds."""
+def corrected_rate(
+    jumps: float, reads: float, exposure: float, prior: float = PRIOR_JUMPS
+) -> float:
+    """Events per second from `jumps` events in `reads` reads over `exposure` seconds."""
     if reads <= 0 or exposure <= 0:
         return 0.0
-    share = min(MAX_JUMP_SHARE, (jumps + PRIOR_JUMPS) / (reads + PRIOR_READS))
+    share = min(MAX_JUMP_SHARE, (jumps + prior) / (reads + PRIOR_READS))
     period = exposure / reads
     return -math.log1p(-share) / period
 
@@ -156,7 +162,7 @@ class ActivityTracker:
         for new, old in enumerate(take):
             if old < 0:  # a new tag: count from what it has now
                 s = poller.tags[keys[new]].state.stats
-                last[new] = (s.reads, s.jumps, s.changes)
+                last[new] = (s.reads, s.changes, s.changes)
         self._last = last
         self.keys = keys
         self.index = {k: i for i, k in enumerate(keys)}
@@ -176,7 +182,7 @@ class ActivityTracker:
             return False
         counts = np.array(
             [
-                (t.state.stats.reads, t.state.stats.jumps, t.state.stats.changes)
+                (t.state.stats.reads, t.state.stats.changes, t.state.stats.changes)
                 for t in (poller.tags[k] for k in self.keys)
             ],
             np.float64,
@@ -196,7 +202,7 @@ class ActivityTracker:
     def _snapshot(self, poller: Poller) -> None:
         for i, key in enumerate(self.keys):
             s = poller.tags[key].state.stats
-            self._last[i] = (s.reads, s.jumps, s.changes)
+            self._last[i] = (s.reads, s.changes, s.changes)
         self._device_last = {
             name: (d.stats.reads, d.stats.registers) for name, d in poller.devices.items()
         }
@@ -260,8 +266,14 @@ class ActivityTracker:
         count = min(count, self.closed, self.slots)
         return [(self.closed - count + i) % self.slots for i in range(count)]
 
-    def rates(self, seconds: float) -> dict[str, tuple[float, float]]:
-        """Per tag: (jump rate per second, reads) over about the last `seconds`."""
+    def rates(self, seconds: float, prior: float = PRIOR_JUMPS) -> dict[str, tuple[float, float]]:
+        """Per tag: (event rate per second, reads) over about the last `seconds`.
+
+        prior: pseudo-events added to every tag's count, so a tag never seen to
+        change is not taken to never change. Give it once, on the longest window
+        (a short window with the prior would claim a quiet tag changes every
+        few minutes).
+        """
         count = max(1, round(seconds / self.window))
         slots = self.recent_slots(count)
         if not slots:
@@ -275,7 +287,8 @@ class ActivityTracker:
                 exposure += sample.end - sample.start
         out: dict[str, tuple[float, float]] = {}
         for i, key in enumerate(self.keys):
-            out[key] = (corrected_rate(float(jumps[i]), float(reads[i]), exposure), float(reads[i]))
+            rate = corrected_rate(float(jumps[i]), float(reads[i]), exposure, prior)
+            out[key] = (rate, float(reads[i]))
         return out
 
     def window_samples(self, slots: Iterable[int]) -> list[WindowSample]:

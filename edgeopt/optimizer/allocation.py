@@ -33,6 +33,7 @@ from edgeopt.modbus.planner import CostModel, DeviceLimits, Priority, Table, rea
 _GRID_STEPS_PER_OCTAVE = 8
 _LAMBDA_LOW = 1e-9
 _LAMBDA_HIGH = 1e9
+_LAMBDA_CEILING = 1e30
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +103,31 @@ def predicted_ood(demands: Iterable[TagDemand], intervals: Mapping[str, float]) 
         period = intervals.get(d.key)
         if period is not None:
             total += d.slope * period
+    return total
+
+
+def saturated_loss(rate: float, period: float) -> float:
+    """Expected out-of-deadband share of a tag with Poisson change events, read every `period`.
+
+    After each read the held value is right until the next event, so the share
+    is 1 - (1 - e^(-rP)) / (rP): rP / 2 for a quiet tag, tending to 1 for a
+    busy one (unlike the linear rP / 2, which grows without bound).
+    """
+    x = rate * period
+    if x <= 0.0:
+        return 0.0
+    if x < 1e-6:
+        return x / 2.0
+    return 1.0 - (1.0 - math.exp(-x)) / x
+
+
+def saturated_ood(demands: Iterable[TagDemand], intervals: Mapping[str, float]) -> float:
+    """Σ `saturated_loss` over tags that have an interval (followers count at their leader's)."""
+    total = 0.0
+    for d in demands:
+        period = intervals.get(d.key)
+        if period is not None and not d.follower:
+            total += saturated_loss(d.rate + d.carried, period)
     return total
 
 
@@ -280,6 +306,10 @@ def allocate_for_budget(
         else:
             high = lo_try
     best = _allocate_prepared(tables, high)
+    while best.ood > budget and high < _LAMBDA_CEILING:
+        # Rates of 1e-12/s need a λ beyond the usual bracket to reach their floors.
+        low, high = high, high * 1e3
+        best = _allocate_prepared(tables, high)
     if best.ood > budget:
         return best  # the fastest allowed allocation still misses: nothing cheaper will do
     cheapest = _allocate_prepared(tables, low)

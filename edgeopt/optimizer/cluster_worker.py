@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -21,6 +22,9 @@ import numpy as np
 
 # Below this silhouette score no split is better than keeping the tags together.
 MIN_SILHOUETTE = 0.25
+# Features are rounded to this many decimals before clustering: rows equal but
+# for float noise (two tags with identical changes) are then exact duplicates.
+FEATURE_DECIMALS = 9
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,11 @@ class ClusterResult:
 
 
 def correlation_features(indicators: np.ndarray) -> np.ndarray:
-    """Each row's correlations with every row: the feature vector KMeans sees."""
+    """Each row's correlations with every row: the feature vector KMeans sees.
+
+    Rounded to FEATURE_DECIMALS: the matrix product leaves identical tags'
+    rows a few ulps apart, and they must compare equal (see `distinct_rows`).
+    """
     x = indicators.astype(np.float64)
     x = x - x.mean(axis=1, keepdims=True)
     norms = np.sqrt((x * x).sum(axis=1))
@@ -41,7 +49,20 @@ def correlation_features(indicators: np.ndarray) -> np.ndarray:
     x = x / norms[:, None]
     corr = x @ x.T
     np.fill_diagonal(corr, 1.0)
-    return corr
+    return np.round(corr, FEATURE_DECIMALS)
+
+
+def distinct_rows(features: np.ndarray) -> int:
+    """How many different rows `features` has: KMeans cannot find more clusters than that."""
+    if features.shape[0] == 0:
+        return 0
+    return int(np.unique(features, axis=0).shape[0])
+
+
+def largest_k(features: np.ndarray, max_k: int) -> int:
+    """The largest k worth trying: at most max_k, n - 1 (silhouette), and the distinct rows."""
+    n = features.shape[0]
+    return min(max_k, n - 1, distinct_rows(features))
 
 
 def cluster_tags(indicators: np.ndarray, max_k: int = 12, seed: int = 0) -> ClusterResult:
@@ -49,8 +70,14 @@ def cluster_tags(indicators: np.ndarray, max_k: int = 12, seed: int = 0) -> Clus
 
     indicators: one row per tag, one column per time bin (1 where the tag
     changed in that bin). Runs in the worker process.
+
+    k never exceeds the number of distinct feature rows (tags that change
+    together have equal rows), which is what made sklearn warn "Number of
+    distinct clusters found smaller than n_clusters". Should a fit still
+    warn, that k is skipped and the warning never reaches the log.
     """
     from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.metrics import silhouette_score
 
     n = indicators.shape[0]
@@ -58,9 +85,19 @@ def cluster_tags(indicators: np.ndarray, max_k: int = 12, seed: int = 0) -> Clus
         return ClusterResult([0] * n, 1, 0.0)
     features = correlation_features(indicators)
     best: ClusterResult | None = None
-    for k in range(2, min(max_k, n - 1) + 1):
+    for k in range(2, largest_k(features, max_k) + 1):
         model = KMeans(n_clusters=k, n_init=4, random_state=seed)
-        labels = model.fit_predict(features)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            labels = model.fit_predict(features)
+        degenerate = False
+        for w in caught:
+            if issubclass(w.category, ConvergenceWarning):
+                degenerate = True  # fewer clusters than asked for: not a k to keep
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if degenerate:
+            continue
         if len(set(labels.tolist())) < 2:
             continue
         score = float(silhouette_score(features, labels))

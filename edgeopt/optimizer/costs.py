@@ -6,7 +6,9 @@ A read costs `α + β·registers` bus seconds.
   character, 8 request bytes, 5 + 2n response bytes, two 3.5-character
   silences); only the device's turnaround is unknown, so it is the median of
   `latency - wire time` over recent reads.
-- TCP (and RTU over TCP): α and β are a least-squares fit of latency on
+  RTU over TCP is priced the same way: the RS-485 side of the converter is
+  the bottleneck, so its cost is bus time at the line's baud rate.
+- TCP: α and β are a least-squares fit of latency on
   register count over recent reads; with too little spread in the counts to
   see a slope, α is the median latency and β keeps the default's ratio.
 
@@ -31,7 +33,7 @@ from edgeopt.modbus.planner import (
     Table,
     plan_reads,
 )
-from edgeopt.poller import DeviceRuntime
+from edgeopt.poller import SERIAL_TRANSPORTS, DeviceRuntime
 
 DEFAULT_BUS_BUDGET = 0.7
 MIN_COST_SAMPLES = 16
@@ -56,7 +58,7 @@ def fit_cost(
     # Retries and hiccups are not the bus's price: drop the slowest tenth.
     keep = latencies <= np.quantile(latencies, 0.9)
     counts, latencies = counts[keep], latencies[keep]
-    if transport == "rtu":
+    if transport in SERIAL_TRANSPORTS:
         wire = CostModel.serial(baudrate, turnaround=0.0)
         spare = latencies - (wire.per_read + wire.per_register * counts)
         turnaround = max(0.0, float(np.median(spare)))

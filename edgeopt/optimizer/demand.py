@@ -26,6 +26,7 @@ from edgeopt.optimizer.allocation import (
     TagDemand,
     allocate_for_budget,
     predicted_ood,
+    saturated_ood,
 )
 from edgeopt.optimizer.context import ParamValue, StrategyContext
 from edgeopt.optimizer.costs import (
@@ -43,7 +44,13 @@ ALLOCATION_DEFAULTS: dict[str, ParamValue] = {
     "short_window": 600.0,  # with a forecast: recent activity still counts this far back
     "forecast_lead": 1200.0,  # with a forecast: read for the activity expected this far ahead
     "min_reads": 5,  # fewer reads than this in the window: the tag keeps its interval
-    "fidelity_slack": 0.0,  # allowed predicted fidelity loss, relative to the configured intervals
+    # Predicted out-of-deadband the allocation may add, as a share of what the
+    # configured intervals already give (the benchmark allows 10 %; half of it
+    # is left for estimation error).
+    "fidelity_slack": 0.05,
+    # ... and at least this much per tag, absolute: on a plant of quiet tags the
+    # configured loss is near 0, and 5 % of nearly nothing would pin them all.
+    "fidelity_floor": 0.0005,
     "weight_high": 2.0,  # how much a high/normal/low-priority tag's fidelity counts
     "weight_normal": 1.0,
     "weight_low": 0.5,
@@ -135,7 +142,7 @@ def tag_rates(
     activity = context.activity
     by_device = context.model.periods if periods is None else periods
     min_reads = _param(params, "min_reads")
-    short = activity.rates(_param(params, "short_window"))
+    short = activity.rates(_param(params, "short_window"), prior=0.0)
     long = activity.rates(_param(params, "rate_window"))
     lead = _param(params, "forecast_lead")
     out: dict[str, float | None] = {}
@@ -176,7 +183,12 @@ def build_demands(
     for key, tag in poller.tags.items():
         priority = Priority(tag.config.priority)
         rate = rates.get(key)
-        low, high = float(tag.config.min_interval), float(tag.config.max_staleness)
+        high = float(tag.config.max_staleness)
+        # Never faster than configured: reading a busy tag faster "buys" predicted
+        # fidelity that the rate model over-states (its loss saturates), and that
+        # phantom credit was spent on slowing other tags. With every period at or
+        # above its configured one, no allocation costs more than the configured plan.
+        low = min(high, max(float(tag.config.min_interval), tag.base_interval))
         if rate is None:
             pinned = min(high, max(low, allocated.get(key, tag.base_interval)))
             low = high = pinned
@@ -263,6 +275,20 @@ def planned_bus(inputs: PlanInputs, intervals: Mapping[str, float]) -> float:
     return plan_reads(tags, inputs.limits, inputs.costs).bus_seconds_per_second()
 
 
+def configured_line_costs(inputs: PlanInputs) -> dict[str, float]:
+    """Per line: bus s/s of the cost-aware plan at the configured intervals (the guard's bar)."""
+    tags = [
+        PlanTag(s.key, s.device, s.table, s.address, s.width, inputs.configured[s.key], s.priority)
+        for s in inputs.specs
+    ]
+    out = {line: 0.0 for line in inputs.line_of.values()}
+    if tags:
+        plan = plan_reads(tags, inputs.limits, inputs.costs)
+        for device, line in inputs.line_of.items():
+            out[line] += plan.bus_seconds_per_second(device)
+    return out
+
+
 def base_periods(inputs: PlanInputs) -> dict[str, float]:
     """Each tag's sampling period in the cost-aware plan of the configured intervals."""
     tags = [
@@ -313,7 +339,8 @@ class _Job:
     demands: list[TagDemand]
     known: frozenset[str]  # tags with a rate estimate (the others are pinned)
     allocated: dict[str, float]
-    scale: float  # (1 + fidelity_slack) × budget_scale
+    scale: float  # fidelity_slack × budget_scale: the allowed extra loss, relative
+    floor: float  # fidelity_floor × budget_scale: the allowed extra loss per tag, absolute
     start: float | None
 
 
@@ -331,7 +358,12 @@ def compute_allocation(
         for d in demands
         if d.key in job.known
     ]
-    budget = predicted_ood(plain, base) * job.scale
+    # What the configured plan loses (the linear model, as the search counts
+    # it), plus the allowed slack: a share of the loss the configured plan
+    # really has, by the saturating model, so a busy tag whose linear estimate
+    # is far above 1 does not inflate the allowance.
+    budget = predicted_ood(plain, base)
+    budget += job.scale * saturated_ood(plain, base) + job.floor * len(plain)
     budget += predicted_ood([d for d in demands if d.key not in job.known], job.allocated)
     allocation = allocate_for_budget(demands, inputs.limits, inputs.costs, budget, start=job.start)
     intervals, shed = shed_to_budget(
@@ -365,7 +397,8 @@ async def plan_allocation(
 
     The statistics are read here; the search itself (a second or so at 10k
     tags) runs in a worker thread on copies, so the poll loop keeps running.
-    `budget_scale` below 1 asks for a more cautious plan (less predicted loss).
+    `budget_scale` below 1 asks for a more cautious plan: it scales the
+    fidelity slack, never the loss the configured intervals have anyway.
     """
     poller, model = context.poller, context.model
     params = context.allocation_params
@@ -379,7 +412,8 @@ async def plan_allocation(
         demands=demands,
         known=frozenset(k for k, v in rate_map.items() if v is not None),
         allocated=dict(model.allocated),
-        scale=(1.0 + _param(params, "fidelity_slack")) * budget_scale,
+        scale=_param(params, "fidelity_slack") * budget_scale,
+        floor=_param(params, "fidelity_floor") * budget_scale,
         start=model.weight,
     )
     cost_of_triggers = trigger_cost(poller, trig, rate_map)

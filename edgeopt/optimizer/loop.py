@@ -37,8 +37,14 @@ from edgeopt.modbus.planner import CostModel
 from edgeopt.optimizer.activity import ActivityTracker, corrected_rate
 from edgeopt.optimizer.cluster_worker import ClusterRunner
 from edgeopt.optimizer.costs import bus_budget_of, median_latency, refit_costs
-from edgeopt.optimizer.demand import ALLOCATION_DEFAULTS, plan_allocation
+from edgeopt.optimizer.demand import (
+    ALLOCATION_DEFAULTS,
+    configured_line_costs,
+    plan_allocation,
+    plan_inputs,
+)
 from edgeopt.optimizer.evaluation import Outcome, Verdict, decide
+from edgeopt.optimizer.guard import Breach, CostGuard
 from edgeopt.optimizer.model import BURST, PROBE, SNAP, PlanModel, PlanSnapshot
 from edgeopt.optimizer.records import OptimizationRecord, WindowMetrics
 from edgeopt.optimizer.strategies import (
@@ -52,7 +58,7 @@ from edgeopt.optimizer.strategies import (
 )
 from edgeopt.optimizer.strategies.base import trend_of
 from edgeopt.poller import Poller, TagRuntime, default_cost
-from edgeopt.resources import Pressure, PressureMonitor
+from edgeopt.resources import Pressure, PressureMonitor, highest
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +70,14 @@ FIDELITY_SAMPLE = 400  # changed tags whose fidelity is tracked per window
 HISTORY_KEEP = 500
 REFIT_EVERY = 10  # windows between cost-model refits
 SNAP_FACTOR = 2.0  # a tag read this many times slower than configured may snap back
+SNAP_READS = 4  # a snap-back needs two changes within this many reads of the slowed tag
 DEVICE_TREND_KEEP = 48
 PROBE_TAGS = 4  # slowed tags probed per evaluated change
+PROBE_ALPHA = 0.05  # a probe's change count this unlikely under the planned rate is a miss
 READS_KEPT = 1000  # planned reads listed per record (those of the devices it touched)
+# KMeans on a few hundred tags costs milliseconds: the cluster strategy is heavy
+# work (deferred under machine pressure) only above this many tags.
+CLUSTER_HEAVY_TAGS = 2000
 
 
 @dataclass
@@ -166,6 +177,9 @@ class Optimizer:
             n: default_cost(d.config) for n, d in poller.devices.items()
         }
         self.cluster_runner = cluster_runner or ClusterRunner()
+        self.guard = CostGuard()
+        self._configured_costs: dict[str, float] | None = None
+        self.guard_trips = 0
         self._store: Any = None
         poller.change_listeners.append(self._on_change)
         if state is not None:
@@ -182,6 +196,7 @@ class Optimizer:
 
     @property
     def pressure(self) -> Pressure:
+        """The machine pressure: it defers optional work, and never slows a read."""
         return self.resources.level if self.resources is not None else Pressure.NORMAL
 
     def context(self, strategy: Strategy | None = None) -> StrategyContext:
@@ -201,37 +216,60 @@ class Optimizer:
             services=self.cluster_runner,
         )
 
-    def attach(self, conn: Any) -> None:
-        """Persist to this aiosqlite connection after every change (see `persistence`)."""
-        self._store = conn
+    def attach(self, store: Any) -> None:
+        """Persist after every change through `store`: the learned state's one writer.
+
+        store: a `persistence.LearnedStateStore`, or an aiosqlite connection
+        (wrapped in one, which then owns it). Every save, whoever asks for it,
+        goes through the store's lock, so no two transactions interleave.
+        """
+        from edgeopt.optimizer.persistence import LearnedStateStore
+
+        self._store = store if isinstance(store, LearnedStateStore) else LearnedStateStore(store)
 
     async def _persist(self) -> None:
         if self._store is None:
             return
         try:
-            await self.save(self._store, profiles=False)
+            await self.save(profiles=False)
         except Exception as exc:  # the loop goes on; the next save retries
             log.warning("Failed to save optimization history: %s", exc)
 
-    async def save(self, conn: Any, *, profiles: bool = True) -> None:
-        """Write the learned state to an aiosqlite connection, in one transaction.
+    async def save(self, conn: Any = None, *, profiles: bool = True) -> None:
+        """Write the learned state in one transaction, through the one writer.
 
+        conn: None (or the attached store's connection) saves through the
+        attached store; another aiosqlite connection is written directly.
         Only records changed since the last save are written; `profiles=False`
         skips the activity profiles (the bulk of it) and keeps the stored ones.
+        The state is exported once the writer is free, so a save never writes
+        an older state over a newer one.
         """
-        from edgeopt.optimizer.persistence import save_state
+        from edgeopt.optimizer.persistence import writer_for
 
-        state = self.export_state(profiles=profiles, only_dirty=True)
-        saved = [r for r in self.records if r.dirty]
-        await save_state(conn, state)
-        for record in saved:
-            record.dirty = False
+        exported: list[OptimizationRecord] = []
 
-    async def load(self, conn: Any) -> bool:
-        """Restore learned state from an aiosqlite connection; False if none was saved."""
-        from edgeopt.optimizer.persistence import load_state
+        def export() -> LearnedState:
+            state = self.export_state(profiles=profiles, only_dirty=True)
+            # Clean as of this export: a change while the write runs dirties them again.
+            for record in self.records:
+                if record.dirty:
+                    record.dirty = False
+                    exported.append(record)
+            return state
 
-        state = await load_state(conn)
+        try:
+            await writer_for(self._store, conn).save(export)
+        except BaseException:
+            for record in exported:
+                record.dirty = True
+            raise
+
+    async def load(self, conn: Any = None) -> bool:
+        """Restore learned state (from the attached store, or `conn`); False if none was saved."""
+        from edgeopt.optimizer.persistence import writer_for
+
+        state = await writer_for(self._store, conn).load()
         if state is None:
             return False
         self.restore(state)
@@ -347,11 +385,14 @@ class Optimizer:
             rows[name] = {"status": "applied", "record": record.id, "summary": proposal.summary}
 
     def _blocked(self, strategy: Strategy, context: StrategyContext, manual: bool) -> str | None:
-        """Why `strategy` may not run now, or None."""
+        """Why `strategy` may not run now, or None.
+
+        Machine pressure is asked last, so a deferral is counted only when it
+        is the one reason; after `resources.max_deferrals` deferrals in a row
+        the strategy runs anyway. An operator's run is never deferred.
+        """
         if not strategy.enabled:
             return "disabled"
-        if strategy.heavy and context.pressure is not Pressure.NORMAL:
-            return f"resource pressure {context.pressure}"
         if self.pending is not None:
             return f"change #{self.pending.id} is being evaluated"
         if self.activity.closed - self._plan_changed_at < MIN_WINDOWS:
@@ -360,6 +401,18 @@ class Optimizer:
             return "on cooldown"
         if not strategy.ready(context):
             return "not enough data yet"
+        heavy = strategy.heavy and not (
+            isinstance(strategy, ClusterStrategy) and len(self.poller.tags) <= CLUSTER_HEAVY_TAGS
+        )
+        resources = self.resources
+        if heavy and not manual and resources is not None:
+            job = f"strategy {strategy.name}"
+            if resources.defer(job):
+                limit = int(resources.config.max_deferrals)
+                return (
+                    f"resource pressure {resources.level_for()}: "
+                    f"deferred {resources.deferred[job]} of {limit} times"
+                )
         return None
 
     # -- applying ------------------------------------------------------------------
@@ -431,6 +484,7 @@ class Optimizer:
         # The window in progress straddles the change: neither side counts it.
         self._plan_changed_at = self.activity.closed + 1
         self._record_from = self.activity.closed + 1
+        self.guard.reset()
 
     def _windows_per_evaluation(self) -> int:
         return max(MIN_WINDOWS, round(float(self.config.evaluate_after) / self.window))
@@ -514,23 +568,99 @@ class Optimizer:
             if record.id not in self._probed and elapsed >= float(self.config.evaluate_after) / 2:
                 self._probed.add(record.id)
                 self._start_probes(record, now)
-        if self.enabled and self.pressure is not Pressure.CRITICAL:
+        # Anomaly checks are optional work: critical machine pressure defers them (a while).
+        resources = self.resources
+        if self.enabled and not (
+            resources is not None and resources.defer("anomaly checks", at=Pressure.CRITICAL)
+        ):
             self._check_anomalies(now, wall)
         if self.activity.closed % REFIT_EVERY == 0:
             changed = refit_costs(self.poller.devices.values(), self._default_costs)
             if changed:
                 log.info("cost models refitted for %s", ", ".join(changed))
                 self.poller.replan(now, changed)
+                self._configured_costs = None
+                self.guard.reset()
+        self._check_guard(now, wall)
         self._sample_device_trends()
 
-    def _follow_pressure(self, now: float) -> None:
-        level = self.pressure
-        if level is self.model.pressure:
+    # -- do no harm ----------------------------------------------------------------------
+
+    def configured_costs(self) -> dict[str, float]:
+        """Per line: what the plan at the configured intervals costs (cached until a refit)."""
+        if self._configured_costs is None:
+            inputs = plan_inputs(self.poller, self.context().allocation_params)
+            self._configured_costs = configured_line_costs(inputs)
+        return self._configured_costs
+
+    def _check_guard(self, now: float, wall: float) -> None:
+        """Put lines that cost more than their configured plan back on it."""
+        last = self.activity.recent_slots(1)
+        sample = self.activity.samples[last[0]] if last else None
+        if sample is None or not self.enabled:
             return
-        self.model.pressure = level
-        if level is not Pressure.NORMAL:
-            self.cluster_runner.close()  # give the worker's memory back
-        self.model.push(now)
+        breaches = self.guard.observe(sample.bus_by_line, self.configured_costs())
+        if breaches:
+            self._restore_configured(breaches, now, wall)
+
+    def _restore_configured(self, breaches: list[Breach], now: float, wall: float) -> None:
+        lines = {b.line for b in breaches}
+        keys = [
+            k for k, t in self.poller.tags.items() if self.poller.devices[t.device].line in lines
+        ]
+        chosen = set(keys)
+        record = self.pending
+        if record is not None and chosen & set(record.changed):
+            # The change under evaluation is part of the harm: it ends here.
+            strategy = self.strategies[record.strategy]
+            strategy.rollback(self.context(strategy), record.before)
+            record.outcome = Outcome.ROLLED_BACK
+            record.reason = "do-no-harm guard: " + "; ".join(b.describe() for b in breaches)
+            record.evaluated = wall
+            record.dirty = True
+            strategy.learning.learn(False, 0.0, now)
+            self.pending = None
+        triggers = {
+            leader: frozenset(f for f in followers if f not in chosen)
+            for leader, followers in self.model.triggers.items()
+            if leader not in chosen
+        }
+        self.model.adopt(
+            {k: self.poller.tags[k].base_interval for k in keys},
+            {k: v for k, v in triggers.items() if v},
+            None,
+            now,
+        )
+        for key in keys:
+            self.model.shed.pop(key, None)
+        self.model.push(now, keys)
+        self._leader_of = self.model.followers()
+        self._plan_changed()
+        self.guard.reset(sorted(lines))
+        self.guard_trips += 1
+        for breach in breaches:
+            log.warning("do-no-harm guard: %s; back to the configured plan", breach.describe())
+            self.events.emit(
+                wall,
+                "guard",
+                f"do-no-harm guard: {breach.describe()}; back to the configured plan",
+                line=breach.line,
+                measured=round(breach.measured, 6),
+                configured=round(breach.configured, 6),
+            )
+
+    def _follow_pressure(self, now: float) -> None:
+        """Follow the resources: machine pressure (no read changes) and acquisition shedding."""
+        resources = self.resources
+        level = self.pressure
+        if level is not self.model.pressure:
+            self.model.pressure = level
+            if resources is not None and resources.memory_short:
+                self.cluster_runner.close()  # give the worker's memory back
+        stages = resources.shedding.stages() if resources is not None else {}
+        if stages != self.model.shedding:
+            self.model.shedding = stages
+            self.model.push(now)  # only shedding, the daemon's own lag or memory, slows reads
 
     def _sample_device_trends(self) -> None:
         for name, device in self.poller.devices.items():
@@ -558,10 +688,18 @@ class Optimizer:
         base = tag.base_interval
         if tag.interval < SNAP_FACTOR * base:
             return
-        expected = self.model.rates.get(tag.key, 0.0) * tag.interval
-        if expected < float(params.get("surprise", 0.2)):
-            hold = float(params.get("snap_hold", 600.0))
-            self.model.override(tag.key, base, now + hold, SNAP, now)
+        # One change of a slowed tag is expected sooner or later: its rate says
+        # how often. Snap back only on a burst the rate cannot explain: a second
+        # change within SNAP_READS reads when fewer than `surprise` were expected.
+        span = SNAP_READS * tag.interval
+        expected = self.model.rates.get(tag.key, 0.0) * span
+        if expected >= float(params.get("surprise", 0.1)):
+            return
+        recent = tag.state.stats.recent_events
+        if len(recent) < 2 or recent[-1] - recent[-2] > span:
+            return
+        hold = float(params.get("snap_hold", 300.0))
+        self.model.override(tag.key, base, now + hold, SNAP, now)
 
     def _break_trigger(
         self, leader: str, follower: str, unexplained: int, now: float, wall: float
@@ -641,7 +779,7 @@ class Optimizer:
                 start=now,
                 until=now + duration,
                 reads=stats.reads,
-                jumps=stats.jumps,
+                jumps=stats.changes,
             )
             self.model.override(key, tag.base_interval, now + duration, PROBE, now)
 
@@ -651,12 +789,20 @@ class Optimizer:
         if tag is None or record is None:
             return
         stats = tag.state.stats
-        reads, jumps = stats.reads - probe.reads, stats.jumps - probe.jumps
-        rate = corrected_rate(jumps, reads, now - probe.start)
+        reads, jumps = stats.reads - probe.reads, stats.changes - probe.jumps
+        seconds = now - probe.start
+        rate = corrected_rate(jumps, reads, seconds, prior=0.0)
         hidden = rate * probe.slow - (1.0 - math.exp(-rate * probe.slow))
+        model_rate = self.model.rates.get(probe.key, 0.0)
         record.dirty = True
         record.probes[probe.key] = {
             "rate": round(rate, 6),
+            "model_rate": round(model_rate, 6),
+            "events": jumps,
+            "seconds": round(seconds, 3),
+            # How likely this many changes were if the rate the change was planned
+            # on is right: small means the allocation under-estimated the tag.
+            "p_model": round(poisson_sf(jumps, model_rate * seconds), 6),
             "reads": reads,
             "slow_interval": round(probe.slow, 4),
             "base_interval": round(probe.base, 4),
@@ -742,17 +888,24 @@ class Optimizer:
         return {"evaluated": [record.to_history()], "pending": 0}
 
     def _probe_verdict(self, record: OptimizationRecord, verdict: Verdict) -> Verdict:
-        """Roll back when the probes saw the slowed tags lose more than the windows showed."""
+        """Roll back when the probes show the change was planned on rates that are too low.
+
+        The allocation already priced the loss its rates predict, so a probe
+        that sees about as many changes as the plan's rate says is no news. Only
+        a probe whose count the planned rate makes improbable (p < ALPHA) is a
+        measured miss; its excess rate over the planned one, times the extra
+        period, is loss nobody budgeted for.
+        """
         if verdict.outcome is not Outcome.KEPT or not record.probes or record.repair:
             return verdict
-        losses = [p["ood_slow"] - p["ood_before"] for p in record.probes.values()]
-        slowed = sum(
-            1
-            for k, v in record.after.intervals.items()
-            if v > record.before.intervals.get(k, v) * 1.01
-        )
-        share = slowed / max(1, len(record.changed))
-        loss = sum(losses) / len(losses) * share
+        excess = 0.0
+        for p in record.probes.values():
+            if float(p.get("p_model", 1.0)) >= PROBE_ALPHA:
+                continue
+            extra = max(0.0, float(p["slow_interval"]) - float(p["base_interval"]))
+            surplus = max(0.0, float(p["rate"]) - float(p.get("model_rate", 0.0)))
+            excess += min(1.0, surplus * extra / 2.0)
+        loss = excess / max(1, len(record.changed))
         limit = float(self.config.max_fidelity_loss)
         if loss <= limit:
             return verdict
@@ -803,7 +956,10 @@ class Optimizer:
             "pending_evaluations": 1 if self.pending is not None else 0,
             "next_evaluation": None if self.pending is None else self.pending.evaluate_at,
             "pressure": self.pressure.value,
+            "shedding": highest(self.model.shedding.values()).value,
             "planned_bus_load": self.planned_line_loads(),
+            "configured_bus_load": {k: round(v, 5) for k, v in self.configured_costs().items()},
+            "guard_trips": self.guard_trips,
             "shed": list(self.shed_reports),
             "triggers": sum(len(v) for v in self.model.triggers.values()),
             "trigger_reads": self.poller.trigger_reads,
@@ -1029,6 +1185,21 @@ class Optimizer:
             "proposed_ood": plan.proposed_ood,
             "budget": plan.budget,
         }
+
+
+def poisson_sf(k: int, mean: float) -> float:
+    """P(X >= k) for X ~ Poisson(mean): how surprising k changes are at that mean."""
+    if k <= 0:
+        return 1.0
+    if mean <= 0.0:
+        return 0.0
+    # 1 - P(X <= k - 1), summed in log space so a large mean does not underflow.
+    log_term = -mean
+    total = math.exp(log_term)
+    for i in range(1, k):
+        log_term += math.log(mean) - math.log(i)
+        total += math.exp(log_term)
+    return max(0.0, 1.0 - total)
 
 
 def _opt_float(value: object) -> float | None:

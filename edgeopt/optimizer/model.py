@@ -5,8 +5,11 @@ apart and combines them into the one interval the poller uses:
 
 - `allocated`: what the strategies decided (recorded, evaluated, reverted);
 - `shed`: wider intervals that keep an over-budget line within its budget;
-- the resource pressure: elevated widens low-priority tags, critical leaves
-  only high-priority tags at their rate;
+- acquisition shedding (`resources.Shedding`), only when the daemon itself
+  cannot keep up (per line, or on every line for its own memory):
+  low-priority tags slow down first, then normal ones, and high-priority tags
+  never. Machine pressure (other programs' CPU, memory, disk, temperature) is
+  recorded here but never slows a read;
 - `overrides`: short-lived faster reads (a snap-back after a surprising
   change, an anomaly burst, a probe), each with an expiry.
 
@@ -22,10 +25,11 @@ from typing import Any
 
 from edgeopt.modbus.planner import Priority
 from edgeopt.poller import Poller, TagRuntime
-from edgeopt.resources import Pressure
+from edgeopt.resources import ALL_LINES, Pressure, ShedStage
 
-# Under elevated pressure low-priority tags are read this many times slower.
-ELEVATED_WIDENING = 4.0
+# While acquisition is shed, the priorities being shed are read this many
+# times slower (low-priority tags go to max_staleness once normal ones are shed too).
+SHED_WIDENING = 4.0
 # Override reasons.
 SNAP = "snap"  # a slowed tag changed unexpectedly: read it at its configured rate again
 BURST = "burst"  # an anomaly: read fast for a while
@@ -33,13 +37,14 @@ PROBE = "probe"  # evaluation: read a slowed tag at its configured rate to see w
 
 __all__ = [
     "BURST",
-    "ELEVATED_WIDENING",
     "PROBE",
+    "SHED_WIDENING",
     "SNAP",
     "Override",
     "PlanModel",
     "PlanSnapshot",
     "Pressure",
+    "ShedStage",
 ]
 
 
@@ -83,14 +88,18 @@ class PlanSnapshot:
 
 @dataclass
 class PlanModel:
-    """Allocated intervals, triggers, shedding, pressure and overrides for one poller."""
+    """Allocated intervals, triggers, shedding and overrides for one poller."""
 
     poller: Poller
     allocated: dict[str, float] = field(default_factory=dict)
     triggers: dict[str, frozenset[str]] = field(default_factory=dict)
     shed: dict[str, float] = field(default_factory=dict)
     overrides: dict[str, Override] = field(default_factory=dict)
+    # The machine pressure last seen: reported only, it never slows a read.
     pressure: Pressure = Pressure.NORMAL
+    # Acquisition shedding, line (or ALL_LINES) -> stage, for the lines shed now:
+    # the one resource state that may slow reads.
+    shedding: dict[str, ShedStage] = field(default_factory=dict)
     forecast: bool = False  # whether allocations use the pattern strategy's forecast
     periods: dict[str, int] = field(default_factory=dict)  # device -> strong period (hours)
     rates: dict[str, float] = field(default_factory=dict)  # the rates of the last allocation
@@ -126,16 +135,28 @@ class PlanModel:
 
     def effective(self, tag: TagRuntime) -> float:
         interval = self.shed.get(tag.key, self.allocated.get(tag.key, tag.base_interval))
-        priority = Priority(tag.config.priority)
-        if self.pressure is Pressure.CRITICAL and priority is not Priority.HIGH:
-            interval = float(tag.config.max_staleness)
-        elif self.pressure is Pressure.ELEVATED and priority is Priority.LOW:
-            interval *= ELEVATED_WIDENING
+        stage = self.shed_stage(tag) if self.shedding else ShedStage.NONE
+        if stage is not ShedStage.NONE:
+            priority = Priority(tag.config.priority)
+            if priority is Priority.LOW:
+                if stage is ShedStage.NORMAL:
+                    interval = float(tag.config.max_staleness)
+                else:
+                    interval *= SHED_WIDENING
+            elif priority is Priority.NORMAL and stage is ShedStage.NORMAL:
+                interval *= SHED_WIDENING
         override = self.overrides.get(tag.key)
         if override is not None:
             interval = min(interval, override.interval)
         low, high = float(tag.config.min_interval), float(tag.config.max_staleness)
         return min(high, max(low, interval))
+
+    def shed_stage(self, tag: TagRuntime) -> ShedStage:
+        """How far acquisition is shed on this tag's line."""
+        device = self.poller.devices.get(tag.device)
+        line = self.shedding.get(device.line, ShedStage.NONE) if device else ShedStage.NONE
+        every = self.shedding.get(ALL_LINES, ShedStage.NONE)
+        return line if line.rank >= every.rank else every
 
     def push(self, now: float, keys: Iterable[str] | None = None) -> None:
         """Hand the effective intervals (of `keys`, or all tags) and the triggers to the poller."""

@@ -6,6 +6,12 @@
 previous state whole); `load_state` reads it back, or None when nothing was
 saved yet.
 
+`LearnedStateStore` is the learned state's one writer: it owns an aiosqlite
+connection that nothing else uses, and a lock every save and load goes
+through. Two saves (an optimizer cycle's and the daemon's periodic one) can
+then never interleave their transactions on the connection ("cannot start a
+transaction within a transaction").
+
 Tables:
 - optimizer_meta: key/value JSON (last cycles, λ, forecast, profiles' exposure…)
 - optimizer_strategies: enabled, parameters, learning (success rate, cooldown…)
@@ -17,7 +23,11 @@ Tables:
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiosqlite
@@ -27,8 +37,73 @@ from edgeopt.optimizer.loop import LearnedState
 # The tables live with the rest of the schema, as migration 4 in storage.schema.
 from edgeopt.storage.schema import OPTIMIZER_SCHEMA_SQL
 
+log = logging.getLogger(__name__)
+
 # Records kept in the database (the newest).
 RECORDS_KEPT = 1000
+# How long a save waits for another connection's write (the hot tier's flush).
+BUSY_TIMEOUT_MS = 5000
+
+
+class LearnedStateStore:
+    """The one writer of the learned state: one connection, one lock, one transaction at a time."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self.conn = conn
+        self.saves = 0
+        self._lock = asyncio.Lock()
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: str | Path) -> LearnedStateStore:
+        """Its own connection to the database at `path` (autocommit: transactions are explicit)."""
+        conn = await aiosqlite.connect(path, isolation_level=None)
+        await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        return cls(conn)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def save(self, export: Callable[[], LearnedState]) -> bool:
+        """Write `export()`, called once the writer is free (so the newest state wins).
+
+        Returns False, writing nothing, once the store is closed.
+        """
+        async with self._lock:
+            if self._closed:
+                log.debug("learned state not saved: the store is closed")
+                return False
+            await save_state(self.conn, export())
+            self.saves += 1
+            return True
+
+    async def load(self) -> LearnedState | None:
+        async with self._lock:
+            if self._closed:
+                return None
+            return await load_state(self.conn)
+
+    async def close(self) -> None:
+        """Close the connection once the save in progress (if any) is done."""
+        async with self._lock:
+            if not self._closed:
+                self._closed = True
+                await self.conn.close()
+
+
+def writer_for(store: LearnedStateStore | None, conn: Any = None) -> LearnedStateStore:
+    """The store a save or load on `conn` goes through.
+
+    None, or the attached store's own connection: the attached store. Any
+    other connection (a test's, a tool's) belongs to its caller, who keeps
+    its saves apart.
+    """
+    if conn is None or (store is not None and conn is store.conn):
+        if store is None:
+            raise RuntimeError("no learned-state store is attached and no connection was given")
+        return store
+    return LearnedStateStore(conn)
 
 
 async def create_tables(conn: aiosqlite.Connection) -> None:

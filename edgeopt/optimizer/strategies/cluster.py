@@ -125,9 +125,10 @@ class ClusterStrategy(Strategy):
         if not isinstance(runner, ClusterRunner):
             return None
         poller, model = context.poller, context.model
-        window = self.param_float("window")
-        start, end = context.wall - window, context.wall
-        max_events = self.param_float("max_rate") * window
+        # Only the time actually observed counts: a young daemon has seen minutes,
+        # not the whole window, and rates over the window would be too low.
+        start, end = self.observed_since(context), context.wall
+        max_events = self.param_float("max_rate") * (end - start)
         min_events = self.param_float("min_events")
         keys = [k for k, t in poller.tags.items() if not isinstance(t.state.value, str)]
         series = event_series(poller, keys, start, end)
@@ -142,7 +143,9 @@ class ClusterStrategy(Strategy):
         result = await runner.run(indicators, int(self.params["max_k"]), int(self.params["seed"]))
         self.last_result = result
         rates = tag_rates(context, model.forecast)
-        triggers = self.choose_triggers(context, candidates, result.labels, series, rates)
+        triggers = self.choose_triggers(
+            context, candidates, result.labels, series, rates, span=end - start
+        )
         current = {k: tuple(sorted(v)) for k, v in model.triggers.items()}
         if triggers == current:
             return None
@@ -191,11 +194,15 @@ class ClusterStrategy(Strategy):
         labels: list[int],
         series: Mapping[str, list[float]],
         rates: Mapping[str, float | None],
+        span: float | None = None,
     ) -> dict[str, tuple[str, ...]]:
-        """Per cluster the leader that saves most, and the followers worth triggering."""
+        """Per cluster the leader that saves most, and the followers worth triggering.
+
+        span: seconds the series cover (default: the whole window).
+        """
         poller, model = context.poller, context.model
         followers_now = model.followers()
-        span = max(self.param_float("window"), 1.0)
+        span = max(self.param_float("window") if span is None else span, 1.0)
         slack = self.param_float("slack")
         min_recall = self.param_float("min_recall")
         max_chance = self.param_float("max_chance")
@@ -219,13 +226,12 @@ class ClusterStrategy(Strategy):
                 leader_rate = len(series[leader]) / span
                 chosen: list[str] = []
                 score = 0.0
-                leader_read = poller.read_of(leader)
                 for follower in members:
                     if follower == leader:
                         continue
-                    follower_read = poller.read_of(follower)
-                    if leader_read is not None and follower_read is leader_read:
-                        continue  # read together anyway: a trigger adds nothing
+                    # A follower that shares its leader's read today is kept: the
+                    # allocation splits it off when that is cheaper (on serial it
+                    # usually is), and the proposal's gain check prices it.
                     # A triggered follower sees its changes right after the leader's.
                     own = slack if followers_now.get(follower) == leader else interval(follower)
                     before = own + slack
@@ -253,6 +259,16 @@ class ClusterStrategy(Strategy):
         leaders = set(out)
         out = {k: tuple(f for f in v if f not in leaders) for k, v in out.items()}
         return {k: v for k, v in sorted(out.items()) if v}
+
+    def observed_since(self, context: StrategyContext) -> float:
+        """Start of the change history worth clustering: the window, or less if younger."""
+        first = [
+            t.state.stats.first_read_ts
+            for t in context.poller.tags.values()
+            if t.state.stats.first_read_ts is not None
+        ]
+        start = context.wall - self.param_float("window")
+        return max(start, min(first)) if first else start
 
     # -- run time: does the correlation still hold? -------------------------------
 

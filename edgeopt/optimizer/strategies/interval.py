@@ -24,8 +24,9 @@ from edgeopt.optimizer.allocation import predicted_ood
 from edgeopt.optimizer.demand import ALLOCATION_DEFAULTS, plan_allocation, planned_bus
 from edgeopt.optimizer.strategies.base import ParamValue, Proposal, Strategy, StrategyContext
 
-# At aggressiveness 0.25 the budget shrinks by this share × 0.75.
-CAUTION = 0.2
+# At aggressiveness a, the fidelity slack is scaled by 1 - CAUTION × (1 - a):
+# a strategy whose changes were rolled back spends less of it.
+CAUTION = 0.5
 
 
 class IntervalStrategy(Strategy):
@@ -38,8 +39,8 @@ class IntervalStrategy(Strategy):
         "min_gain": 0.12,  # predicted bus saving a proposal needs (unless it is a repair)
         "repair_margin": 0.05,  # predicted loss over budget that calls for a repair
         "snap_back": True,  # read a slowed tag at its configured rate again when it changes
-        "snap_hold": 1800.0,  # seconds a snap-back holds at most (a new allocation ends it)
-        "surprise": 0.2,  # a change is unexpected below this many expected changes per read
+        "snap_hold": 300.0,  # seconds a snap-back holds at most (a new allocation ends it)
+        "surprise": 0.1,  # two changes are a surprise below this many expected in SNAP_READS reads
     }
 
     def ready(self, context: StrategyContext) -> bool:

@@ -1,0 +1,112 @@
+"""The learned state has one writer: concurrent saves never interleave their transactions.
+
+Optimizer cycles save after every change, the daemon saves every few minutes
+and at shutdown, operators change parameters: all on one SQLite connection.
+Seen before the fix: "cannot start a transaction within a transaction".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import aiosqlite
+import pytest
+from test_optimizer_sim import Sim, config, constant, device, steps, tag
+
+from edgeopt.daemon import Daemon
+from edgeopt.optimizer import build_optimizer
+from edgeopt.optimizer.loop import Optimizer
+from edgeopt.optimizer.persistence import LearnedStateStore, create_tables, save_state
+
+FAST_LOOP = {"quick_every": "60s", "full_every": "600s", "evaluate_after": "120s"}
+
+
+def plant() -> tuple[Sim, Optimizer]:
+    tags = [
+        tag("busy", 0, interval="1s", min_interval="500ms", max_staleness="10s"),
+        tag("quiet1", 30, interval="1s", max_staleness="30s"),
+        tag("quiet2", 60, interval="1s", max_staleness="30s"),
+        tag("quiet3", 90, interval="1s", max_staleness="30s", priority="low"),
+    ]
+    cfg = config([device("d", tags)], **FAST_LOOP)
+    signals = {
+        "d/busy": steps(2.0),
+        "d/quiet1": constant(1),
+        "d/quiet2": constant(2),
+        "d/quiet3": constant(3),
+    }
+    sim = Sim(cfg.devices, signals)
+    return sim, build_optimizer(sim.poller, cfg, sim.clock, sim.events)
+
+
+async def test_concurrent_saves_through_the_one_writer_never_collide(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sim, opt = plant()
+    await sim.run(600.0, opt)
+    assert opt.records
+    db = tmp_path / "edgeopt.db"
+    store = await LearnedStateStore.open(db)
+    await create_tables(store.conn)
+    opt.attach(store)
+    # The daemon's periodic save job, on the same optimizer and store.
+    cfg = config([device("d", [tag("x", 0)])])
+    daemon = Daemon(cfg, clock=sim.clock, handle_signals=False)
+    daemon.optimizer, daemon._learning = opt, store
+
+    jobs = []
+    for i in range(25):
+        jobs += [
+            daemon._save_learning(),
+            opt.run_strategy("interval"),  # a cycle, then its own save
+            opt.run_quick_optimization(),
+            opt.evaluate_optimizations(force=True),
+            opt.update_strategy_parameters("interval", min_gain=0.05 + i / 1000),
+            opt.set_strategy_enabled("pattern", i % 2 == 0),
+        ]
+    jobs.append(sim.run(300.0, opt))  # cycles due by the clock, meanwhile
+    with caplog.at_level(logging.WARNING):
+        await asyncio.gather(*jobs)
+        await daemon._save_learning()  # the final save, as at shutdown
+    problems = [r.getMessage() for r in caplog.records if r.name.startswith("edgeopt")]
+    problems = [m for m in problems if "save" in m or "transaction" in m]
+    assert problems == []
+    assert store.saves >= 25 * 5
+
+    await store.close()
+    assert store.closed
+    await daemon._save_learning()  # after close: nothing written, nothing raised
+
+    async with aiosqlite.connect(db, isolation_level=None) as conn:
+        fresh_store = LearnedStateStore(conn)
+        state = await fresh_store.load()
+    assert state is not None
+    expected = opt.export_state()
+    assert {k: t["allocated"] for k, t in state.tags.items()} == {
+        k: t["allocated"] for k, t in expected.tags.items()
+    }
+    assert state.triggers == expected.triggers
+    assert state.strategies["interval"]["params"] == expected.strategies["interval"]["params"]
+    assert state.strategies["pattern"]["enabled"] is expected.strategies["pattern"]["enabled"]
+    # Every record as it is now: a change made while a save ran was saved later, not lost.
+    saved = {r["id"]: (r.get("outcome"), r.get("evaluated")) for r in state.records}
+    assert saved == {r.id: (r.outcome.value, r.evaluated) for r in opt.records}
+    assert not any(r.dirty for r in opt.records)
+    await opt.close()
+
+
+async def test_two_raw_saves_on_one_connection_do_collide(tmp_path: Path) -> None:
+    """Why the writer exists: without it, the second BEGIN lands inside the first."""
+    _, opt = plant()
+    async with aiosqlite.connect(tmp_path / "raw.db", isolation_level=None) as conn:
+        await create_tables(conn)
+        state = opt.export_state()
+        results = await asyncio.gather(
+            *(save_state(conn, state) for _ in range(4)), return_exceptions=True
+        )
+        assert any("transaction" in str(r) for r in results if isinstance(r, Exception))
+        store = LearnedStateStore(conn)
+        assert all(await asyncio.gather(*(store.save(opt.export_state) for _ in range(4))))
+    await opt.close()

@@ -385,7 +385,9 @@ class Poller:
         schedule = self.schedules.get(device.line) if device else None
         if device is None or schedule is None:
             return
-        device.stats.record(result.latency, read.count, result.error, result.exception_code)
+        device.stats.record(
+            result.latency, read.count, result.error, result.exception_code, read.table.is_bits
+        )
         samples: list[Sample] = []
         if result.ok and result.values is not None:
             units = -(-read.count // 16) if read.table.is_bits else read.count

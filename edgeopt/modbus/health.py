@@ -64,20 +64,28 @@ class ReadStats:
 
     reads: int = 0
     errors: int = 0
-    registers: int = 0
+    registers: int = 0  # units read: registers, and bits on coil/discrete tables
+    bits: int = 0  # of those units, bits (a serial line carries eight to a byte)
     busy: float = 0.0  # seconds spent waiting on this device's answers
     exceptions: Counter[int] = field(default_factory=Counter)
     errors_by_kind: Counter[str] = field(default_factory=Counter)
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=2048))
 
     def record(
-        self, latency: float, units: int, error: str | None, exception_code: int | None
+        self,
+        latency: float,
+        units: int,
+        error: str | None,
+        exception_code: int | None,
+        is_bits: bool = False,
     ) -> None:
         self.reads += 1
         self.busy += latency
         self.latencies.append(latency)
         if error is None:
             self.registers += units
+            if is_bits:
+                self.bits += units
             return
         self.errors += 1
         self.errors_by_kind[error] += 1

@@ -111,7 +111,7 @@ class ActivityTracker:
         self.samples: list[WindowSample | None] = [None] * slots
         self.closed = 0  # windows closed so far (the ring position is closed % slots)
         self._window_start: float | None = None
-        self._device_last: dict[str, tuple[int, int]] = {}
+        self._device_last: dict[str, tuple[int, int, int]] = {}
         # Profiles (pattern): jumps and reads per tag by hour of day and by weekday.
         self.hod_jumps = np.zeros((n, HOURS_PER_DAY), np.float32)
         self.hod_reads = np.zeros((n, HOURS_PER_DAY), np.float32)
@@ -204,7 +204,8 @@ class ActivityTracker:
             s = poller.tags[key].state.stats
             self._last[i] = (s.reads, s.changes, s.changes)
         self._device_last = {
-            name: (d.stats.reads, d.stats.registers) for name, d in poller.devices.items()
+            name: (d.stats.reads, d.stats.registers, d.stats.bits)
+            for name, d in poller.devices.items()
         }
 
     def _bus_sample(self, poller: Poller, start: float, end: float, wall: float) -> WindowSample:
@@ -212,12 +213,16 @@ class ActivityTracker:
         bus_by_line: dict[str, float] = {}
         reads = 0
         for name, device in poller.devices.items():
-            r0, u0 = self._device_last.get(name, (device.stats.reads, device.stats.registers))
-            dr, du = device.stats.reads - r0, device.stats.registers - u0
-            self._device_last[name] = (device.stats.reads, device.stats.registers)
+            st = device.stats
+            now_counts = (st.reads, st.registers, st.bits)
+            r0, u0, b0 = self._device_last.get(name, now_counts)
+            dr, du, db = st.reads - r0, st.registers - u0, st.bits - b0
+            self._device_last[name] = now_counts
             reads += dr
-            # Bits count as registers here: the difference is noise next to α.
-            seconds = dr * device.cost.per_read + du * device.cost.per_register
+            # Priced as the plan prices it (bits are an eighth of a byte on serial),
+            # so the do-no-harm guard compares like with like.
+            cost = device.cost
+            seconds = dr * cost.per_read + (du - db) * cost.per_register + db * cost.per_bit
             bus_by_line[device.line] = bus_by_line.get(device.line, 0.0) + seconds / span
         return WindowSample(start, end, wall, sum(bus_by_line.values()), reads / span, bus_by_line)
 

@@ -44,6 +44,9 @@ ALLOCATION_DEFAULTS: dict[str, ParamValue] = {
     "short_window": 600.0,  # with a forecast: recent activity still counts this far back
     "forecast_lead": 1200.0,  # with a forecast: read for the activity expected this far ahead
     "min_reads": 5,  # fewer reads than this in the window: the tag keeps its interval
+    # A slowed tag's rate is at least its rate measured at the configured interval,
+    # which counts half as much after each of these seconds.
+    "reference_half_life": 3600.0,
     # Predicted out-of-deadband the allocation may add, as a share of what the
     # configured intervals already give (the benchmark allows 10 %; half of it
     # is left for estimation error).
@@ -126,10 +129,18 @@ def period_rate(
     return tag_mean * series[index] / mean
 
 
+# A tag read within this factor of its configured interval is "at base".
+AT_BASE = 1.05
+
+
 def tag_rates(
     context: StrategyContext, forecast: bool, periods: Mapping[str, int] | None = None
 ) -> dict[str, float | None]:
-    """Expected jump rate per tag; None where there is too little data to say.
+    """Expected change rate per tag; None where there is too little data to say.
+
+    A tag read at its configured interval refreshes its reference rate (see
+    `PlanModel.reference_rates`); a slowed tag's rate is at least that
+    reference, decaying with `reference_half_life`.
 
     Fast attack, slow decay: the higher of the long-window rate and the
     short-window one, so a tag that wakes up is read faster at the next
@@ -145,6 +156,8 @@ def tag_rates(
     short = activity.rates(_param(params, "short_window"), prior=0.0)
     long = activity.rates(_param(params, "rate_window"))
     lead = _param(params, "forecast_lead")
+    half_life = _param(params, "reference_half_life")
+    reference = context.model.reference_rates
     out: dict[str, float | None] = {}
     for key, tag in context.poller.tags.items():
         long_rate, long_reads = long.get(key, (0.0, 0.0))
@@ -158,6 +171,14 @@ def tag_rates(
             expected = forecast_rate(activity, by_device, key, tag.device, context.wall, lead)
             if expected is not None:
                 rate = max(recent, expected)
+        if tag.interval <= tag.base_interval * AT_BASE:
+            # Read as configured: this rate is unbiased; remember it.
+            reference[key] = (rate, context.wall)
+        else:
+            ref = reference.get(key)
+            if ref is not None and half_life > 0:
+                age = max(0.0, context.wall - ref[1])
+                rate = max(rate, ref[0] * 0.5 ** (age / half_life))
         out[key] = rate
     return out
 
@@ -168,8 +189,15 @@ def build_demands(
     allocated: Mapping[str, float],
     triggers: Mapping[str, frozenset[str] | tuple[str, ...]],
     params: Mapping[str, ParamValue],
+    direction: str | None = None,
 ) -> list[TagDemand]:
-    """One `TagDemand` per tag; unknown rates pin the tag at its current interval."""
+    """One `TagDemand` per tag; unknown rates pin the tag at its current interval.
+
+    direction: "slower" lets no tag go faster than its current allocation, and
+    "faster" none slower. A proposal that moves one way only never trades one
+    tag's predicted gain for another's loss: the model over-states both for
+    busy tags, and such trades were where its errors became real harm.
+    """
     leader_of = {f: leader for leader, fs in triggers.items() for f in fs}
     carried: dict[str, float] = {}
     for follower, leader in leader_of.items():
@@ -189,6 +217,11 @@ def build_demands(
         # phantom credit was spent on slowing other tags. With every period at or
         # above its configured one, no allocation costs more than the configured plan.
         low = min(high, max(float(tag.config.min_interval), tag.base_interval))
+        current = min(high, max(low, allocated.get(key, tag.base_interval)))
+        if direction == "slower":
+            low = current
+        elif direction == "faster":
+            high = current
         if rate is None:
             pinned = min(high, max(low, allocated.get(key, tag.base_interval)))
             low = high = pinned
@@ -392,6 +425,7 @@ async def plan_allocation(
     rates: Mapping[str, float | None] | None = None,
     budget_scale: float = 1.0,
     periods: Mapping[str, int] | None = None,
+    direction: str | None = None,
 ) -> AllocationPlan:
     """The cheapest allocation that keeps the configured intervals' fidelity.
 
@@ -405,7 +439,7 @@ async def plan_allocation(
     use_forecast = model.forecast if forecast is None else forecast
     trig = model.triggers if triggers is None else triggers
     rate_map = dict(rates) if rates is not None else tag_rates(context, use_forecast, periods)
-    demands = build_demands(poller, rate_map, model.allocated, trig, params)
+    demands = build_demands(poller, rate_map, model.allocated, trig, params, direction)
     inputs = plan_inputs(poller, params)
     job = _Job(
         inputs=inputs,

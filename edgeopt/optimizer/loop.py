@@ -600,8 +600,33 @@ class Optimizer:
         if sample is None or not self.enabled:
             return
         breaches = self.guard.observe(sample.bus_by_line, self.configured_costs())
+        if not breaches:
+            return
+        # The bar may be stale (a refused read taught the plan a new barrier):
+        # price it again before acting on it.
+        self._configured_costs = None
+        fresh = self.configured_costs()
+        breaches = [
+            b
+            for b in breaches
+            if b.measured > fresh.get(b.line, 0.0) * (1.0 + self.guard.tolerance)
+        ]
+        # A line already on its configured plan has nothing to give back.
+        breaches = [b for b in breaches if self._learned_on(b.line)]
         if breaches:
             self._restore_configured(breaches, now, wall)
+
+    def _learned_on(self, line: str) -> bool:
+        """Whether any tag on `line` is read other than as configured (allocation or trigger)."""
+        followers = self.model.followers()
+        for key, tag in self.poller.tags.items():
+            if self.poller.devices[tag.device].line != line:
+                continue
+            if key in followers or key in self.model.triggers:
+                return True
+            if abs(self.model.allocated.get(key, tag.base_interval) - tag.base_interval) > 1e-9:
+                return True
+        return False
 
     def _restore_configured(self, breaches: list[Breach], now: float, wall: float) -> None:
         lines = {b.line for b in breaches}
@@ -812,6 +837,9 @@ class Optimizer:
         }
         if rate > self.model.rates.get(probe.key, 0.0):
             self.model.rates[probe.key] = rate
+        # Read at its configured rate for a while: an unbiased measurement.
+        if reads >= 5:
+            self.model.reference_rates[probe.key] = (rate, self.clock.now())
 
     # -- evaluation ---------------------------------------------------------------------
 
@@ -1045,6 +1073,9 @@ class Optimizer:
                 "fingerprint": tag_fingerprint(tag),
                 "allocated": self.model.allocated.get(key, tag.base_interval),
                 "rate": self.model.rates.get(key),
+                "reference": list(self.model.reference_rates[key])
+                if key in self.model.reference_rates
+                else None,
                 "profile": exported.get(key),
             }
             for key, tag in self.poller.tags.items()
@@ -1109,6 +1140,9 @@ class Optimizer:
             rate = saved_tag.get("rate")
             if rate is not None:
                 self.model.rates[key] = float(rate)
+            reference = saved_tag.get("reference")
+            if isinstance(reference, list) and len(reference) == 2:
+                self.model.reference_rates[key] = (float(reference[0]), float(reference[1]))
         self.model.triggers = {
             leader: frozenset(f for f in followers if f in valid)
             for leader, followers in state.triggers.items()

@@ -103,6 +103,11 @@ class PlanModel:
     forecast: bool = False  # whether allocations use the pattern strategy's forecast
     periods: dict[str, int] = field(default_factory=dict)  # device -> strong period (hours)
     rates: dict[str, float] = field(default_factory=dict)  # the rates of the last allocation
+    # Per tag: (change rate, wall time) last measured while it was read at its
+    # configured interval. A slowed tag sees fewer of its changes (a value that
+    # wanders off and back between two slow reads shows none), so its rate as
+    # measured now is biased low; this is what keeps that bias from feeding on itself.
+    reference_rates: dict[str, tuple[float, float]] = field(default_factory=dict)
     weight: float | None = None  # the λ of the last allocation (a warm start for the next)
 
     def __post_init__(self) -> None:
@@ -116,7 +121,7 @@ class PlanModel:
         added = [k for k in tags if k not in self.allocated]
         for key in added:
             self.allocated[key] = tags[key].base_interval
-        for store in (self.allocated, self.shed, self.overrides, self.rates):
+        for store in (self.allocated, self.shed, self.overrides, self.rates, self.reference_rates):
             for key in [k for k in store if k not in tags]:
                 del store[key]
         self.triggers = {

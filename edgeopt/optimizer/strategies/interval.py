@@ -49,7 +49,12 @@ class IntervalStrategy(Strategy):
     async def propose(self, context: StrategyContext) -> Proposal | None:
         model = context.model
         scale = 1.0 - CAUTION * (1.0 - context.aggressiveness)
-        plan = await plan_allocation(context, budget_scale=scale)
+        # Slow down within the budget, or, when the current state is predicted
+        # over it, speed up only: never both in one change (see build_demands).
+        plan = await plan_allocation(context, budget_scale=scale, direction="slower")
+        over = plan.current_ood > plan.budget * (1.0 + self.param_float("repair_margin"))
+        if over:
+            plan = await plan_allocation(context, budget_scale=scale, direction="faster")
         changed = {
             key: value
             for key, value in plan.intervals.items()
@@ -62,10 +67,7 @@ class IntervalStrategy(Strategy):
         bus_after = await asyncio.to_thread(planned_bus, plan.inputs, after)
         ood_after = predicted_ood(plan.demands, after)
         gain = (plan.current_bus - bus_after) / plan.current_bus if plan.current_bus > 0 else 0.0
-        repair = (
-            plan.current_ood > plan.budget * (1.0 + self.param_float("repair_margin"))
-            and ood_after < plan.current_ood
-        )
+        repair = over and ood_after < plan.current_ood
         if gain < self.param_float("min_gain") and not repair:
             return None
         slower = sum(1 for k, v in changed.items() if v > model.allocated[k])

@@ -55,3 +55,16 @@ def test_no_allocation_reads_a_tag_faster_than_configured() -> None:
     sim = Sim(cfg.devices, {"d/t": constant(1)})
     (demand,) = build_demands(sim.poller, {"d/t": 50.0}, {}, {}, {})
     assert demand.floor == 1.0 and demand.ceiling == 60.0
+
+
+def test_cooldowns_left_out_follow_a_faster_cadence_and_set_ones_stay() -> None:
+    default = config([device("d", [tag("t", 0)])])
+    assert default.optimizer.strategies["interval"].cooldown == 600.0  # CONTRACT defaults
+    fast = config(
+        [device("d", [tag("t", 0)])],
+        evaluate_after="30s",
+        strategies={"cluster": {"cooldown": "2h"}},
+    )
+    assert fast.optimizer.strategies["interval"].cooldown == 30.0
+    assert fast.optimizer.strategies["pattern"].cooldown == 1080.0
+    assert fast.optimizer.strategies["cluster"].cooldown == 7200.0  # the user's own

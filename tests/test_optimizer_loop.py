@@ -125,7 +125,8 @@ async def test_rollback_restores_the_exact_prior_plan() -> None:
 async def test_a_forced_bad_change_is_rolled_back_by_evaluation(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    sim, opt = plant()
+    # A 10 min cooldown: no change of the loop's own may be pending at the forced one.
+    sim, opt = plant(strategies={"interval": {"cooldown": "10m"}})
     await sim.run(300.0, opt)
     if opt.pending is not None:
         await opt.evaluate_optimizations(force=True)
@@ -139,7 +140,7 @@ async def test_a_forced_bad_change_is_rolled_back_by_evaluation(
 
     monkeypatch.setattr(IntervalStrategy, "propose", bad)
     result = await opt.run_strategy("interval")
-    assert result["strategies"]["interval"]["status"] == "applied"
+    assert result["strategies"]["interval"]["status"] == "applied", result
     assert sim.poller.tags["d/busy"].interval == 10.0
     monkeypatch.undo()
     await sim.run(200.0, opt)  # past evaluate_after; run_due evaluates it

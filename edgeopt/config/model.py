@@ -65,6 +65,7 @@ DEFAULT_COOLDOWNS: dict[str, float] = {
     "cluster": 3600.0,
     "pattern": 21600.0,
 }
+DEFAULT_EVALUATE_AFTER = 600.0
 DEFAULT_INTERVAL = 1.0
 # max_staleness defaults to this many intervals.
 STALENESS_FACTOR = 10
@@ -274,10 +275,35 @@ class OptimizerConfig(_Model):
     enabled: StrictBool = True
     quick_every: PositiveDuration = 300.0
     full_every: PositiveDuration = 3600.0
-    evaluate_after: PositiveDuration = 600.0
+    evaluate_after: PositiveDuration = DEFAULT_EVALUATE_AFTER
     min_improvement: Fraction = 0.10
     max_fidelity_loss: Fraction = 0.02
     strategies: dict[str, StrategyConfig] = Field(default_factory=_default_strategies)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cooldowns_follow_a_faster_cadence(cls, data: Any) -> Any:
+        """A strategy whose cooldown the config leaves out waits in step with the cadence.
+
+        The defaults (10 min, 1 h, 6 h) suit `evaluate_after: 10m`; with a faster
+        evaluation they shrink in proportion, so a fast cadence also learns fast.
+        """
+        if not isinstance(data, dict) or data.get("evaluate_after") is None:
+            return data
+        try:
+            scale = _positive_duration(data["evaluate_after"]) / DEFAULT_EVALUATE_AFTER
+        except (TypeError, ValueError):
+            return data  # the field's own validation reports it
+        strategies = data.get("strategies")
+        if scale >= 1.0 or not isinstance(strategies or {}, dict):
+            return data
+        filled: dict[str, object] = dict(strategies or {})
+        for name, cooldown in DEFAULT_COOLDOWNS.items():
+            entry = filled.get(name)
+            entry = {} if entry is None else entry
+            if isinstance(entry, dict) and "cooldown" not in entry:
+                filled[name] = {**entry, "cooldown": cooldown * scale}
+        return {**data, "strategies": filled}
 
     @field_validator("strategies", mode="before")
     @classmethod

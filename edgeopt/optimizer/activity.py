@@ -38,7 +38,7 @@ SERIES_HOURS = 14 * 24
 # A jump share above this is treated as this (ln(1 - j) needs j < 1).
 MAX_JUMP_SHARE = 0.95
 # Prior pseudo-counts: a tag never seen to change is not known never to change.
-PRIOR_JUMPS = 0.1
+PRIOR_JUMPS = 0.02
 PRIOR_READS = 1.0
 
 FloatArray = np.ndarray
@@ -271,13 +271,18 @@ class ActivityTracker:
         count = min(count, self.closed, self.slots)
         return [(self.closed - count + i) % self.slots for i in range(count)]
 
-    def rates(self, seconds: float, prior: float = PRIOR_JUMPS) -> dict[str, tuple[float, float]]:
+    def rates(
+        self,
+        seconds: float,
+        prior: float = PRIOR_JUMPS,
+        priors: Mapping[str, float] | None = None,
+    ) -> dict[str, tuple[float, float]]:
         """Per tag: (event rate per second, reads) over about the last `seconds`.
 
         prior: pseudo-events added to every tag's count, so a tag never seen to
         change is not taken to never change. Give it once, on the longest window
         (a short window with the prior would claim a quiet tag changes every
-        few minutes).
+        few minutes). priors: a tag's own prior, where it differs.
         """
         count = max(1, round(seconds / self.window))
         slots = self.recent_slots(count)
@@ -292,7 +297,8 @@ class ActivityTracker:
                 exposure += sample.end - sample.start
         out: dict[str, tuple[float, float]] = {}
         for i, key in enumerate(self.keys):
-            rate = corrected_rate(float(jumps[i]), float(reads[i]), exposure, prior)
+            own = prior if priors is None else priors.get(key, prior)
+            rate = corrected_rate(float(jumps[i]), float(reads[i]), exposure, own)
             out[key] = (rate, float(reads[i]))
         return out
 

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from edgeopt.modbus.planner import CostModel, DeviceLimits, PlanTag, Priority, plan_reads
-from edgeopt.optimizer.activity import ActivityTracker, corrected_rate
+from edgeopt.optimizer.activity import PRIOR_JUMPS, ActivityTracker, corrected_rate
 from edgeopt.optimizer.allocation import (
     Allocation,
     TagDemand,
@@ -154,7 +154,15 @@ def tag_rates(
     by_device = context.model.periods if periods is None else periods
     min_reads = _param(params, "min_reads")
     short = activity.rates(_param(params, "short_window"), prior=0.0)
-    long = activity.rates(_param(params, "rate_window"))
+    # The prior's pseudo-change is spread over all the time a tag has been read:
+    # a register quiet for a day is not assumed to change every half hour.
+    window = _param(params, "rate_window")
+    priors: dict[str, float] = {}
+    for key, tag in context.poller.tags.items():
+        first = tag.state.stats.first_read_ts
+        if first is not None and context.wall - first > window:
+            priors[key] = PRIOR_JUMPS * window / (context.wall - first)
+    long = activity.rates(window, priors=priors)
     lead = _param(params, "forecast_lead")
     half_life = _param(params, "reference_half_life")
     reference = context.model.reference_rates

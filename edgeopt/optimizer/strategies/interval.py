@@ -36,7 +36,7 @@ class IntervalStrategy(Strategy):
     description: ClassVar[str] = "per-tag intervals from change rates and read costs"
     defaults: ClassVar[dict[str, ParamValue]] = {
         **ALLOCATION_DEFAULTS,
-        "min_gain": 0.12,  # predicted bus saving a proposal needs (unless it is a repair)
+        "min_gain": 0.05,  # predicted bus saving a proposal needs (unless it is a repair)
         "repair_margin": 0.05,  # predicted loss over budget that calls for a repair
         "snap_back": True,  # read a slowed tag at its configured rate again when it changes
         "snap_hold": 300.0,  # seconds a snap-back holds at most (a new allocation ends it)

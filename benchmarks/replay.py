@@ -173,6 +173,8 @@ class ReplayResult:
     plans: list[tuple[float, str]] = field(default_factory=list)  # (plant time, summary)
     job_runs: dict[str, int] = field(default_factory=dict)
     poller: Poller | None = field(default=None, repr=False)
+    # The optimizer as the run left it (its records, rates and model), or None.
+    learner: Any = field(default=None, repr=False)
 
     @property
     def speedup(self) -> float:
@@ -287,6 +289,7 @@ async def replay(
         plans=loop.plans,
         job_runs=loop.job_runs,
         poller=poller,
+        learner=opt,
     )
 
 

@@ -35,7 +35,7 @@ __all__ = [
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-SECTIONS = ("frontier", "realsocket", "overhead", "storage", "serial")
+SECTIONS = ("frontier", "generated", "realsocket", "overhead", "storage", "serial")
 
 
 def machine_info() -> str:
@@ -143,8 +143,8 @@ and goals are defined in the project's BENCHMARK.md. Run everything with
 ```sh
 make bench                      # = .venv/bin/python -m benchmarks all
 .venv/bin/python -m benchmarks all --quick      # a shorter run (minutes)
-.venv/bin/python -m benchmarks frontier         # one section: frontier | realsocket |
-                                                #   overhead | serial | storage
+.venv/bin/python -m benchmarks frontier         # one section: frontier | generated |
+                                                #   realsocket | overhead | serial | storage
 ```
 
 Each section below was produced by the command, on the machine and at the

@@ -22,6 +22,7 @@ from . import frontier as fr
 from .metrics import Score
 from .plots import frontier_plot
 from .report import RESULTS, ROOT, Stamp, load_result, md_table, pct
+from .section_generated import render_generated, run_generated_section
 
 __all__ = ["RENDERERS", "RUNNERS", "Options"]
 
@@ -737,6 +738,7 @@ def render_headline(_: dict[str, Any]) -> str:
 
 RUNNERS: dict[str, Callable[[Options, UI], dict[str, Any]]] = {
     "frontier": run_frontier,
+    "generated": run_generated_section,
     "realsocket": run_realsocket,
     "overhead": run_overhead,
     "serial": run_serial,
@@ -746,6 +748,7 @@ RUNNERS: dict[str, Callable[[Options, UI], dict[str, Any]]] = {
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "headline": render_headline,
     "frontier": render_frontier,
+    "generated": render_generated,
     "realsocket": render_realsocket,
     "overhead": render_overhead,
     "serial": render_serial,

@@ -24,7 +24,7 @@ import asyncio
 import logging
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,8 +42,10 @@ from edgeopt.optimizer.demand import (
     configured_line_costs,
     plan_allocation,
     plan_inputs,
+    planned_bus,
 )
 from edgeopt.optimizer.evaluation import Outcome, Verdict, decide
+from edgeopt.optimizer.experiment import AB, BEFORE_AFTER, MIN_UNITS, gap_series, split_units
 from edgeopt.optimizer.guard import Breach, CostGuard
 from edgeopt.optimizer.model import BURST, PROBE, SNAP, PlanModel, PlanSnapshot
 from edgeopt.optimizer.records import OptimizationRecord, WindowMetrics
@@ -421,12 +423,14 @@ class Optimizer:
         self, strategy: Strategy, context: StrategyContext, proposal: Proposal, manual: bool
     ) -> OptimizationRecord:
         now, wall = context.now, context.wall
+        design, control, rollout = self._design(strategy, proposal, manual)
         touched = proposal.touched(self.model)
         sample = self._fidelity_keys(touched)
         before_slots = self.activity.recent_slots(
             min(self.activity.closed - self._plan_changed_at, self._windows_per_evaluation())
         )
         before_metrics = self._metrics(before_slots, sample)
+        ab_before = self._ab_pairs(before_slots, sample, control)
         snapshot = strategy.apply(context, proposal)
         weight = proposal.details.get("weight")
         if isinstance(weight, float) and math.isfinite(weight):
@@ -454,6 +458,10 @@ class Optimizer:
             params=dict(strategy.params),
             repair=proposal.repair,
             manual=manual,
+            design=design,
+            control=control,
+            rollout=rollout,
+            ab_before=ab_before,
         )
         self._next_id += 1
         self.records.append(record)
@@ -470,6 +478,54 @@ class Optimizer:
             changed=len(touched),
         )
         return record
+
+    def _design(
+        self, strategy: Strategy, proposal: Proposal, manual: bool
+    ) -> tuple[str, list[str], dict[str, float]]:
+        """Split an interval change into treatment and control when it can be split.
+
+        Returns (design, control tags, the control's intended intervals); the
+        proposal is cut down to the treatment in place.
+        """
+        splittable = (
+            strategy.name == "interval"
+            and not proposal.repair
+            and not manual
+            and proposal.triggers is None
+            and len(proposal.intervals) >= 2 * MIN_UNITS
+        )
+        if not splittable:
+            return BEFORE_AFTER, [], {}
+        treatment, control = split_units(proposal.intervals, self._unit_of, self._next_id)
+        if not control:
+            return BEFORE_AFTER, [], {}
+        rollout = {k: proposal.intervals[k] for k in control}
+        proposal.intervals = {k: proposal.intervals[k] for k in treatment}
+        inputs = plan_inputs(self.poller, self.context().allocation_params)
+        before = float(proposal.predicted.get("bus_before", 0.0))
+        after = planned_bus(inputs, {**self.model.allocated, **proposal.intervals})
+        proposal.predicted["bus_after"] = after
+        proposal.predicted["gain"] = (before - after) / before if before > 0 else 0.0
+        proposal.summary += f"; A/B: {len(treatment)} tags changed, {len(control)} held as control"
+        return AB, control, rollout
+
+    def _unit_of(self, key: str) -> Hashable:
+        """The read a tag shares today (its unit in an A/B split), or the tag alone."""
+        read = self.poller.read_of(key)
+        return read.key if read is not None else key
+
+    def _ab_pairs(
+        self, slots: list[int], treated: list[str], control: list[str]
+    ) -> list[tuple[float, float]]:
+        """Per window with both: (treatment fidelity, control fidelity)."""
+        if not control or not slots:
+            return []
+        pairs = zip(
+            self._fidelity(slots, treated),
+            self._fidelity(slots, self._fidelity_keys(control)),
+            strict=True,
+        )
+        return [(t, c) for t, c in pairs if t is not None and c is not None]
 
     def _reads_of(self, keys: list[str]) -> list[list[Any]]:
         """The planned reads on the devices these tags belong to (at most READS_KEPT)."""
@@ -563,6 +619,9 @@ class Optimizer:
             if sample is not None:
                 fid = self._fidelity(last, self._fidelity_keys(record.changed))[0]
                 record.after_metrics.add(sample.bus, sample.reads_per_s, fid)
+                record.ab_after += self._ab_pairs(
+                    last, self._fidelity_keys(record.changed), record.control
+                )
                 record.dirty = True
             elapsed = wall - record.started
             if record.id not in self._probed and elapsed >= float(self.config.evaluate_after) / 2:
@@ -873,11 +932,15 @@ class Optimizer:
                 }
             verdict = Verdict(Outcome.ROLLED_BACK, "too few measurements to judge", 0.0, 0.0, 0.0)
         else:
+            fid_before, fid_after = before.fidelity, after.fidelity
+            if record.design == AB and min(len(record.ab_before), len(record.ab_after)) >= 2:
+                # Against the concurrent control: the plant's own swings cancel.
+                fid_before, fid_after = gap_series(record.ab_before), gap_series(record.ab_after)
             verdict = decide(
                 before.bus,
                 after.bus,
-                before.fidelity,
-                after.fidelity,
+                fid_before,
+                fid_after,
                 min_improvement=self._required_improvement(record),
                 planned=record.predicted.get("gain"),
                 max_fidelity_loss=float(self.config.max_fidelity_loss),
@@ -889,6 +952,17 @@ class Optimizer:
             strategy.rollback(self.context(strategy), record.before)
             self._leader_of = self.model.followers()
             self._plan_changed()
+        elif record.design == AB and record.rollout:
+            # The control half was drawn from the same tags: roll the change out to it.
+            self.model.adopt(record.rollout, None, None, now)
+            self._plan_changed()
+            verdict = Verdict(
+                verdict.outcome,
+                f"{verdict.reason}; rolled out to the {len(record.rollout)} control tags",
+                verdict.improvement,
+                verdict.fidelity_loss,
+                verdict.confidence,
+            )
         record.outcome = verdict.outcome
         record.dirty = True
         record.evaluated = wall

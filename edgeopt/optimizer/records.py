@@ -83,6 +83,13 @@ class OptimizationRecord:
     reason: str = ""
     probes: dict[str, dict[str, float]] = field(default_factory=dict)
     manual: bool = False
+    # "a/b": applied to a random half of its read units, judged against the
+    # other half (the control) in the same windows; "before/after" otherwise.
+    design: str = "before/after"
+    control: list[str] = field(default_factory=list)
+    rollout: dict[str, float] = field(default_factory=dict)  # the control's intervals if kept
+    ab_before: list[tuple[float, float]] = field(default_factory=list)  # (treated, control)
+    ab_after: list[tuple[float, float]] = field(default_factory=list)
     # Changed since it was last saved (not persisted: a loaded record is clean).
     dirty: bool = field(default=True, compare=False)
 
@@ -118,6 +125,8 @@ class OptimizationRecord:
             "predicted": {k: round(v, 6) for k, v in self.predicted.items()},
             "probes": self.probes,
             "repair": self.repair,
+            "design": self.design,
+            "control_tags": len(self.control),
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -144,6 +153,11 @@ class OptimizationRecord:
             "reason": self.reason,
             "probes": self.probes,
             "manual": self.manual,
+            "design": self.design,
+            "control": self.control,
+            "rollout": self.rollout,
+            "ab_before": [list(p) for p in self.ab_before],
+            "ab_after": [list(p) for p in self.ab_after],
         }
 
     @classmethod
@@ -175,5 +189,10 @@ class OptimizationRecord:
             reason=str(data.get("reason", "")),
             probes={str(k): dict(v) for k, v in dict(data.get("probes", {})).items()},
             manual=bool(data.get("manual", False)),
+            design=str(data.get("design", "before/after")),
+            control=[str(k) for k in data.get("control", [])],
+            rollout={str(k): float(v) for k, v in dict(data.get("rollout", {})).items()},
+            ab_before=[(float(a), float(b)) for a, b in data.get("ab_before", [])],
+            ab_after=[(float(a), float(b)) for a, b in data.get("ab_after", [])],
             dirty=False,
         )

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edgeopt.control.client import ControlClient, Unreachable
 from simulators.plants import build_plant
@@ -47,8 +48,13 @@ async def run_realsocket(
     *,
     plant_start: float,
     progress: Callable[[str, float], None] | None = None,
+    optimizer: dict[str, Any] | None = None,
 ) -> RealSocketResult:
-    """Run daemon + simulator for `duration` wall seconds from plant time `plant_start`."""
+    """Run daemon + simulator for `duration` wall seconds from plant time `plant_start`.
+
+    optimizer: `optimizer:` keys for both the daemon's config and the replay
+    (e.g. a faster cadence), so the two run the same learner.
+    """
     plant = build_plant(plant_name)
     with tempfile.TemporaryDirectory(prefix="edgeopt-realsocket-") as tmp:
         work = Path(tmp)
@@ -60,7 +66,9 @@ async def run_realsocket(
             request_log=log_path,
         )
         try:
-            config = write_config(plant, sim.endpoints, work)
+            config = write_config(
+                plant, sim.endpoints, work, sections={"optimizer": dict(optimizer or {})}
+            )
             daemon = start_daemon(config, work / "daemon.log")
             daemon_optimizer: bool | None = None
             try:
@@ -94,6 +102,7 @@ async def run_realsocket(
         duration,
         start=t0,
         optimizer_factory=None if daemon_optimizer else False,
+        optimizer_config=dict(optimizer or {}),
         name="edgeopt (replay)",
     )
     truth = GroundTruth.from_plant(plant, t0, t1)

@@ -62,6 +62,10 @@ class TagDemand:
     priority: Priority = Priority.NORMAL
     carried: float = 0.0
     follower: bool = False
+    # The period the tag is read at anyway in the configured plan. Sharing a
+    # faster read than that earns no credit: the model over-states what a busy
+    # tag gains from speed, and such credit paid for real losses elsewhere.
+    credit_floor: float = 0.0
 
     @property
     def end(self) -> int:
@@ -93,7 +97,7 @@ def snap_period(period: float) -> float:
 
 
 def predicted_ood(demands: Iterable[TagDemand], intervals: Mapping[str, float]) -> float:
-    """Σ rate × P / 2 over tags that have an interval.
+    """Σ rate × P / 2 over tags that have an interval (P no lower than the tag's credit floor).
 
     Not capped at 1 per tag: the sum stands for expected seconds of lag per
     second, and a cap would make slowing a busy tag further look free.
@@ -102,7 +106,7 @@ def predicted_ood(demands: Iterable[TagDemand], intervals: Mapping[str, float]) 
     for d in demands:
         period = intervals.get(d.key)
         if period is not None:
-            total += d.slope * period
+            total += d.slope * max(period, d.credit_floor)
     return total
 
 
@@ -265,7 +269,7 @@ def _allocate_prepared(tables: Sequence[_Table], lam: float) -> Allocation:
         for first, last, period in segments:
             for tag in tab.ordered[first:last]:
                 intervals[tag.key] = period
-                ood += tag.slope * period
+                ood += tag.slope * max(period, tag.credit_floor)
     return Allocation(intervals, sum(bus_by_device.values()), ood, lam, bus_by_device)
 
 

@@ -15,6 +15,7 @@ tags it takes about a second and the poll loop must not wait for it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -69,6 +70,7 @@ class AllocationPlan:
     intervals: dict[str, float]  # after shedding
     demands: list[TagDemand]
     budget: float  # predicted out-of-deadband sum allowed (the configured intervals')
+    slack: float  # of it, what the allocation may add to the configured intervals' loss
     current_bus: float  # planned bus s/s of the current allocation
     current_ood: float  # predicted out-of-deadband sum of the current allocation
     proposed_bus: float
@@ -385,15 +387,28 @@ class _Job:
     start: float | None
 
 
-def compute_allocation(
-    job: _Job,
-) -> tuple[Allocation, dict[str, float], list[ShedReport], float, float, float]:
-    """Pure: (allocation, intervals after shedding, shed reports, budget, bus now, bus after)."""
+@dataclass(frozen=True)
+class AllocationResult:
+    """What `compute_allocation` found (the demands carry their credit floors)."""
+
+    allocation: Allocation
+    intervals: dict[str, float]
+    shed: list[ShedReport]
+    budget: float
+    slack: float
+    bus_now: float
+    bus_after: float
+    demands: list[TagDemand]
+
+
+def compute_allocation(job: _Job) -> AllocationResult:
+    """Pure: the allocation, its intervals after shedding, and what it is measured against."""
     inputs, demands = job.inputs, job.demands
     # The budget: the fidelity the configured intervals really give, which is
     # each tag read at its read's period in their plan (a tag that shares a
     # read with a faster one is sampled at that faster rate).
     base = base_periods(inputs)
+    demands = [dataclasses.replace(d, credit_floor=base.get(d.key, 0.0)) for d in demands]
     plain = [
         TagDemand(d.key, d.device, d.table, d.address, d.width, d.floor, d.ceiling, d.rate)
         for d in demands
@@ -403,8 +418,8 @@ def compute_allocation(
     # it), plus the allowed slack: a share of the loss the configured plan
     # really has, by the saturating model, so a busy tag whose linear estimate
     # is far above 1 does not inflate the allowance.
-    budget = predicted_ood(plain, base)
-    budget += job.scale * saturated_ood(plain, base) + job.floor * len(plain)
+    slack = job.scale * saturated_ood(plain, base) + job.floor * len(plain)
+    budget = predicted_ood(plain, base) + slack
     budget += predicted_ood([d for d in demands if d.key not in job.known], job.allocated)
     allocation = allocate_for_budget(demands, inputs.limits, inputs.costs, budget, start=job.start)
     intervals, shed = shed_to_budget(
@@ -415,13 +430,15 @@ def compute_allocation(
         inputs.limits,
         inputs.costs,
     )
-    return (
+    return AllocationResult(
         allocation,
         intervals,
         shed,
         budget,
+        slack,
         planned_bus(inputs, job.allocated),
         planned_bus(inputs, intervals),
+        demands,
     )
 
 
@@ -459,20 +476,19 @@ async def plan_allocation(
         start=model.weight,
     )
     cost_of_triggers = trigger_cost(poller, trig, rate_map)
-    allocation, intervals, shed, budget, bus_now, bus_after = await asyncio.to_thread(
-        compute_allocation, job
-    )
+    found = await asyncio.to_thread(compute_allocation, job)
     return AllocationPlan(
-        allocation=allocation,
-        intervals=intervals,
-        demands=demands,
-        budget=budget,
-        current_bus=bus_now,
-        current_ood=predicted_ood(demands, job.allocated),
-        proposed_bus=bus_after,
-        proposed_ood=predicted_ood(demands, intervals),
+        allocation=found.allocation,
+        intervals=found.intervals,
+        demands=found.demands,
+        budget=found.budget,
+        slack=found.slack,
+        current_bus=found.bus_now,
+        current_ood=predicted_ood(found.demands, job.allocated),
+        proposed_bus=found.bus_after,
+        proposed_ood=predicted_ood(found.demands, found.intervals),
         trigger_cost=cost_of_triggers,
-        shed=shed,
+        shed=found.shed,
         rates={k: v for k, v in rate_map.items() if v is not None},
         inputs=inputs,
     )

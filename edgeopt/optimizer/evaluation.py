@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 ALPHA = 0.05  # significance level of the one-sided tests
+# A measured cost this much above the before-windows contradicts a planned saving.
+CONTRADICTION = 0.05
 _EPS = 1e-300
 
 
@@ -148,21 +150,28 @@ def decide(
     repair: bool = False,
     alpha: float = ALPHA,
     planned: float | None = None,
+    expected_loss: float = 0.0,
 ) -> Verdict:
     """Keep or roll back a change from per-window bus costs and fidelity estimates.
 
+    expected_loss: the fidelity loss the change was planned with (the
+    allocation budgeted it); only a loss beyond it by max_fidelity_loss counts.
     planned: the saving the plan itself predicts (a share). A read slowed to a
     period near the evaluation's length shows up in some windows and not in
     others, so its measured saving is noisy where the planned one is exact;
-    a change whose planned saving clears the bar is kept when the measurement
-    agrees in sign (the do-no-harm guard watches the measured cost anyway).
+    a change whose planned saving clears the bar is kept unless the
+    measurement contradicts it: cost up by more than CONTRADICTION, or up
+    significantly (the do-no-harm guard watches the measured cost anyway).
     """
     cost = welch(cost_before, cost_after)
     base = cost.mean_a
     improvement = (cost.mean_a - cost.mean_b) / base if base > 0 else 0.0
     fid = welch(fidelity_before, fidelity_after)
     loss = fid.mean_a - fid.mean_b
-    if loss > max_fidelity_loss and (fid.p_greater < alpha or loss > 3 * max_fidelity_loss):
+    # The loss the change was planned with was budgeted for; only what exceeds it
+    # is a measured miss.
+    excess = loss - max(0.0, expected_loss)
+    if excess > max_fidelity_loss and (fid.p_greater < alpha or excess > 3 * max_fidelity_loss):
         return Verdict(
             Outcome.ROLLED_BACK,
             f"fidelity fell by {loss:.3f} (limit {max_fidelity_loss:.3f}, p={fid.p_greater:.3f})",
@@ -189,10 +198,12 @@ def decide(
             loss,
             1.0 - cost.p_greater,
         )
-    if planned is not None and planned >= min_improvement and improvement > 0.0:
+    # Contradicted: the measured cost is up, significantly or by more than the noise allows.
+    contradicted = improvement < -CONTRADICTION or welch(cost_after, cost_before).p_greater < alpha
+    if planned is not None and planned >= min_improvement and not contradicted:
         return Verdict(
             Outcome.KEPT,
-            f"planned bus time down {planned:.1%}, measured {improvement:.1%} "
+            f"planned bus time down {planned:.1%}, measured {improvement:+.1%} "
             f"(p={cost.p_greater:.3g})",
             improvement,
             loss,

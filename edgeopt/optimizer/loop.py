@@ -922,7 +922,19 @@ class Optimizer:
         enough = all(
             len(x) >= MIN_WINDOWS for x in (before.bus, after.bus, before.fidelity, after.fidelity)
         )
-        if not enough:
+        if record.repair:
+            # A repair reads tags faster, back toward their configured intervals:
+            # it cannot cost fidelity nor more than the configured plan (the guard
+            # watches that), and a plant busier than before would make a
+            # before/after fidelity figure blame it for what it is repairing.
+            verdict = Verdict(
+                Outcome.KEPT,
+                "repair: reads back toward the configured intervals",
+                0.0,
+                0.0,
+                1.0,
+            )
+        elif not enough:
             overdue = wall >= record.evaluate_at + 2 * float(self.config.evaluate_after)
             if not overdue:
                 return {
@@ -943,6 +955,7 @@ class Optimizer:
                 fid_after,
                 min_improvement=self._required_improvement(record),
                 planned=record.predicted.get("gain"),
+                expected_loss=self._expected_loss(record),
                 max_fidelity_loss=float(self.config.max_fidelity_loss),
                 repair=record.repair,
             )
@@ -989,6 +1002,15 @@ class Optimizer:
             confidence=verdict.confidence,
         )
         return {"evaluated": [record.to_history()], "pending": 0}
+
+    def _expected_loss(self, record: OptimizationRecord) -> float:
+        """Mean fidelity loss per changed tag that the change's own prediction budgeted."""
+        before, after = record.predicted.get("ood_before"), record.predicted.get("ood_after")
+        if before is None or after is None:
+            return 0.0
+        # An A/B change was planned whole: its halves share the loss per tag.
+        tags = len(record.changed) + len(record.control)
+        return max(0.0, after - before) / max(1, tags)
 
     def _required_improvement(self, record: OptimizationRecord) -> float:
         """The saving a change must show: `min_improvement`, or half the predicted one if less.

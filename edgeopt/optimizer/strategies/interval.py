@@ -37,7 +37,7 @@ class IntervalStrategy(Strategy):
     defaults: ClassVar[dict[str, ParamValue]] = {
         **ALLOCATION_DEFAULTS,
         "min_gain": 0.05,  # predicted bus saving a proposal needs (unless it is a repair)
-        "repair_margin": 0.05,  # predicted loss over budget that calls for a repair
+        "repair_margin": 0.5,  # predicted loss over budget, in slacks, that calls for a repair
         "snap_back": True,  # read a slowed tag at its configured rate again when it changes
         "snap_hold": 300.0,  # seconds a snap-back holds at most (a new allocation ends it)
         "surprise": 0.1,  # two changes are a surprise below this many expected in SNAP_READS reads
@@ -52,7 +52,10 @@ class IntervalStrategy(Strategy):
         # Slow down within the budget, or, when the current state is predicted
         # over it, speed up only: never both in one change (see build_demands).
         plan = await plan_allocation(context, budget_scale=scale, direction="slower")
-        over = plan.current_ood > plan.budget * (1.0 + self.param_float("repair_margin"))
+        # Over by a share of the slack (not of the whole budget, which on a busy
+        # plant is many slacks wide and would hide a tag slowed far too much).
+        margin = self.param_float("repair_margin") * max(plan.slack, 1e-9)
+        over = plan.current_ood > plan.budget + margin
         if over:
             plan = await plan_allocation(context, budget_scale=scale, direction="faster")
         changed = {

@@ -96,3 +96,52 @@ def test_the_summary_and_the_report(runs: list[gen.PlantRun]) -> None:
     for seed in SEEDS:
         assert f"gen:{seed}" in text
     assert "Do no harm held on" in text and "calibration" in text
+
+
+async def test_on_a_development_plant_a_forced_bad_state_returns_to_the_configured_cost() -> None:
+    """The guard on a generated plant: every tag forced to its min_interval, learning off."""
+    from benchmarks.replay import plant_config, replay
+    from edgeopt.clock import VirtualClock
+    from edgeopt.events import EventLog
+    from edgeopt.optimizer import build_optimizer
+    from edgeopt.optimizer.loop import Optimizer
+    from edgeopt.poller import Poller
+
+    plant = build_plant("gen:3")
+
+    def forced(poller: Poller, clock: VirtualClock, events: EventLog) -> Optimizer:
+        cfg = plant_config(plant, "/tmp/unused", optimizer=dict(gen.FAST_CADENCE))
+        opt = build_optimizer(poller, cfg, clock, events)
+        for s in opt.strategies.values():
+            s.enabled = False  # only the guard may act
+        for key, tag in poller.tags.items():
+            opt.model.allocated[key] = float(tag.config.min_interval)
+        opt.model.push(clock.monotonic())
+        return opt
+
+    t0 = gen.START
+    result = await replay(plant, 300.0, start=t0, optimizer_factory=forced)
+    opt, poller = result.learner, result.poller
+    assert opt.guard_trips >= 1
+    configured = opt.configured_costs()
+    for line, cost in configured.items():
+        planned = sum(
+            poller.plan.bus_seconds_per_second(d.name)
+            for d in poller.devices.values()
+            if d.line == line
+        )
+        assert planned <= cost * (1 + 1e-6), (line, planned, cost)
+    # And it was measured: the last minute's reads cost no more than the configured plan's.
+    truth = GroundTruth.from_plant(plant, t0, t0 + 300.0)
+    late = score(result.log, truth, window=(t0 + 240.0, t0 + 300.0))
+    fixed = score(
+        baselines.reads_log(
+            baselines.fixed_block_plan(baselines.plan_tags(plant), baselines.device_limits(plant)),
+            t0,
+            t0 + 300.0,
+            "cfg",
+        ),
+        truth,
+        window=(t0 + 240.0, t0 + 300.0),
+    )
+    assert late.reads_per_s <= fixed.reads_per_s * 1.05

@@ -13,8 +13,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from edgeopt.optimizer.loop import LearnedState, Optimizer, build_optimizer
+    from edgeopt.optimizer.loop import Optimizer, build_optimizer
     from edgeopt.optimizer.persistence import OPTIMIZER_SCHEMA_SQL, load_state, save_state
+    from edgeopt.optimizer.state import LearnedState
 
 __all__ = [
     "OPTIMIZER_SCHEMA_SQL",
@@ -26,7 +27,7 @@ __all__ = [
 ]
 
 _WHERE = {
-    "LearnedState": "edgeopt.optimizer.loop",
+    "LearnedState": "edgeopt.optimizer.state",
     "Optimizer": "edgeopt.optimizer.loop",
     "build_optimizer": "edgeopt.optimizer.loop",
     "OPTIMIZER_SCHEMA_SQL": "edgeopt.optimizer.persistence",

@@ -13,12 +13,11 @@ expected_impact (bus seconds per second, and its share of the plan). Kinds:
 from __future__ import annotations
 
 import statistics
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
 from edgeopt.optimizer.costs import median_latency
-
-if TYPE_CHECKING:
-    from edgeopt.optimizer.loop import Optimizer
+from edgeopt.poller import Poller
 
 _RANK = {"high": 0, "medium": 1, "low": 2}
 SLOW_FACTOR = 2.0  # a device this many times slower than its peers' median
@@ -27,9 +26,8 @@ MIN_READS = 20
 QUIET_SPAN = 86400.0  # seconds of reads without a change
 
 
-def _share_of_read(opt: Optimizer, key: str) -> float:
+def _share_of_read(poller: Poller, key: str) -> float:
     """Bus s/s this tag's share of its read costs (by registers)."""
-    poller = opt.poller
     read = poller.read_of(key)
     tag = poller.tags.get(key)
     if read is None or tag is None:
@@ -40,16 +38,20 @@ def _share_of_read(opt: Optimizer, key: str) -> float:
     )
 
 
-def recommendations(opt: Optimizer) -> list[dict[str, Any]]:
-    poller = opt.poller
+def recommendations(
+    poller: Poller, budgets: Mapping[str, float], loads: Mapping[str, float]
+) -> list[dict[str, Any]]:
+    """What an operator could change, most important first.
+
+    budgets and loads: each line's bus budget and planned load (the optimizer's).
+    """
     total = max(poller.plan.bus_seconds_per_second(), 1e-12)
     out: list[dict[str, Any]] = []
 
     def impact(seconds: float) -> dict[str, float]:
         return {"bus_s_per_s": round(seconds, 6), "share": round(seconds / total, 4)}
 
-    budgets = opt.bus_budgets()
-    for line, load in sorted(opt.planned_line_loads().items()):
+    for line, load in sorted(loads.items()):
         budget = budgets.get(line)
         if budget is not None and load > budget:
             out.append(
@@ -111,7 +113,7 @@ def recommendations(opt: Optimizer) -> list[dict[str, Any]]:
                         f"deadband {deadband:g} in {stats.jumps / stats.reads:.0%} of reads: "
                         f"a deadband near {suggested:g} would record real changes only"
                     ),
-                    "expected_impact": impact(_share_of_read(opt, key)),
+                    "expected_impact": impact(_share_of_read(poller, key)),
                 }
             )
             continue
@@ -126,7 +128,7 @@ def recommendations(opt: Optimizer) -> list[dict[str, Any]]:
                         f"{key} has not changed in {span / 3600:.0f} h of reads: a longer "
                         "max_staleness (or removing it) would free its share of the bus"
                     ),
-                    "expected_impact": impact(_share_of_read(opt, key)),
+                    "expected_impact": impact(_share_of_read(poller, key)),
                 }
             )
     out.sort(key=lambda r: (_RANK[r["priority"]], -r["expected_impact"]["bus_s_per_s"]))

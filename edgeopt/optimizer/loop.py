@@ -25,7 +25,6 @@ import logging
 import math
 from collections import deque
 from collections.abc import Hashable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,7 +33,8 @@ from edgeopt.clock import Clock
 from edgeopt.config import DEFAULT_COOLDOWNS, Config, OptimizerConfig, StrategyConfig
 from edgeopt.events import EventLog
 from edgeopt.modbus.planner import CostModel
-from edgeopt.optimizer.activity import ActivityTracker, corrected_rate
+from edgeopt.optimizer.activity import ActivityTracker
+from edgeopt.optimizer.advice import recommendations
 from edgeopt.optimizer.cluster_worker import ClusterRunner
 from edgeopt.optimizer.costs import bus_budget_of, median_latency, refit_costs
 from edgeopt.optimizer.demand import (
@@ -48,7 +48,9 @@ from edgeopt.optimizer.evaluation import Outcome, Verdict, decide
 from edgeopt.optimizer.experiment import AB, BEFORE_AFTER, MIN_UNITS, gap_series, split_units
 from edgeopt.optimizer.guard import Breach, CostGuard
 from edgeopt.optimizer.model import BURST, PROBE, SNAP, PlanModel, PlanSnapshot
+from edgeopt.optimizer.probes import Probe, choose_probes, probe_finding, probe_verdict
 from edgeopt.optimizer.records import OptimizationRecord, WindowMetrics
+from edgeopt.optimizer.state import LearnedState, tag_fingerprint
 from edgeopt.optimizer.strategies import (
     STRATEGIES,
     ClusterStrategy,
@@ -74,59 +76,10 @@ REFIT_EVERY = 10  # windows between cost-model refits
 SNAP_FACTOR = 2.0  # a tag read this many times slower than configured may snap back
 SNAP_READS = 4  # a snap-back needs two changes within this many reads of the slowed tag
 DEVICE_TREND_KEEP = 48
-PROBE_TAGS = 4  # slowed tags probed per evaluated change
-PROBE_ALPHA = 0.05  # a probe's change count this unlikely under the planned rate is a miss
 READS_KEPT = 1000  # planned reads listed per record (those of the devices it touched)
 # KMeans on a few hundred tags costs milliseconds: the cluster strategy is heavy
 # work (deferred under machine pressure) only above this many tags.
 CLUSTER_HEAVY_TAGS = 2000
-
-
-@dataclass
-class Probe:
-    """A slowed tag read at its configured rate for a while, to see what the slow rate misses."""
-
-    key: str
-    record: int
-    slow: float
-    base: float
-    before: float
-    start: float
-    until: float
-    reads: int
-    jumps: int
-
-
-@dataclass
-class LearnedState:
-    """Everything the optimizer learned, as persisted (see `persistence`)."""
-
-    meta: dict[str, Any]
-    strategies: dict[str, dict[str, Any]]
-    tags: dict[str, dict[str, Any]]  # key -> fingerprint, allocated, rate, profile
-    triggers: dict[str, list[str]]
-    records: list[dict[str, Any]]
-
-
-def tag_fingerprint(tag: TagRuntime) -> str:
-    """What must not change for a tag's learned state to stay valid across a reload."""
-    c = tag.config
-    return "|".join(
-        str(v)
-        for v in (
-            tag.device,
-            c.table,
-            c.address,
-            c.type,
-            c.bit,
-            c.width,
-            c.interval,
-            c.min_interval,
-            c.max_staleness,
-            c.deadband,
-            c.priority,
-        )
-    )
 
 
 class Optimizer:
@@ -835,23 +788,10 @@ class Optimizer:
     # -- probes --------------------------------------------------------------------------
 
     def _start_probes(self, record: OptimizationRecord, now: float) -> None:
-        """Read a few of the tags this change slowed at their configured rate for a while.
-
-        A tag's slow period is the one its changes are seen within: a trigger
-        follower's is its leader's, so a well-triggered follower is not slowed.
-        """
+        """Read a few of the tags this change slowed at their configured rate for a while."""
         tags = self.poller.tags
-        slowed: list[tuple[float, str]] = []
-        for key, after in record.after.intervals.items():
-            tag = tags.get(key)
-            if tag is None or after <= record.before.intervals.get(key, after) * 1.01:
-                continue
-            effective = self._effective_period(key)
-            if effective > tag.base_interval * 1.01:
-                slowed.append((self.model.rates.get(key, 0.0) * effective, key))
-        slowed.sort(reverse=True)
         duration = min(120.0, max(10.0, float(self.config.evaluate_after) / 4))
-        for _, key in slowed[:PROBE_TAGS]:
+        for key in choose_probes(record, tags, self._effective_period, self.model.rates):
             tag = tags[key]
             stats = tag.state.stats
             self._probes[key] = Probe(
@@ -873,27 +813,16 @@ class Optimizer:
         if tag is None or record is None:
             return
         stats = tag.state.stats
-        reads, jumps = stats.reads - probe.reads, stats.changes - probe.jumps
-        seconds = now - probe.start
-        rate = corrected_rate(jumps, reads, seconds, prior=0.0)
-        hidden = rate * probe.slow - (1.0 - math.exp(-rate * probe.slow))
-        model_rate = self.model.rates.get(probe.key, 0.0)
+        reads = stats.reads - probe.reads
+        rate, finding = probe_finding(
+            probe,
+            reads,
+            stats.changes - probe.jumps,
+            now - probe.start,
+            self.model.rates.get(probe.key, 0.0),
+        )
         record.dirty = True
-        record.probes[probe.key] = {
-            "rate": round(rate, 6),
-            "model_rate": round(model_rate, 6),
-            "events": jumps,
-            "seconds": round(seconds, 3),
-            # How likely this many changes were if the rate the change was planned
-            # on is right: small means the allocation under-estimated the tag.
-            "p_model": round(poisson_sf(jumps, model_rate * seconds), 6),
-            "reads": reads,
-            "slow_interval": round(probe.slow, 4),
-            "base_interval": round(probe.base, 4),
-            "ood_slow": round(min(1.0, rate * probe.slow / 2), 6),
-            "ood_before": round(min(1.0, rate * probe.before / 2), 6),
-            "missed_per_hour": round(hidden / probe.slow * 3600.0, 3),
-        }
+        record.probes[probe.key] = finding
         if rate > self.model.rates.get(probe.key, 0.0):
             self.model.rates[probe.key] = rate
         # Read at its configured rate for a while: an unbiased measurement.
@@ -959,7 +888,7 @@ class Optimizer:
                 max_fidelity_loss=float(self.config.max_fidelity_loss),
                 repair=record.repair,
             )
-            verdict = self._probe_verdict(record, verdict)
+            verdict = probe_verdict(record, verdict, float(self.config.max_fidelity_loss))
         strategy = self.strategies[record.strategy]
         if verdict.outcome is Outcome.ROLLED_BACK:
             strategy.rollback(self.context(strategy), record.before)
@@ -1024,36 +953,6 @@ class Optimizer:
         if predicted is None or not math.isfinite(predicted) or predicted <= 0:
             return configured
         return min(configured, 0.5 * predicted)
-
-    def _probe_verdict(self, record: OptimizationRecord, verdict: Verdict) -> Verdict:
-        """Roll back when the probes show the change was planned on rates that are too low.
-
-        The allocation already priced the loss its rates predict, so a probe
-        that sees about as many changes as the plan's rate says is no news. Only
-        a probe whose count the planned rate makes improbable (p < ALPHA) is a
-        measured miss; its excess rate over the planned one, times the extra
-        period, is loss nobody budgeted for.
-        """
-        if verdict.outcome is not Outcome.KEPT or not record.probes or record.repair:
-            return verdict
-        excess = 0.0
-        for p in record.probes.values():
-            if float(p.get("p_model", 1.0)) >= PROBE_ALPHA:
-                continue
-            extra = max(0.0, float(p["slow_interval"]) - float(p["base_interval"]))
-            surplus = max(0.0, float(p["rate"]) - float(p.get("model_rate", 0.0)))
-            excess += min(1.0, surplus * extra / 2.0)
-        loss = excess / max(1, len(record.changed))
-        limit = float(self.config.max_fidelity_loss)
-        if loss <= limit:
-            return verdict
-        return Verdict(
-            Outcome.ROLLED_BACK,
-            f"probe bursts: slowed tags miss changes (fidelity loss {loss:.3f} > {limit})",
-            verdict.improvement,
-            max(verdict.fidelity_loss, loss),
-            verdict.confidence,
-        )
 
     # -- control ------------------------------------------------------------------------
 
@@ -1169,9 +1068,7 @@ class Optimizer:
 
     def recommendations(self) -> list[dict[str, Any]]:
         """Things an operator could change, most important first, each with its expected impact."""
-        from edgeopt.optimizer.advice import recommendations
-
-        return recommendations(self)
+        return recommendations(self.poller, self.bus_budgets(), self.planned_line_loads())
 
     # -- learned state ----------------------------------------------------------------------
 
@@ -1329,21 +1226,6 @@ class Optimizer:
             "proposed_ood": plan.proposed_ood,
             "budget": plan.budget,
         }
-
-
-def poisson_sf(k: int, mean: float) -> float:
-    """P(X >= k) for X ~ Poisson(mean): how surprising k changes are at that mean."""
-    if k <= 0:
-        return 1.0
-    if mean <= 0.0:
-        return 0.0
-    # 1 - P(X <= k - 1), summed in log space so a large mean does not underflow.
-    log_term = -mean
-    total = math.exp(log_term)
-    for i in range(1, k):
-        log_term += math.log(mean) - math.log(i)
-        total += math.exp(log_term)
-    return max(0.0, 1.0 - total)
 
 
 def _opt_float(value: object) -> float | None:

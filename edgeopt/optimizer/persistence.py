@@ -32,7 +32,7 @@ from typing import Any
 
 import aiosqlite
 
-from edgeopt.optimizer.loop import LearnedState
+from edgeopt.optimizer.state import LearnedState
 
 # The tables live with the rest of the schema, as migration 4 in storage.schema.
 from edgeopt.storage.schema import OPTIMIZER_SCHEMA_SQL

@@ -388,6 +388,8 @@ class Poller:
         device.stats.record(
             result.latency, read.count, result.error, result.exception_code, read.table.is_bits
         )
+        for kind in result.discarded:  # frames dropped on the way: late, foreign, garbage
+            device.stats.errors_by_kind[kind] += 1
         samples: list[Sample] = []
         if result.ok and result.values is not None:
             units = -(-read.count // 16) if read.table.is_bits else read.count

@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import IO, Any, cast
 
 from pymodbus.constants import ExcCodes
+from pymodbus.framer import FramerRTU
 from pymodbus.pdu import ModbusPDU
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType as SimType
@@ -40,7 +41,29 @@ __all__ = ["FAULT_MODES", "PlantServer", "RequestLog"]
 
 log = logging.getLogger(__name__)
 
-FAULT_MODES = ("none", "timeout", "exception", "garbage", "slow", "down")
+FAULT_MODES = (
+    "none",
+    "timeout",
+    "exception",
+    "garbage",
+    "slow",
+    "down",
+    # Wire faults (see _Tracer): a reply that must never be taken for the answer.
+    "late",  # answers after `delay` seconds (set it above the client's timeout)
+    "wrong_function",  # a well-formed reply of another function code (3<->4, 1<->2)
+    "wrong_unit",  # a well-formed reply from another unit id
+    "truncated",  # the reply loses its last 3 bytes
+    "bad_crc",  # RTU: wrong CRC; TCP (no CRC): a byte count one too high
+    "noise",  # noise bytes on the wire around the reply (RTU: before and after; TCP: after)
+    "bytewise",  # the reply sent one byte at a time, a few ms apart
+    "wrong_tid",  # TCP: a transaction id the client never sent (RTU: no effect)
+    "tid_zero",  # TCP: transaction id 0 (RTU: no effect)
+)
+# Modes that rewrite the response bytes in _Tracer.trace_packet.
+_WIRE_MODES = frozenset(FAULT_MODES[6:])
+_OTHER_FC = {1: 2, 2: 1, 3: 4, 4: 3}
+NOISE = b"\xff\x00\x55\xaa\x13"
+BYTE_GAP = 0.002  # seconds between the bytes of a `bytewise` reply
 
 # Gaps up to this many registers are filled with valid zeros on a
 # non-strict device. A wider gap cannot sit inside one read that also
@@ -262,15 +285,22 @@ class _Tracer:
     """
 
     def __init__(
-        self, units: Mapping[int, _DeviceSim], request_log: RequestLog | None, clock_start: float
+        self,
+        units: Mapping[int, _DeviceSim],
+        request_log: RequestLog | None,
+        clock_start: float,
+        rtu: bool = False,
     ) -> None:
         self.units = dict(units)
+        self.rtu = rtu
+        self.server: Any = None  # the pymodbus server, for `bytewise` writes
         self.request_log = request_log
         self.clock_start = clock_start
         # Requests awaiting their response, by (unit, transaction id); a FIFO
         # per key because two clients of one device may use the same ids.
         self.pending: dict[tuple[int, int], deque[tuple[float, int, int, int]]] = {}
         self._action = ""
+        self._late_delay = 0.0
 
     def trace_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
         now = time.time()
@@ -296,6 +326,9 @@ class _Tracer:
             outcome, self._action = "timeout", "drop"
         elif sim.fault.mode == "garbage":
             outcome, self._action = "garbage", "garble"
+        elif sim.fault.mode in _WIRE_MODES:
+            outcome, self._action = sim.fault.mode, sim.fault.mode
+            self._late_delay = sim.fault.delay
         elif pdu.isError():
             outcome, code = "exception", int(pdu.exception_code)
         else:
@@ -323,7 +356,68 @@ class _Tracer:
         action, self._action = self._action, ""
         if action == "drop":
             return b""
-        return _garble(data)
+        if action == "garble":
+            return _garble(data)
+        if action == "bytewise":
+            self._trickle(data, BYTE_GAP)
+            return b""
+        if action == "late":
+            # Sent later by the tracer, not delayed in the action: pymodbus's
+            # server stamps a response with the transaction id of the newest
+            # request on the connection, so a reply delayed in the action
+            # would go out under the next request's id.
+            self._trickle(data, 0.0, self._late_delay)
+            return b""
+        return _wire_fault(action, data, self.rtu)
+
+    def _trickle(self, data: bytes, gap: float, delay: float = 0.0) -> None:
+        """Write `data` after `delay`, one byte every `gap` s (0: at once), on the newest
+        connection of this server (the simulator's tests have one client per server)."""
+        conns = list(getattr(self.server, "active_connections", {}).values())
+        transport = getattr(conns[-1], "transport", None) if conns else None
+        if transport is None:
+            return
+        loop = asyncio.get_running_loop()
+        if not gap:
+            loop.call_later(delay, _write_quietly, transport, data)
+            return
+        for i, byte in enumerate(data):
+            loop.call_later(delay + i * gap, _write_quietly, transport, bytes([byte]))
+
+
+def _write_quietly(transport: Any, data: bytes) -> None:
+    if not transport.is_closing():
+        transport.write(data)
+
+
+def _wire_fault(mode: str, data: bytes, rtu: bool) -> bytes:
+    """A response rewritten by one wire fault (see FAULT_MODES)."""
+    b = bytearray(data)
+    if rtu:
+        unit, fc = 0, 1  # offsets in the RTU frame
+    else:
+        unit, fc = 6, 7  # offsets in the MBAP frame
+    if len(b) <= fc + 1:
+        return data
+    if mode == "wrong_function":
+        b[fc] = _OTHER_FC.get(b[fc], b[fc] ^ 0x7F)
+    elif mode == "wrong_unit":
+        b[unit] = b[unit] % 247 + 1
+    elif mode == "truncated":
+        return bytes(b[:-3])
+    elif mode == "bad_crc":
+        if rtu:
+            b[-1] ^= 0xFF
+            return bytes(b)
+        b[fc + 1] = (b[fc + 1] + 1) & 0xFF
+    elif mode == "noise":
+        return (NOISE if rtu else b"") + bytes(b) + NOISE
+    elif mode in ("wrong_tid", "tid_zero") and not rtu:
+        tid = 0 if mode == "tid_zero" else (int.from_bytes(b[0:2], "big") + 1000) % 65536
+        b[0:2] = tid.to_bytes(2, "big")
+    if rtu:
+        b[-2:] = FramerRTU.compute_CRC(bytes(b[:-2])).to_bytes(2, "big")
+    return bytes(b)
 
 
 def _garble(data: bytes) -> bytes:
@@ -441,6 +535,7 @@ class PlantServer:
             trace_packet=tracer.trace_packet,
             trace_connect=functools.partial(self._on_connect, name),
         )
+        tracer.server = server
         try:
             await server.serve_forever(background=True)
         except RuntimeError as exc:  # pymodbus's way of saying the bind failed
@@ -456,7 +551,7 @@ class PlantServer:
         line = PtyLine(self.baudrate, silence_chars=self.silence_chars)
         self.lines[line_name] = line
         units = {d.unit_id: self.sims[d.name] for d in devices}
-        tracer = _Tracer(units, self.request_log, self.clock_start)
+        tracer = _Tracer(units, self.request_log, self.clock_start, rtu=True)
         server = ModbusSerialServer(
             [self.sims[d.name].sim_device() for d in devices],
             port=line.server_path,
@@ -464,6 +559,7 @@ class PlantServer:
             trace_pdu=tracer.trace_pdu,
             trace_packet=tracer.trace_packet,
         )
+        tracer.server = server
         await server.serve_forever(background=True)
         self._serial.append(server)
         for d in devices:
@@ -522,7 +618,8 @@ class PlantServer:
         none | timeout (never answers) | exception (answers `code`) |
         garbage (corrupt response frames) | slow (answers after `delay` s) |
         down (TCP: server stopped, connection refused; RTU: silent, as a
-        powered-off device on a bus).
+        powered-off device on a bus), and the wire faults listed in
+        FAULT_MODES (late answers after `delay` s, like slow).
         """
         self._check_fault(device, mode)
         fault = self.sims[device].fault

@@ -5,19 +5,37 @@ A transport never raises on a device problem. Every read returns a
 code, a timeout, a broken connection or a malformed answer. One transport
 serves one TCP device, or one serial line shared by all its unit ids; the
 poller keeps exactly one request in flight per transport.
+
+One request, one matching reply. pymodbus 3.16 does not check that a reply
+answers the request: it accepts any function code, transaction id 0 and,
+for unit 0, any unit, and on RTU a reply that comes after a timeout is taken
+as the answer to the next request. So edgeopt puts its own framer into the
+pymodbus client (`_StrictRTU`, `_StrictSocket`): every frame is cut out of
+the byte stream by edgeopt, checked against the one request in flight
+(function code or its exception form, unit id, byte count for the quantity,
+transaction id on TCP, CRC on RTU) and discarded, counted by kind, if it does
+not match. After a timeout or a discarded frame on an RTU line the transport
+waits for the line to go quiet and flushes the input, so the next request
+can never see an old reply. Retries are done here, not in pymodbus, so each
+resend is a new transaction (a new TCP transaction id) and its cost shows in
+the latency.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
-from pymodbus.framer import FramerType
+from pymodbus.framer import FramerRTU, FramerSocket, FramerType
+from pymodbus.pdu import DecodePDU, ModbusPDU
 
 from edgeopt.clock import Clock
 from edgeopt.modbus.planner import Table
@@ -38,23 +56,38 @@ EXCEPTION_NAMES = {
     11: "GATEWAY TARGET FAILED TO RESPOND",
 }
 
+_FC = {Table.COIL: 1, Table.DISCRETE: 2, Table.HOLDING: 3, Table.INPUT: 4}
+# Quiet time that ends the drain after a discarded frame (the device has
+# answered; wait for the rest of its bytes). After a timeout the drain waits
+# one timeout (at most _DRAIN_MAX), to catch a late reply.
+_QUIET_AFTER_DISCARD = 0.05
+_DRAIN_MAX = 1.0
+
 
 class ReadError(StrEnum):
-    TIMEOUT = "timeout"  # no valid answer in time (silence or an unparseable frame)
+    TIMEOUT = "timeout"  # no answer in time
     EXCEPTION = "exception"  # the device answered with a Modbus exception code
-    GARBAGE = "garbage"  # an answer that does not fit the request
+    GARBAGE = "garbage"  # bytes that are no valid answer: bad CRC, truncated, wrong fc or length
+    LATE = "late"  # an answer to an earlier request (after its timeout, or an old TCP tid)
+    FOREIGN = "foreign"  # an answer from another unit, or to a transaction never sent
     CONNECTION = "connection"  # cannot connect, or the connection dropped
 
 
 @dataclass(slots=True)
 class ReadResult:
-    """What one request brought back."""
+    """What one request brought back.
+
+    `discarded` names frames dropped on the way (late, foreign, garbage)
+    that are not the reason for `error`; the poller counts them too.
+    """
 
     values: list[int] | list[bool] | None
     latency: float
     error: ReadError | None = None
     exception_code: int | None = None
     message: str = ""
+    discarded: tuple[str, ...] = ()
+    attempts: int = 1
 
     @property
     def ok(self) -> bool:
@@ -96,51 +129,331 @@ class Endpoint:
         return f"{self.host}:{self.port}"
 
 
+class _Discarded(Exception):
+    """Ends a request at once: its answer came and was discarded."""
+
+    def __init__(self, kind: ReadError, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+@dataclass(slots=True)
+class _Expect:
+    """The one request in flight: what its reply must look like."""
+
+    fc: int
+    unit: int
+    byte_count: int
+    timed_out: bool = False  # draining: a matching frame now is late
+    answered: bool = False  # a frame was taken or refused for it
+
+
+@dataclass(slots=True)
+class _Guard:
+    """State shared by a transport and its framer (both run on the event loop)."""
+
+    ctx: Any = None  # the pymodbus TransactionManager
+    expect: _Expect | None = None
+    last_rx: float = 0.0  # time.monotonic() of the last bytes received
+    discards: list[tuple[ReadError, str]] = field(default_factory=list)
+    sent_tids: deque[int] = field(default_factory=lambda: deque(maxlen=64))
+    desync: bool = False  # TCP: the byte stream lost its framing; reconnect
+
+    def drop(self, kind: ReadError, message: str) -> None:
+        """Discard a frame; if it was the answer to the request in flight, fail that now."""
+        log.debug("discarded frame: %s: %s", kind, message)
+        exp = self.expect
+        future = getattr(self.ctx, "response_future", None)
+        if exp is not None and not exp.timed_out and not exp.answered and future is not None:
+            exp.answered = True
+            if not future.done():
+                future.set_exception(_Discarded(kind, message))
+                return
+        self.discards.append((kind, message))
+
+
+class _StrictFraming:
+    """handleFrame for the client side: cut, check, then decode one reply.
+
+    Replaces pymodbus's FramerBase.handleFrame (called by the transaction
+    manager with the receive buffer on every arrival of bytes); `decode`,
+    `encode` and `buildFrame` stay pymodbus's.
+    """
+
+    guard: _Guard
+    decoder: DecodePDU
+    rtu = False
+
+    def handleFrame(  # pymodbus's name
+        self, data: bytes, exp_devid: int, exp_tid: int
+    ) -> tuple[int, ModbusPDU | None]:
+        g = self.guard
+        g.last_rx = time.monotonic()
+        used = 0
+        while used < len(data):
+            cut = self._rtu_cut(data, used) if self.rtu else self._tcp_cut(data, used)
+            if cut is None:
+                return used, None  # wait for more bytes
+            start, end, unit, tid, ok = cut
+            if start > used:
+                # Noise: count it, but keep the request waiting for its reply.
+                g.discards.append((ReadError.GARBAGE, f"{start - used} stray bytes skipped"))
+            used = end
+            if not ok:
+                continue
+            pdu = self._check(data[start:end], unit, tid, exp_tid)
+            if pdu is not None:
+                return used, pdu
+        return used, None
+
+    # -- framing -------------------------------------------------------------
+    def _tcp_cut(self, data: bytes, at: int) -> tuple[int, int, int, int, bool] | None:
+        if len(data) - at < 8:
+            return None
+        tid = int.from_bytes(data[at : at + 2], "big")
+        pid = int.from_bytes(data[at + 2 : at + 4], "big")
+        length = int.from_bytes(data[at + 4 : at + 6], "big")
+        if pid != 0 or not 2 <= length <= 254:
+            # No frame can start here, and TCP has no resynchronisation point:
+            # drop everything and reconnect.
+            self.guard.desync = True
+            self.guard.drop(ReadError.GARBAGE, "bad MBAP header: stream out of step")
+            return len(data), len(data), 0, 0, False
+        end = at + 6 + length
+        if len(data) < end:
+            return None
+        return at, end, data[at + 6], tid, True
+
+    def _rtu_cut(self, data: bytes, at: int) -> tuple[int, int, int, int, bool] | None:
+        """The first frame with a good CRC at or after `at`, hunting over noise."""
+        exp = self.guard.expect
+        waiting = False
+        for i in range(at, len(data) - 3):
+            size = _rtu_size(data, i)
+            if size is None:
+                continue
+            if size == 0 or len(data) < i + size:
+                waiting = True  # maybe a frame still arriving; a later one may be whole
+                continue
+            crc = int.from_bytes(data[i + size - 2 : i + size], "big")
+            if FramerRTU.compute_CRC(data[i : i + size - 2]) == crc:
+                return i, i + size, data[i], 0, True
+            if (
+                not waiting
+                and exp is not None
+                and data[i] == exp.unit
+                and data[i + 1] & 0x7F == exp.fc
+            ):
+                # Our reply, broken on the wire.
+                self.guard.drop(ReadError.GARBAGE, "bad CRC")
+                return i, i + size, data[i], 0, False
+        return None
+
+    # -- matching ------------------------------------------------------------
+    def _check(self, frame: bytes, unit: int, tid: int, exp_tid: int) -> ModbusPDU | None:
+        g = self.guard
+        exp = g.expect
+        pdu_bytes = frame[7:] if not self.rtu else frame[1:-2]
+        fc = pdu_bytes[0] if pdu_bytes else 0
+        if exp is None or exp.answered:
+            kind = ReadError.LATE
+            if not self.rtu and tid not in g.sent_tids:
+                kind = ReadError.FOREIGN
+            g.drop(kind, f"unit {unit} fc {fc} tid {tid}: no request waits for it")
+            return None
+        if not self.rtu and tid != exp_tid:
+            # Late (an earlier transaction) or never ours: drop and keep waiting.
+            kind = ReadError.LATE if tid in g.sent_tids else ReadError.FOREIGN
+            g.discards.append((kind, f"transaction id {tid}, expected {exp_tid}"))
+            return None
+        if unit != exp.unit:
+            g.drop(ReadError.FOREIGN, f"reply from unit {unit}, asked unit {exp.unit}")
+            return None
+        problem = _shape_problem(pdu_bytes, exp)
+        if problem:
+            g.drop(ReadError.GARBAGE, problem)
+            return None
+        if exp.timed_out:
+            g.drop(ReadError.LATE, "the reply came after the timeout")
+            return None
+        pdu = self.decoder.decode(pdu_bytes)
+        if pdu is None:
+            g.drop(ReadError.GARBAGE, "undecodable reply")
+            return None
+        pdu.dev_id, pdu.transaction_id = unit, tid
+        exp.answered = True
+        return pdu
+
+
+class _StrictRTU(_StrictFraming, FramerRTU):
+    rtu = True
+
+
+class _StrictSocket(_StrictFraming, FramerSocket):
+    rtu = False
+
+
+def _rtu_size(data: bytes, i: int) -> int | None:
+    """Length of the reply frame that would start at data[i]; 0: not known yet; None: none can."""
+    if not 1 <= data[i] <= 247:  # unit 0 (broadcast) never answers
+        return None
+    fc = data[i + 1]
+    if fc & 0x80:
+        return 5 if (fc & 0x7F) in (1, 2, 3, 4, 5, 6, 15, 16, 23) else None
+    if fc in (1, 2, 3, 4, 23):
+        return 0 if len(data) < i + 3 else 5 + data[i + 2]
+    if fc in (5, 6, 15, 16):
+        return 8
+    return None
+
+
+def _shape_problem(pdu: bytes, exp: _Expect) -> str:
+    """Why the PDU is not a reply to the expected request ("" if it is)."""
+    if not pdu:
+        return "empty reply"
+    fc = pdu[0]
+    if fc == exp.fc | 0x80:
+        return "" if len(pdu) == 2 else f"exception reply of {len(pdu)} bytes"
+    if fc != exp.fc:
+        return f"function code {fc} in the reply to function code {exp.fc}"
+    if len(pdu) < 2 or pdu[1] != exp.byte_count or len(pdu) != 2 + exp.byte_count:
+        got = pdu[1] if len(pdu) > 1 else None
+        return f"byte count {got} ({len(pdu) - 2} bytes), expected {exp.byte_count}"
+    return ""
+
+
 class PymodbusTransport:
     """One pymodbus async client, connected lazily and reconnected on demand.
 
     pymodbus's own reconnect loop is disabled (reconnect_delay=0): the device
     health state machine decides when an offline device is probed again.
+    pymodbus's retries are off too: `read` resends itself, as a new request.
     """
 
     def __init__(self, endpoint: Endpoint, clock: Clock) -> None:
         self.endpoint = endpoint
         self._clock = clock
         self._client = _make_client(endpoint)
+        self._guard = _Guard(ctx=self._client.ctx)
+        rtu = endpoint.transport in ("rtu", "rtu_over_tcp")
+        framer: _StrictFraming = (
+            _StrictRTU(DecodePDU(False)) if rtu else _StrictSocket(DecodePDU(False))
+        )
+        framer.guard = self._guard
+        self._client.ctx.framer = framer
+        self._rtu = rtu
 
     async def read(self, table: Table, address: int, count: int, unit: int) -> ReadResult:
         started = self._clock.monotonic()
+        discarded: list[str] = []
+        result = ReadResult(None, 0.0)
+        attempts = 0
+        for attempts in range(1, self.endpoint.retries + 2):  # noqa: B007
+            result = await self._once(table, address, count, unit, started)
+            discarded.extend(result.discarded)
+            if result.error in (None, ReadError.EXCEPTION, ReadError.CONNECTION):
+                break
+        result.discarded = tuple(discarded)
+        result.attempts = attempts
+        result.latency = self._clock.monotonic() - started
+        if attempts > 1:
+            result.message = f"{result.message} (after {attempts} attempts)".strip()
+        return result
+
+    async def _once(
+        self, table: Table, address: int, count: int, unit: int, started: float
+    ) -> ReadResult:
+        g = self._guard
+        ctx = self._client.ctx
+        if g.desync and self._client.connected:
+            self._client.close()  # a TCP stream out of step: start afresh
+        g.desync = False
+        if ctx.recv_buffer:
+            # Bytes nobody asked for (noise, a partial late frame): never
+            # let the next reply be parsed after them.
+            g.discards.append((ReadError.GARBAGE, f"{len(ctx.recv_buffer)} stray bytes flushed"))
+            ctx.recv_buffer = b""
+        fc = _FC[table]
+        byte_count = (count + 7) // 8 if table.is_bits else 2 * count
+        g.expect = _Expect(fc, unit, byte_count)
+        error: ReadError | None = None
+        message = ""
+        response: Any = None
         try:
             if not self._client.connected and not await self._client.connect():
-                return self._fail(ReadError.CONNECTION, started, "cannot connect")
-            response = await _call(self._client, table, address, count, unit)
+                error, message = ReadError.CONNECTION, "cannot connect"
+            else:
+                response = await _call(self._client, table, address, count, unit)
+        except _Discarded as exc:
+            error, message = exc.kind, exc.message
         except ModbusIOException as exc:
-            return self._fail(ReadError.TIMEOUT, started, _short(exc))
+            error, message = ReadError.TIMEOUT, _short(exc)
         except ConnectionException as exc:
-            return self._fail(ReadError.CONNECTION, started, _short(exc))
+            error, message = ReadError.CONNECTION, _short(exc)
         except (ModbusException, OSError, ValueError, TypeError, IndexError) as exc:
             # A malformed frame can surface as a decoding error deep in pymodbus.
-            return self._fail(ReadError.GARBAGE, started, f"{type(exc).__name__}: {exc}")
+            error, message = ReadError.GARBAGE, f"{type(exc).__name__}: {exc}"
+        if not self._rtu:
+            g.sent_tids.append(int(getattr(ctx, "request_transaction_id", 0)))
+        if error is not None and error is not ReadError.CONNECTION and self._rtu:
+            await self._drain(g.expect, error is ReadError.TIMEOUT)
+        elif error is ReadError.TIMEOUT and ctx.recv_buffer:
+            # TCP: part of a frame; the rest may still come, and a stream must
+            # never be parsed from the middle of a frame: reconnect.
+            error, message = ReadError.GARBAGE, f"truncated frame ({len(ctx.recv_buffer)} bytes)"
+            ctx.recv_buffer = b""
+            g.desync = True
+        g.expect = None
+        drops = g.discards
+        g.discards = []
+        if error is ReadError.TIMEOUT and drops:
+            # Something came, but not a valid answer: say what it was.
+            (error, message), drops = drops[0], drops[1:]
+        kinds = tuple(str(k) for k, _ in drops)
         latency = self._clock.monotonic() - started
+        if error is not None:
+            return ReadResult(None, latency, error, None, message, kinds)
         if response.isError():
             code = getattr(response, "exception_code", None)
-            return ReadResult(None, latency, ReadError.EXCEPTION, code, f"exception {code}")
+            return ReadResult(None, latency, ReadError.EXCEPTION, code, f"exception {code}", kinds)
         values = _values(response, table, count)
-        if values is None:
+        if values is None or response.function_code != _FC[table] or response.dev_id != unit:
             return ReadResult(
-                None, latency, ReadError.GARBAGE, None, "answer does not match request"
+                None, latency, ReadError.GARBAGE, None, "answer does not match request", kinds
             )
-        return ReadResult(values, latency)
+        return ReadResult(values, latency, discarded=kinds)
+
+    async def _drain(self, expect: _Expect | None, timed_out: bool) -> None:
+        """RTU: wait until the line is quiet, then flush what came in."""
+        g = self._guard
+        if expect is not None:
+            expect.timed_out = True
+        quiet = min(self.endpoint.timeout, _DRAIN_MAX) if timed_out else _QUIET_AFTER_DISCARD
+        quiet = max(quiet, 3.5 * 11 / max(self.endpoint.baudrate, 1))
+        # Measure silence from the end of the request at the earliest.
+        g.last_rx = max(g.last_rx, time.monotonic() - (0.0 if timed_out else quiet))
+        give_up = time.monotonic() + 4 * quiet + 1.0  # a babbling line cannot stall us
+        while (now := time.monotonic()) < give_up:
+            idle = now - g.last_rx
+            if idle >= quiet:
+                break
+            await asyncio.sleep(quiet - idle)
+        ctx = self._client.ctx
+        if ctx.recv_buffer:
+            n = len(ctx.recv_buffer)
+            g.discards.append(
+                (ReadError.GARBAGE, f"no valid frame in {n} bytes (truncated or noise)")
+            )
+            ctx.recv_buffer = b""
 
     async def close(self) -> None:
         self._client.close()
 
-    def _fail(self, error: ReadError, started: float, message: str) -> ReadResult:
-        return ReadResult(None, self._clock.monotonic() - started, error, None, message)
-
 
 def _make_client(ep: Endpoint) -> Any:
-    common: dict[str, Any] = {"timeout": ep.timeout, "retries": ep.retries, "reconnect_delay": 0}
+    # retries=0: a resend is a new request (see PymodbusTransport.read).
+    common: dict[str, Any] = {"timeout": ep.timeout, "retries": 0, "reconnect_delay": 0}
     if ep.transport == "rtu":
         return AsyncModbusSerialClient(
             str(ep.port),

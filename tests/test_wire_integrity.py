@@ -1,0 +1,164 @@
+"""Wire integrity: one request, one matching reply, on TCP and on a pty RTU line.
+
+Every wire fault of the simulator (simulators/server.py FAULT_MODES) is served
+over a real socket or pty to edgeopt's PymodbusTransport. Every register has
+a constant, distinct value, so the truth of a read is trivial and any reply
+taken for another request's answer would show. Each test asserts that every
+value returned as good equals the truth, and that the error counters
+(ReadStats.errors_by_kind, filled as the poller fills them) name the fault.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from conftest import serve_plant
+
+from edgeopt.clock import SystemClock
+from edgeopt.modbus.health import ReadStats
+from edgeopt.modbus.planner import Table
+from edgeopt.modbus.transport import Endpoint, PymodbusTransport, ReadResult
+from simulators.plant import Plant, PlantDevice, PlantTag
+from simulators.server import PlantServer
+from simulators.signals import Constant
+
+TIMEOUT = 0.3
+# (table, address, count): holding and input alternate, so a reply consumed
+# by the wrong request would carry the other table's values.
+READS = [
+    (Table.HOLDING, 0, 4),
+    (Table.INPUT, 0, 4),
+    (Table.HOLDING, 1, 2),
+    (Table.INPUT, 2, 2),
+    (Table.COIL, 0, 8),
+]
+
+
+def _truth(table: Table, address: int, count: int) -> list[int] | list[bool]:
+    if table is Table.COIL:
+        return [(address + i) % 2 == 0 for i in range(count)]
+    base = 1000 if table is Table.HOLDING else 2000
+    return [base + address + i for i in range(count)]
+
+
+def _plant(rtu: bool) -> Plant:
+    tags = [PlantTag(f"h{i}", "holding", i, "uint16", Constant(1000 + i)) for i in range(4)]
+    tags += [PlantTag(f"i{i}", "input", i, "uint16", Constant(2000 + i)) for i in range(4)]
+    tags += [PlantTag(f"c{i}", "coil", i, "bool", Constant(i % 2 == 0)) for i in range(8)]
+    plant = Plant("wire", [PlantDevice("dev", 1, tags)], seed=1)
+    return plant.as_rtu(turnaround=0.0) if rtu else plant
+
+
+def _transport(server: PlantServer, retries: int = 0) -> PymodbusTransport:
+    ep = server.endpoints["dev"]
+    if ep.transport == "rtu":
+        endpoint = Endpoint("rtu", port=str(ep.port), baudrate=19200, timeout=TIMEOUT)
+    else:
+        endpoint = Endpoint("tcp", host=ep.host, port=int(ep.port), timeout=TIMEOUT)
+    return PymodbusTransport(dataclasses.replace(endpoint, retries=retries), SystemClock())
+
+
+class _Run:
+    """Reads in a loop, checks every good value, counts errors as the poller does."""
+
+    def __init__(self, transport: PymodbusTransport) -> None:
+        self.transport = transport
+        self.stats = ReadStats()
+        self.good = 0
+        self.results: list[ReadResult] = []
+        self._i = 0
+
+    async def reads(self, n: int) -> None:
+        for _ in range(n):
+            table, address, count = READS[self._i % len(READS)]
+            self._i += 1
+            r = await self.transport.read(table, address, count, 1)
+            self.results.append(r)
+            self.stats.record(r.latency, count, r.error, r.exception_code, table.is_bits)
+            for kind in r.discarded:  # as Poller.apply does
+                self.stats.errors_by_kind[kind] += 1
+            if r.ok:
+                assert r.values == _truth(table, address, count), (table, address, r)
+                self.good += 1
+
+
+# mode -> (kinds that must be counted, whether reads under the fault may still succeed)
+TCP_CASES = {
+    "late": ({"late"}, False),
+    "wrong_function": ({"garbage"}, False),
+    "wrong_unit": ({"foreign"}, False),
+    "truncated": ({"garbage"}, False),
+    "bad_crc": ({"garbage"}, False),  # TCP has no CRC: the byte count is wrong instead
+    "noise": ({"garbage"}, True),
+    "bytewise": (set(), True),
+    "wrong_tid": ({"foreign"}, False),
+    "tid_zero": ({"foreign"}, False),
+}
+RTU_CASES = {
+    "late": ({"late"}, False),
+    "wrong_function": ({"garbage"}, False),
+    "wrong_unit": ({"foreign"}, False),
+    "truncated": ({"garbage"}, False),
+    "bad_crc": ({"garbage"}, False),
+    "noise": ({"garbage"}, True),
+    "bytewise": (set(), True),
+}
+
+
+async def _check_fault(rtu: bool, mode: str, kinds: set[str], may_succeed: bool) -> None:
+    async with serve_plant(_plant(rtu), baudrate=None if not rtu else 19200) as server:
+        transport = _transport(server)
+        run = _Run(transport)
+        try:
+            await run.reads(3)  # healthy first
+            assert run.good == 3
+            await server.set_fault("dev", mode, delay=TIMEOUT + 0.2)
+            await run.reads(5)
+            under_fault = run.results[3:]
+            if not may_succeed:
+                assert not any(r.ok for r in under_fault), [r.describe() for r in under_fault]
+            else:
+                assert any(r.ok for r in under_fault)
+            await server.set_fault("dev", "none")
+            await run.reads(len(READS) + 1)
+            # Healthy again; every later read is good.
+            assert all(r.ok for r in run.results[-len(READS) :]), [
+                r.describe() for r in run.results[-len(READS) :]
+            ]
+        finally:
+            await transport.close()
+        counted = set(run.stats.errors_by_kind)
+        assert kinds <= counted, (mode, dict(run.stats.errors_by_kind))
+        if not kinds:
+            assert run.stats.errors == 0, dict(run.stats.errors_by_kind)
+
+
+@pytest.mark.parametrize("mode", list(TCP_CASES))
+async def test_tcp_fault(mode: str) -> None:
+    kinds, may_succeed = TCP_CASES[mode]
+    await _check_fault(False, mode, kinds, may_succeed)
+
+
+@pytest.mark.parametrize("mode", list(RTU_CASES))
+async def test_rtu_fault(mode: str) -> None:
+    kinds, may_succeed = RTU_CASES[mode]
+    await _check_fault(True, mode, kinds, may_succeed)
+
+
+async def test_rtu_late_reply_is_never_the_next_answer() -> None:
+    """Defect 1: a holding read times out; its late reply must not answer the input read."""
+    async with serve_plant(_plant(True), baudrate=19200) as server:
+        transport = _transport(server, retries=1)
+        try:
+            await server.set_fault("dev", "late", delay=TIMEOUT + 0.2)
+            first = await transport.read(Table.HOLDING, 0, 2, 1)
+            await server.set_fault("dev", "none")
+            second = await transport.read(Table.HOLDING, 0, 2, 1)  # same shape as the late one
+            third = await transport.read(Table.INPUT, 0, 2, 1)
+        finally:
+            await transport.close()
+    assert not first.ok and first.error == "late", first.describe()
+    assert first.attempts == 2  # the resend is visible
+    assert second.ok and second.values == [1000, 1001]
+    assert third.ok and third.values == [2000, 2001]

@@ -154,6 +154,7 @@ def _baseline_job(spec: PlantSpec) -> tuple[list[Score], int, int, int]:
     truth = GroundTruth.from_plant(plant, t0, t1)
     logs = [baselines.fixed_naive(plant, t0, t1)]
     logs += [baselines.fixed_coalesced(plant, p, t0, t1) for p in baselines.COALESCED_PERIODS]
+    logs.append(baselines.fixed_by_interval(plant, t0, t1))
     logs.append(baselines.oracle(plant, truth, t0, t1))
     scores = [_strip(score(log, truth, window=spec.window)) for log in logs]
     return scores, truth.n_events, plant.n_tags, len(plant.devices)

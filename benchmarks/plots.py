@@ -65,6 +65,8 @@ def _span(seconds: float) -> str:
 def _style(name: str) -> dict[str, Any]:
     if name == "fixed_naive":
         return {"marker": "s", "color": "tab:orange", "markersize": 8}
+    if name == "fixed_by_interval":
+        return {"marker": "o", "color": "0.2", "markersize": 9, "fillstyle": "none"}
     if name == "oracle":
         return {"marker": "*", "color": "tab:green", "markersize": 12}
     if "plan only" in name:

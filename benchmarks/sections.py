@@ -192,7 +192,13 @@ def render_frontier(data: dict[str, Any]) -> str:
         "bus_load_9600 is the share of time one 9600-baud RS-485 line would be busy (above "
         "1 means the plant needs several lines). *vs @1s* columns are ratios to "
         "fixed_coalesced@1s; the goal columns read out_of_deadband ≤ 1.1× / SLA ≥ 99.5 % / "
-        "bus ≤ 0.5× (moonshot ≤ 0.3×).\n"
+        "bus ≤ 0.5× (moonshot ≤ 0.3×). *fixed_by_interval* reads every tag at exactly "
+        "its configured interval (one block-reading instance per interval, as Telegraf "
+        "and Neuron users run): where a plant configures tags slower than 1 s, it shows "
+        "the fidelity the user asked for, which edgeopt never buys back by reading "
+        "faster than configured (§5 judges fidelity against it). The hand-made plants' "
+        "signals update on exact whole-second grids, so their out_of_deadband also "
+        "depends on each poller's read phase against those grids.\n"
     )
     if data.get("optimizer_available"):
         out.append(

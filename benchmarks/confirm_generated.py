@@ -70,7 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.ERROR)
     rows = asyncio.run(confirm(args.seeds, args.seconds))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = {"stamp": Stamp.now(argv if argv is not None else sys.argv[1:]).to_dict(), "plants": rows}
+    words = list(argv if argv is not None else sys.argv[1:])
+    stamp = Stamp.now(words).to_dict()
+    stamp["command"] = " ".join(["python -m benchmarks.confirm_generated", *words])
+    out = {"stamp": stamp, "plants": rows}
     path = RESULTS / "generated_realsocket.json"
     path.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
     for row in rows:

@@ -405,7 +405,8 @@ class Poller:
                 result.exception_code in _DEVICE_TROUBLE
             )
             if trouble:
-                self._health_fail(device, result.describe(), wall, now)
+                answered = result.error is ReadError.EXCEPTION
+                self._health_fail(device, result.describe(), wall, now, answered=answered)
             else:
                 self._health_ok(device, wall, now)  # it answered: it is alive
             reason = result.describe()
@@ -515,8 +516,10 @@ class Poller:
             log.info("device %s recovered (was %s)", device.name, previous)
             self.events.emit(wall, "device_online", f"{device.name} is online", device=device.name)
 
-    def _health_fail(self, device: DeviceRuntime, error: str, wall: float, now: float) -> None:
-        previous = device.health.failure(error, now)
+    def _health_fail(
+        self, device: DeviceRuntime, error: str, wall: float, now: float, *, answered: bool = False
+    ) -> None:
+        previous = device.health.failure(error, now, answered=answered)
         if previous is None:
             return
         state = device.health.state

@@ -160,16 +160,53 @@ class TestTagState:
 class TestDeviceHealth:
     def test_online_degraded_offline_and_back(self):
         h = DeviceHealth(offline_after=3, probe_min=1.0, probe_max=8.0)
-        assert h.failure("timeout", 0.0) is DeviceState.ONLINE
-        assert h.state is DeviceState.DEGRADED
-        assert h.failure("timeout", 1.0) is None
-        assert h.failure("timeout", 2.0) is DeviceState.DEGRADED
-        assert h.state is DeviceState.OFFLINE
-        assert not h.may_poll(2.5) and h.may_poll(3.0)
-        h.failure("timeout", 3.0)  # a failed probe doubles the backoff
-        assert h.next_probe == pytest.approx(5.0)
-        assert h.success(5.0) is DeviceState.OFFLINE
-        assert h.state is DeviceState.ONLINE and h.may_poll(5.0)
+        for i in range(8):
+            h.success(float(i))
+        assert h.failure("timeout", 8.0) is None  # one failure in nine: still online
+        assert h.failure("timeout", 9.0) is None  # two in ten: not yet a share to worry
+        assert h.failure("timeout", 10.0) is DeviceState.ONLINE
+        assert h.state is DeviceState.OFFLINE  # three in a row with no answer
+        assert not h.may_poll(10.5) and h.may_poll(11.0)
+        h.failure("timeout", 11.0)  # a failed probe doubles the backoff
+        assert h.next_probe == pytest.approx(13.0)
+        # Answering again, but a third of the recent reads failed: degraded.
+        assert h.success(13.0) is DeviceState.OFFLINE
+        assert h.state is DeviceState.DEGRADED and h.may_poll(13.0)
+        for i in range(20):
+            h.success(14.0 + i)
+        assert h.state is DeviceState.ONLINE
+        assert h.last_error == "timeout" and h.last_error_at == 11.0
+
+    def test_one_busy_read_in_five_does_not_flap_the_device(self):
+        # Defect 3 of the wire-integrity issue: exception 6 on one read of five,
+        # the others fine, went degraded -> recovered every second.
+        h = DeviceHealth(offline_after=3)
+        changes = 0
+        for i in range(200):
+            if i % 5 == 0:
+                changed = h.failure("exception 6", float(i), answered=True)
+            else:
+                changed = h.success(float(i))
+            changes += changed is not None
+        assert h.state is DeviceState.ONLINE and changes == 0
+
+    def test_a_device_that_answers_only_with_exceptions_is_degraded_never_offline(self):
+        h = DeviceHealth(offline_after=3)
+        for i in range(30):
+            h.failure("exception 4", float(i), answered=True)
+        assert h.state is DeviceState.DEGRADED and h.failures_in_row == 0
+        assert h.may_poll(31.0)
+
+    def test_degraded_recovers_with_hysteresis(self):
+        h = DeviceHealth(offline_after=10)
+        for i in range(10):
+            h.failure("timeout", float(i), answered=True) if i % 2 else h.success(float(i))
+        assert h.state is DeviceState.DEGRADED  # half the reads failed
+        transitions = [h.success(10.0 + i) for i in range(20)]
+        # It comes back once, when the share fell to RECOVER_SHARE, not at the first success.
+        assert transitions[0] is None
+        assert [t for t in transitions if t is not None] == [DeviceState.DEGRADED]
+        assert h.state is DeviceState.ONLINE
 
     def test_probe_backoff_is_capped(self):
         h = DeviceHealth(offline_after=1, probe_min=1.0, probe_max=8.0)

@@ -1,8 +1,13 @@
 """Device health and read statistics: online → degraded → offline, and back.
 
-Pure: callers pass monotonic time in. A failed read makes a device degraded;
-`offline_after` failures in a row make it offline, and an offline device is
-only probed, with exponential backoff, until a read succeeds again.
+Pure: callers pass monotonic time in. Degraded is a share of failed reads
+over the recent window, not the last read: a device that answers one read
+in five with "busy" while the others succeed stays online, instead of going
+degraded and recovered every second. It recovers (with hysteresis) once the
+share falls well below. `offline_after` failures in a row with no answer at
+all make it offline (an exception reply is an answer: the device is alive),
+and an offline device is only probed, with exponential backoff, until a
+read succeeds again.
 """
 
 from __future__ import annotations
@@ -18,6 +23,14 @@ class DeviceState(StrEnum):
     OFFLINE = "offline"
 
 
+# Degraded: at least DEGRADE_FAILURES failed reads, DEGRADE_SHARE of the window;
+# back online at RECOVER_SHARE or less (hysteresis: no flapping at the edge).
+HEALTH_WINDOW = 20
+DEGRADE_SHARE = 0.3
+DEGRADE_FAILURES = 2
+RECOVER_SHARE = 0.1
+
+
 @dataclass(slots=True)
 class DeviceHealth:
     """The health state machine of one device."""
@@ -26,31 +39,52 @@ class DeviceHealth:
     probe_min: float = 1.0
     probe_max: float = 60.0
     state: DeviceState = DeviceState.ONLINE
-    failures_in_row: int = 0
+    failures_in_row: int = 0  # reads in a row with no answer at all
     last_error: str | None = None
+    last_error_at: float | None = None  # monotonic time of last_error
     next_probe: float = 0.0
     _backoff: float = 0.0
+    _recent: deque[bool] = field(default_factory=lambda: deque(maxlen=HEALTH_WINDOW))
+
+    @property
+    def failure_share(self) -> float:
+        """Failed reads among the recent window (half a window at least: a young
+        device's first failure is not yet a share)."""
+        return sum(self._recent) / max(len(self._recent), HEALTH_WINDOW // 2)
 
     def success(self, now: float) -> DeviceState | None:
         """Record a good read; returns the previous state if it changed."""
+        self._recent.append(False)
         self.failures_in_row = 0
         self._backoff = 0.0
-        if self.state is DeviceState.ONLINE:
-            return None
-        previous, self.state = self.state, DeviceState.ONLINE
-        return previous
+        previous = self.state
+        if previous is DeviceState.OFFLINE:
+            # Answering again; how well is what the window says.
+            degraded = self.failure_share > RECOVER_SHARE
+            self.state = DeviceState.DEGRADED if degraded else DeviceState.ONLINE
+        elif previous is DeviceState.DEGRADED and self.failure_share <= RECOVER_SHARE:
+            self.state = DeviceState.ONLINE
+        return previous if previous is not self.state else None
 
-    def failure(self, error: str, now: float) -> DeviceState | None:
-        """Record a failed read; returns the previous state if it changed."""
-        self.failures_in_row += 1
-        self.last_error = error
+    def failure(self, error: str, now: float, *, answered: bool = False) -> DeviceState | None:
+        """Record a failed read; returns the previous state if it changed.
+
+        answered: the device replied (an exception): it is alive, so this
+        counts towards degraded but never towards offline.
+        """
+        self._recent.append(True)
+        self.last_error, self.last_error_at = error, now
+        if not answered:
+            self.failures_in_row += 1
         previous = self.state
         if self.failures_in_row >= self.offline_after:
             self.state = DeviceState.OFFLINE
             self._backoff = min(self.probe_max, max(self.probe_min, self._backoff * 2))
             self.next_probe = now + self._backoff
-        else:
-            self.state = DeviceState.DEGRADED
+        elif previous is DeviceState.ONLINE:
+            failed = sum(self._recent)
+            if failed >= DEGRADE_FAILURES and self.failure_share >= DEGRADE_SHARE:
+                self.state = DeviceState.DEGRADED
         return previous if previous is not self.state else None
 
     def may_poll(self, now: float) -> bool:

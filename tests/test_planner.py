@@ -172,3 +172,9 @@ def test_split_read_puts_the_barrier_at_a_hole_never_between_adjacent_tags():
         Table.HOLDING,
         2,
     )
+
+
+def test_serial_silence_is_three_and_a_half_characters_then_fixed_at_19200_baud():
+    slow, fast = CostModel.serial(9600, turnaround=0.0), CostModel.serial(38400, turnaround=0.0)
+    assert slow.per_read == pytest.approx(20 * 11 / 9600)  # 13 bytes + 2 × 3.5 characters
+    assert fast.per_read == pytest.approx(13 * 11 / 38400 + 2 * 0.00175)

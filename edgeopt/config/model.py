@@ -553,9 +553,14 @@ class DeviceSettings(_Model):
 
 
 def device_settings_problems(device: DeviceSettings) -> list[Problem]:
-    """Transport-specific rules: what host and port must be."""
+    """Transport-specific rules: what host and port must be, and no reads from broadcast."""
     problems: list[Problem] = []
     port = device.port
+    if device.transport in ("rtu", "rtu_over_tcp") and device.unit == 0:
+        # On a serial line unit 0 is broadcast: every device obeys, none answers.
+        problems.append(
+            Problem(("unit",), "unit 0 is broadcast on a serial line and is never answered")
+        )
     if device.transport == "rtu":
         if not isinstance(port, str) or not port.strip():
             problems.append(

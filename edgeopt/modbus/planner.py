@@ -112,10 +112,15 @@ class CostModel:
 
     @classmethod
     def serial(cls, baudrate: int, turnaround: float = 0.005, bits_per_char: int = 11) -> CostModel:
-        """RTU on the wire: 8 request bytes, 5 + data response bytes, two 3.5-char silences."""
+        """RTU on the wire: 8 request bytes, 5 + data response bytes, two inter-frame silences.
+
+        A silence is 3.5 characters, but at 19200 baud and above the serial-line
+        spec fixes it at 1.75 ms.
+        """
         char = bits_per_char / baudrate
+        silence = 3.5 * char if baudrate < 19200 else 0.00175
         return cls(
-            per_read=(8 + 5 + 7) * char + turnaround,
+            per_read=(8 + 5) * char + 2 * silence + turnaround,
             per_register=2 * char,
             per_bit=char / 8,
         )

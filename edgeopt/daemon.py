@@ -592,7 +592,10 @@ class Daemon:
         server.command("reload", reload, writes=True)
         server.command("optimize", self._cmd_optimize, writes=True)
         server.command("evaluate", self._cmd_evaluate, writes=True)
-        server.command("strategy", self._cmd_strategy, writes=True)
+        # `strategy list` only reads: open to anyone who can connect, as the README says.
+        server.command(
+            "strategy", self._cmd_strategy, writes=lambda a: a.get("action", "list") != "list"
+        )
         server.command("stats", self._cmd_stats)
         server.command("history", self._cmd_history)
         server.command("recommendations", self._cmd_recommendations)

@@ -191,6 +191,10 @@ async def test_non_admin_is_forbidden_and_every_attempt_is_audited(open_dir: Pat
             assert oct(info.st_mode & 0o777) == "0o660" and info.st_gid == NOBODY
             status = await asyncio.to_thread(request_as, NOBODY, sock, "status")
             assert status["ok"], status  # read-only: anyone who can open the socket
+            listed = await asyncio.to_thread(
+                request_as, NOBODY, sock, "strategy", {"action": "list"}
+            )
+            assert listed["ok"], listed  # strategy list only reads: open too, not audited
             for cmd, args in (
                 ("reload", {}),
                 ("optimize", {"mode": "quick"}),

@@ -51,7 +51,13 @@ AuditHook = Callable[[Peer, str, dict[str, Any], str], Awaitable[None]]
 @dataclass(frozen=True, slots=True)
 class Command:
     handler: Handler
-    writes: bool  # changes something: needs an authorised peer, and is audited
+    # Changes something: needs an authorised peer, and is audited. A predicate
+    # over the args for a command that only sometimes writes (`strategy list`
+    # only reads, `strategy set` writes).
+    writes: bool | Callable[[dict[str, Any]], bool]
+
+    def writes_with(self, args: dict[str, Any]) -> bool:
+        return self.writes(args) if callable(self.writes) else self.writes
 
 
 class ControlServer:
@@ -77,7 +83,13 @@ class ControlServer:
         self._server: asyncio.Server | None = None
         self._clients: set[asyncio.Task[None]] = set()
 
-    def command(self, name: str, handler: Handler, *, writes: bool = False) -> None:
+    def command(
+        self,
+        name: str,
+        handler: Handler,
+        *,
+        writes: bool | Callable[[dict[str, Any]], bool] = False,
+    ) -> None:
         self._commands[name] = Command(handler, writes)
 
     @property
@@ -174,7 +186,8 @@ class ControlServer:
         if command is None:
             known = ", ".join(self.commands)
             return _error(rid, "unknown_command", f"unknown command {name!r}; known: {known}")
-        if command.writes and not self._authorised(peer):
+        writes = command.writes_with(args)
+        if writes and not self._authorised(peer):
             await self._audit(peer, name, args, "forbidden")
             return _error(
                 rid, "forbidden", f"{name} needs root, the daemon's user or the admin group"
@@ -190,7 +203,7 @@ class ControlServer:
             if isinstance(result, AsyncIterator):
                 return result
             outcome = {"id": rid, "ok": True, "result": result}
-        if command.writes:
+        if writes:
             status = "ok" if outcome["ok"] else outcome["error"]["code"]
             await self._audit(peer, name, args, status)
         return outcome

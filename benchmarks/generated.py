@@ -38,7 +38,15 @@ from simulators.plant import Plant
 from simulators.plants import build_plant
 
 from . import baselines
-from .metrics import GroundTruth, ReadLog, Score, read_bus_seconds, score
+from .metrics import (
+    GroundTruth,
+    ReadLog,
+    Score,
+    TagTruth,
+    _off_share,
+    read_bus_seconds,
+    score,
+)
 from .replay import EPOCH, replay
 
 __all__ = [
@@ -130,16 +138,11 @@ def _line_costs(
 ) -> list[LineCost]:
     w0, w1 = window
     span = w1 - w0
-    line_of: dict[str, tuple[str, str]] = {}
-    for d in plant.devices:
-        line_of[d.name] = (
-            (f"serial:{d.line}", "serial")
-            if d.transport == "rtu"
-            else (
-                f"tcp:{d.name}",
-                "tcp",
-            )
-        )
+    # A TCP device is a line of its own; RTU devices share their RS-485 line.
+    line_of = {
+        d.name: (f"serial:{d.line}", "serial") if d.transport == "rtu" else (f"tcp:{d.name}", "tcp")
+        for d in plant.devices
+    }
     totals: dict[str, dict[str, float]] = {}
     for label, log in logs.items():
         inside = (log.t >= w0) & (log.t < w1)
@@ -153,17 +156,10 @@ def _line_costs(
             row = totals.setdefault(line, {})
             row[label] = row.get(label, 0.0) + cost / span
     out = []
-    for line, (kind) in sorted({v for v in line_of.values()}):
+    for line, kind in sorted(set(line_of.values())):
         row = totals.get(line, {})
-        out.append(
-            LineCost(
-                line,
-                kind,
-                row.get("edgeopt", 0.0),
-                row.get("fixed_1s", 0.0),
-                row.get("fixed_configured", 0.0),
-            )
-        )
+        costs = (row.get(label, 0.0) for label in ("edgeopt", "fixed_1s", "fixed_configured"))
+        out.append(LineCost(line, kind, *costs))
     return out
 
 
@@ -213,9 +209,8 @@ def _verdicts(learner: Any, truth: GroundTruth, t1: float) -> list[dict[str, Any
     return out
 
 
-def _grid_off(tt: Any, a: float, b: float, period: float) -> float:
-    from .metrics import _off_share
-
+def _grid_off(tt: TagTruth, a: float, b: float, period: float) -> float:
+    """out_of_deadband of one tag over [a, b) read regularly every `period`."""
     reads = np.arange(a - period + 1e-3, b, period)
     return _off_share(tt, reads, a, b)
 

@@ -733,7 +733,8 @@ class Follower(GridSignal):
                 period=p,
             )
 
-    def _grid(self, k: int, ts: FloatArray) -> FloatArray:
+    def _following(self, k: int, ts: FloatArray) -> FloatArray:
+        """gain x leader + offset + noise at the grid times ts of chunk k (before any break)."""
         lead = self.leader.values(ts)
         x = self.gain * lead + self.offset
         if self.noise_sd:
@@ -741,6 +742,10 @@ class Follower(GridSignal):
             if self.quiet_when_zero:
                 noise = np.where(lead == 0.0, 0.0, noise)
             x = x + noise
+        return x
+
+    def _grid(self, k: int, ts: FloatArray) -> FloatArray:
+        x = self._following(k, ts)
         if self.break_at is not None and self._break_walk is not None:
             after = ts >= self.break_at
             if after.any():
@@ -959,7 +964,7 @@ def _last_change_at_or_before(sig: Signal, t: float, max_chunks: int = 64) -> fl
     return hi
 
 
-class PartialFollower(GridSignal):
+class PartialFollower(Follower):
     """Follows `leader` (gain x leader + offset + noise) only while `coupled` reads non-zero.
 
     Example: a loop's output tracks its demand in auto and wanders in
@@ -988,13 +993,22 @@ class PartialFollower(GridSignal):
         hi: float | None = None,
         chunk: float | None = None,
     ) -> None:
-        p = period or leader.period or 1.0
-        super().__init__(key, seed, period=p, chunk=chunk or _fast_chunk(p))
-        self.leader, self.coupled = leader, coupled
-        self.gain, self.offset = float(gain), float(offset)
-        self.noise_sd, self.quantum = float(noise_sd), float(quantum)
-        self.quiet_when_zero = quiet_when_zero
-        self.lo, self.hi = lo, hi
+        super().__init__(
+            key,
+            seed,
+            leader=leader,
+            gain=gain,
+            offset=offset,
+            noise_sd=noise_sd,
+            quantum=quantum,
+            period=period,
+            quiet_when_zero=quiet_when_zero,
+            lo=lo,
+            hi=hi,
+            chunk=chunk,
+        )
+        p = self.period
+        self.coupled = coupled
         self._wander = RandomWalk(
             key + "/wander",
             seed,
@@ -1006,13 +1020,7 @@ class PartialFollower(GridSignal):
         )
 
     def _grid(self, k: int, ts: FloatArray) -> FloatArray:
-        lead = self.leader.values(ts)
-        x = self.gain * lead + self.offset
-        if self.noise_sd:
-            noise = self._rng(k).normal(0.0, self.noise_sd, ts.size)
-            if self.quiet_when_zero:
-                noise = np.where(lead == 0.0, 0.0, noise)
-            x = x + noise
+        x = self._following(k, ts)
         off = self.coupled.values(ts) == 0.0
         if off.any():
             # Where each decoupled window opened: the coupling's last change at or before t.

@@ -106,8 +106,7 @@ class ActivityTracker:
         n = 0
         self._reads = np.zeros((n, slots), np.float32)
         self._jumps = np.zeros((n, slots), np.float32)
-        self._events = np.zeros((n, slots), np.float32)
-        self._last = np.zeros((n, 3), np.float64)  # cumulative reads, jumps, events
+        self._last = np.zeros((n, 2), np.float64)  # cumulative reads, change events
         self.samples: list[WindowSample | None] = [None] * slots
         self.closed = 0  # windows closed so far (the ring position is closed % slots)
         self._window_start: float | None = None
@@ -149,11 +148,7 @@ class ActivityTracker:
                     out[new] = a[old]
             return out
 
-        self._reads, self._jumps, self._events = (
-            remap(self._reads),
-            remap(self._jumps),
-            remap(self._events),
-        )
+        self._reads, self._jumps = remap(self._reads), remap(self._jumps)
         self.hod_jumps, self.hod_reads = remap(self.hod_jumps), remap(self.hod_reads)
         self.dow_jumps, self.dow_reads = remap(self.dow_jumps), remap(self.dow_reads)
         self.hour_jumps, self.hour_reads = remap(self.hour_jumps), remap(self.hour_reads)
@@ -162,7 +157,7 @@ class ActivityTracker:
         for new, old in enumerate(take):
             if old < 0:  # a new tag: count from what it has now
                 s = poller.tags[keys[new]].state.stats
-                last[new] = (s.reads, s.changes, s.changes)
+                last[new] = (s.reads, s.changes)
         self._last = last
         self.keys = keys
         self.index = {k: i for i, k in enumerate(keys)}
@@ -182,17 +177,16 @@ class ActivityTracker:
             return False
         counts = np.array(
             [
-                (t.state.stats.reads, t.state.stats.changes, t.state.stats.changes)
+                (t.state.stats.reads, t.state.stats.changes)
                 for t in (poller.tags[k] for k in self.keys)
             ],
             np.float64,
-        ).reshape(len(self.keys), 3)
+        ).reshape(len(self.keys), 2)
         delta = np.maximum(counts - self._last, 0.0)
         self._last = counts
         slot = self.closed % self.slots
         self._reads[:, slot] = delta[:, 0]
         self._jumps[:, slot] = delta[:, 1]
-        self._events[:, slot] = delta[:, 2]
         self.samples[slot] = self._bus_sample(poller, self._window_start, now, wall)
         self.closed += 1
         self._profile(delta, span, wall)
@@ -202,7 +196,7 @@ class ActivityTracker:
     def _snapshot(self, poller: Poller) -> None:
         for i, key in enumerate(self.keys):
             s = poller.tags[key].state.stats
-            self._last[i] = (s.reads, s.changes, s.changes)
+            self._last[i] = (s.reads, s.changes)
         self._device_last = {
             name: (d.stats.reads, d.stats.registers, d.stats.bits)
             for name, d in poller.devices.items()

@@ -336,7 +336,8 @@ class Optimizer:
             if proposal is None:
                 rows[name] = {"status": "no_change"}
                 continue
-            record = self._apply(strategy, context, proposal, manual)
+            design = await self._design(strategy, proposal, manual)
+            record = self._apply(strategy, context, proposal, manual, design)
             rows[name] = {"status": "applied", "record": record.id, "summary": proposal.summary}
 
     def _blocked(self, strategy: Strategy, context: StrategyContext, manual: bool) -> str | None:
@@ -373,10 +374,16 @@ class Optimizer:
     # -- applying ------------------------------------------------------------------
 
     def _apply(
-        self, strategy: Strategy, context: StrategyContext, proposal: Proposal, manual: bool
+        self,
+        strategy: Strategy,
+        context: StrategyContext,
+        proposal: Proposal,
+        manual: bool,
+        split: tuple[str, list[str], dict[str, float]] = (BEFORE_AFTER, [], {}),
     ) -> OptimizationRecord:
+        """Adopt `proposal` and open its record; `split` is what `_design` made of it."""
         now, wall = context.now, context.wall
-        design, control, rollout = self._design(strategy, proposal, manual)
+        design, control, rollout = split
         touched = proposal.touched(self.model)
         sample = self._fidelity_keys(touched)
         before_slots = self.activity.recent_slots(
@@ -432,7 +439,7 @@ class Optimizer:
         )
         return record
 
-    def _design(
+    async def _design(
         self, strategy: Strategy, proposal: Proposal, manual: bool
     ) -> tuple[str, list[str], dict[str, float]]:
         """Split an interval change into treatment and control when it can be split.
@@ -456,7 +463,10 @@ class Optimizer:
         proposal.intervals = {k: proposal.intervals[k] for k in treatment}
         inputs = plan_inputs(self.poller, self.context().allocation_params)
         before = float(proposal.predicted.get("bus_before", 0.0))
-        after = planned_bus(inputs, {**self.model.allocated, **proposal.intervals})
+        # Priced off the event loop, like the allocation itself: at 10k tags it takes a while.
+        after = await asyncio.to_thread(
+            planned_bus, inputs, {**self.model.allocated, **proposal.intervals}
+        )
         proposal.predicted["bus_after"] = after
         proposal.predicted["gain"] = (before - after) / before if before > 0 else 0.0
         proposal.summary += f"; A/B: {len(treatment)} tags changed, {len(control)} held as control"

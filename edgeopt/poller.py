@@ -190,6 +190,9 @@ class Poller:
         # re-plan, a trigger read): the daemon wakes that line's worker.
         self.wake_listeners: list[Callable[[str], None]] = []
         self._read_of: dict[str, Read] = {}  # tag key -> the planned read holding it
+        # Read key -> when a trigger last asked for it: a burst of leader changes
+        # re-reads the followers no faster than their configured interval.
+        self._triggered_at: dict[object, float] = {}
         self.lag: dict[str, LineLag] = {}  # line -> how late its reads start
         # Built once per planned read (Telegraf builds its decoders at config time too).
         self._decoders: dict[
@@ -316,6 +319,8 @@ class Poller:
         for line, reads in by_line.items():
             self.schedules[line].set_reads(reads, now)
         self._read_of = {key: read for read in self.plan.reads for key in read.tags}
+        keys = {read.key for read in self.plan.reads}
+        self._triggered_at = {k: v for k, v in self._triggered_at.items() if k in keys}
         for line in by_line:
             self._wake(line)
 
@@ -436,7 +441,13 @@ class Poller:
             device = self.devices.get(target.device)
             schedule = self.schedules.get(device.line) if device else None
             if schedule is not None and device is not None:
-                schedule.run_now(target, now)
+                last = self._triggered_at.get(target.key)
+                if last is not None and last > now:
+                    continue  # a trigger read is pending: it will see this change too
+                spacing = min((t.base_interval for t in self._members(target)), default=0.0)
+                when = now if last is None else max(now, last + spacing)
+                self._triggered_at[target.key] = when
+                schedule.run_by(target, when)
                 self.trigger_reads += 1
                 self._wake(device.line)
 

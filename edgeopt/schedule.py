@@ -26,6 +26,9 @@ class _Slot:
     read: Read
     due: float
     version: int  # bumps on every reschedule; stale heap entries are skipped
+    in_flight: bool = False
+    # Asked for (`run_by`) while in flight: the run may have sampled too early.
+    wanted: float | None = None
 
 
 class ReadSchedule:
@@ -94,6 +97,7 @@ class ReadSchedule:
             slot = self._slots.get(key)
             if slot is not None and slot.version == version:
                 slot.version += 1  # in flight: not due again until completed
+                slot.in_flight = True
                 return slot.read, due
         return None
 
@@ -108,12 +112,17 @@ class ReadSchedule:
         nxt = due + period
         if nxt <= now:
             nxt += period * ((now - nxt) // period + 1)
+        if slot.wanted is not None:
+            nxt = min(nxt, max(now, slot.wanted))
+        slot.in_flight, slot.wanted = False, None
         self._push(key, nxt)
 
     def postpone(self, read: Read, until: float) -> None:
         """Hold a read until `until` (an offline device waits for its probe)."""
         key = _key(read)
-        if key in self._slots:
+        slot = self._slots.get(key)
+        if slot is not None:
+            slot.in_flight = False
             self._push(key, until)
 
     def run_now(self, read: Read, now: float) -> None:
@@ -121,6 +130,17 @@ class ReadSchedule:
         key = _key(read)
         if key in self._slots:
             self._push(key, now)
+
+    def run_by(self, read: Read, when: float) -> None:
+        """Make a read due at `when` at the latest (never later than it already is)."""
+        key = _key(read)
+        slot = self._slots.get(key)
+        if slot is None:
+            return
+        if slot.in_flight:
+            slot.wanted = when if slot.wanted is None else min(slot.wanted, when)
+        elif when < slot.due:
+            self._push(key, when)
 
     def _push(self, key: ReadKey, due: float) -> None:
         slot = self._slots[key]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import logging
 import sys
 from pathlib import Path
@@ -160,19 +162,50 @@ async def test_trigger_reads_follower_when_the_leader_changes() -> None:
                 "d",
                 [
                     tag("lead", 0, interval="1s", max_staleness="10s"),
-                    tag("follow", 50, interval="30s", max_staleness="30s"),
+                    tag("follow", 50, interval="5s", max_staleness="60s"),
                 ],
             )
         ]
     )
     sim = Sim(cfg.devices, {"d/lead": steps(20.0), "d/follow": steps(20.0, (1.0, 2.0))})
     sim.poller.set_triggers({"d/lead": ["d/follow"]})
+    sim.poller.set_intervals({"d/follow": 60.0}, 0.0)
     await sim.run(200.0)
     follow_reads = sim.read_times["d/follow"]
-    # The follower is read right after every leader change, not only every 30 s.
+    # The follower is read right after every leader change, not only every 60 s.
     assert sim.poller.trigger_reads >= 8
     for change in (20.0, 40.0, 60.0, 80.0, 100.0):
         assert any(change <= t <= change + 1.1 for t in follow_reads), change
+
+
+async def test_a_burst_of_leader_changes_reads_followers_no_faster_than_configured() -> None:
+    cfg = config(
+        [
+            device(
+                "d",
+                [
+                    tag("lead", 0, interval="1s", max_staleness="10s"),
+                    tag("follow", 50, interval="5s", max_staleness="60s"),
+                ],
+            )
+        ]
+    )
+    # The leader changes at every read from 30 s to 50 s, then holds.
+    burst = steps(1.0)
+
+    def lead(t: float) -> float:
+        return burst(t) if 30.0 <= t < 50.0 else 0.0
+
+    sim = Sim(cfg.devices, {"d/lead": lead, "d/follow": lead})
+    sim.poller.set_triggers({"d/lead": ["d/follow"]})
+    sim.poller.set_intervals({"d/follow": 60.0}, 0.0)
+    await sim.run(120.0)
+    during = [t for t in sim.read_times["d/follow"] if 29.0 <= t <= 58.0]
+    # About one read per configured interval (5 s), not one per leader change (1 s)...
+    assert 3 <= len(during) <= 6, during
+    assert all(b - a >= 4.9 for a, b in itertools.pairwise(during)), during
+    # ...and the burst's last change is still read, within an interval of its end.
+    assert any(50.0 <= t <= 55.5 for t in during), during
 
 
 async def test_a_slowed_tag_snaps_back_when_it_changes_unexpectedly() -> None:

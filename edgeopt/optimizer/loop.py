@@ -123,6 +123,9 @@ class Optimizer:
         self._record_from = 0  # first window that counts as "after" for the pending record
         self._probes: dict[str, Probe] = {}
         self._probed: set[int] = set()
+        # Record id -> (start, end) of its probes (monotonic): windows they overlap
+        # read the probed tags at their configured rate, so they judge nothing.
+        self._probing: dict[int, tuple[float, float]] = {}
         self._leader_of: dict[str, str] = {}
         # Lines the last allocation had to shed load on (ShedReport.to_dict rows).
         self.shed_reports: list[dict[str, Any]] = []
@@ -579,6 +582,14 @@ class Optimizer:
         if record is not None and self.activity.closed > self._record_from:
             last = self.activity.recent_slots(1)
             sample = self.activity.samples[last[0]]
+            probing = self._probing.get(record.id)
+            if (
+                probing is not None
+                and sample is not None
+                and sample.start < probing[1]
+                and sample.end > probing[0]
+            ):
+                sample = None
             if sample is not None:
                 fid = self._fidelity(last, self._fidelity_keys(record.changed))[0]
                 record.after_metrics.add(sample.bus, sample.reads_per_s, fid)
@@ -802,6 +813,7 @@ class Optimizer:
         tags = self.poller.tags
         duration = min(120.0, max(10.0, float(self.config.evaluate_after) / 4))
         for key in choose_probes(record, tags, self._effective_period, self.model.rates):
+            self._probing = {record.id: (now, now + duration)}  # only the pending one matters
             tag = tags[key]
             stats = tag.state.stats
             self._probes[key] = Probe(

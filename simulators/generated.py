@@ -61,6 +61,9 @@ HELDOUT_SEEDS = range(1000, 1048)
 
 GEN_PREFIX = "gen:"
 _DRIVEN_PREFIX = "gen-driven:"
+# Devices a driven group plant may start with: each has a group of its own kind.
+# (A drive keeps its place when drawn; the others are drawn in its stead.)
+_DRIVEN_ARCHETYPES = ("pv_inverter", "energy_meter", "plc", "hvac", "vfd_drive")
 _NAME = re.compile(r"gen:(\d+)(?::(\d+))?")
 
 # What a tag's signal is like; `plant_families` maps each tag to one of these.
@@ -1552,8 +1555,8 @@ def _generate(seed: int, n_tags: int | None, *, driven: bool = False) -> _Genera
         names[int(i)]
         for i in rng.choice(len(names), size=n_dev, p=_norm([_ARCH[a].weight for a in names]))
     ]
-    if driven and kinds[0] not in ("pv_inverter", "energy_meter", "plc", "hvac"):
-        kinds[0] = str(rng.choice(["pv_inverter", "energy_meter", "plc", "hvac"]))
+    if driven and kinds[0] not in _DRIVEN_ARCHETYPES:
+        kinds[0] = str(rng.choice(_DRIVEN_ARCHETYPES[:4]))
     shares = rng.dirichlet([4.0 * _ARCH[k].size for k in kinds])
 
     # RS-485: about half the plants have a line with 1-3 small devices on it.

@@ -66,6 +66,9 @@ class TagDemand:
     # faster read than that earns no credit: the model over-states what a busy
     # tag gains from speed, and such credit paid for real losses elsewhere.
     credit_floor: float = 0.0
+    # Out-of-deadband no period choice changes: a follower's changes its leader
+    # missed, each seen only at the leader's next change (or its own heartbeat).
+    fixed: float = 0.0
 
     @property
     def end(self) -> int:
@@ -106,7 +109,7 @@ def predicted_ood(demands: Iterable[TagDemand], intervals: Mapping[str, float]) 
     for d in demands:
         period = intervals.get(d.key)
         if period is not None:
-            total += d.slope * max(period, d.credit_floor)
+            total += d.slope * max(period, d.credit_floor) + d.fixed
     return total
 
 
@@ -130,8 +133,10 @@ def saturated_ood(demands: Iterable[TagDemand], intervals: Mapping[str, float]) 
     total = 0.0
     for d in demands:
         period = intervals.get(d.key)
-        if period is not None and not d.follower:
-            total += saturated_loss(d.rate + d.carried, period)
+        if period is not None:
+            if not d.follower:
+                total += saturated_loss(d.rate + d.carried, period)
+            total += d.fixed
     return total
 
 
@@ -269,7 +274,7 @@ def _allocate_prepared(tables: Sequence[_Table], lam: float) -> Allocation:
         for first, last, period in segments:
             for tag in tab.ordered[first:last]:
                 intervals[tag.key] = period
-                ood += tag.slope * max(period, tag.credit_floor)
+                ood += tag.slope * max(period, tag.credit_floor) + tag.fixed
     return Allocation(intervals, sum(bus_by_device.values()), ood, lam, bus_by_device)
 
 

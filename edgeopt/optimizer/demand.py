@@ -39,6 +39,11 @@ from edgeopt.optimizer.costs import (
 )
 from edgeopt.poller import Poller
 
+# Share of a trigger follower's changes its leader may miss (the cluster
+# strategy's default min_recall is 1 - this): the allocation charges each
+# follower for them, so a trigger pays for the fidelity it costs.
+UNEXPLAINED = 0.2
+
 # The allocation's knobs (the interval strategy's parameters).
 ALLOCATION_DEFAULTS: dict[str, ParamValue] = {
     "rate_window": 1800.0,  # seconds of history behind a tag's rate
@@ -165,6 +170,9 @@ def tag_rates(
         if first is not None and context.wall - first > window:
             priors[key] = PRIOR_JUMPS * window / (context.wall - first)
     long = activity.rates(window, priors=priors)
+    # The reference remembers changes seen, not the prior: a young tag's prior is
+    # spread over few reads, and kept as a floor it would pin a constant fast for hours.
+    seen = activity.rates(window, prior=0.0)
     lead = _param(params, "forecast_lead")
     half_life = _param(params, "reference_half_life")
     reference = context.model.reference_rates
@@ -183,7 +191,7 @@ def tag_rates(
                 rate = max(recent, expected)
         if tag.interval <= tag.base_interval * AT_BASE:
             # Read as configured: this rate is unbiased; remember it.
-            reference[key] = (rate, context.wall)
+            reference[key] = (max(short_rate, seen.get(key, (0.0, 0.0))[0]), context.wall)
         else:
             ref = reference.get(key)
             if ref is not None and half_life > 0:
@@ -200,8 +208,12 @@ def build_demands(
     triggers: Mapping[str, frozenset[str] | tuple[str, ...]],
     params: Mapping[str, ParamValue],
     direction: str | None = None,
+    misses: Mapping[str, float] | None = None,
 ) -> list[TagDemand]:
     """One `TagDemand` per tag; unknown rates pin the tag at its current interval.
+
+    misses: per trigger follower, the share of its changes its leader misses
+    (`UNEXPLAINED` where not known); each waits for the leader's next change.
 
     direction: "slower" lets no tag go faster than its current allocation, and
     "faster" none slower. A proposal that moves one way only never trades one
@@ -209,6 +221,18 @@ def build_demands(
     busy tags, and such trades were where its errors became real harm.
     """
     leader_of = {f: leader for leader, fs in triggers.items() for f in fs}
+    missed: dict[str, float] = {}
+    for follower, leader in leader_of.items():
+        tag = poller.tags.get(follower)
+        if tag is None:
+            continue
+        # Each missed change waits for the leader's next one, or the heartbeat.
+        leader_rate = float(rates.get(leader) or 0.0)
+        wait = float(tag.config.max_staleness)
+        if leader_rate > 0.0:
+            wait = min(wait, 1.0 / leader_rate)
+        share = UNEXPLAINED if misses is None else misses.get(follower, UNEXPLAINED)
+        missed[follower] = float(rates.get(follower) or 0.0) * share * wait
     carried: dict[str, float] = {}
     for follower, leader in leader_of.items():
         carried[leader] = carried.get(leader, 0.0) + float(rates.get(follower) or 0.0)
@@ -250,6 +274,7 @@ def build_demands(
                 priority=priority,
                 carried=carried.get(key, 0.0),
                 follower=key in leader_of,
+                fixed=missed.get(key, 0.0),
             )
         )
     return demands
@@ -451,8 +476,12 @@ async def plan_allocation(
     budget_scale: float = 1.0,
     periods: Mapping[str, int] | None = None,
     direction: str | None = None,
+    misses: Mapping[str, float] | None = None,
 ) -> AllocationPlan:
     """The cheapest allocation that keeps the configured intervals' fidelity.
+
+    misses: per follower of `triggers`, the share of its changes the leader
+    misses (the model's, for the followers it knows, by default).
 
     The statistics are read here; the search itself (a second or so at 10k
     tags) runs in a worker thread on copies, so the poll loop keeps running.
@@ -464,7 +493,15 @@ async def plan_allocation(
     use_forecast = model.forecast if forecast is None else forecast
     trig = model.triggers if triggers is None else triggers
     rate_map = dict(rates) if rates is not None else tag_rates(context, use_forecast, periods)
-    demands = build_demands(poller, rate_map, model.allocated, trig, params, direction)
+    demands = build_demands(
+        poller,
+        rate_map,
+        model.allocated,
+        trig,
+        params,
+        direction,
+        {**model.misses, **(misses or {})},
+    )
     inputs = plan_inputs(poller, params)
     job = _Job(
         inputs=inputs,

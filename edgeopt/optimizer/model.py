@@ -108,6 +108,9 @@ class PlanModel:
     # wanders off and back between two slow reads shows none), so its rate as
     # measured now is biased low; this is what keeps that bias from feeding on itself.
     reference_rates: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # Per trigger follower: the share of its changes its leader was seen to miss
+    # when the trigger was chosen (the allocation charges the follower for them).
+    misses: dict[str, float] = field(default_factory=dict)
     weight: float | None = None  # the λ of the last allocation (a warm start for the next)
 
     def __post_init__(self) -> None:
@@ -121,7 +124,15 @@ class PlanModel:
         added = [k for k in tags if k not in self.allocated]
         for key in added:
             self.allocated[key] = tags[key].base_interval
-        for store in (self.allocated, self.shed, self.overrides, self.rates, self.reference_rates):
+        stores = (
+            self.allocated,
+            self.shed,
+            self.overrides,
+            self.rates,
+            self.reference_rates,
+            self.misses,
+        )
+        for store in stores:
             for key in [k for k in store if k not in tags]:
                 del store[key]
         self.triggers = {

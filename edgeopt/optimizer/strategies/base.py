@@ -49,6 +49,8 @@ class Proposal:
     summary: str
     intervals: dict[str, float]  # new allocated intervals (only the tags that change)
     triggers: dict[str, tuple[str, ...]] | None = None  # a whole new trigger map, or None
+    # With triggers: per follower, the share of its changes its leader missed.
+    misses: dict[str, float] = field(default_factory=dict)
     forecast: bool | None = None  # switch the pattern forecast on/off, or None
     periods: dict[str, int] | None = None  # strong activity periods per device (hours), or None
     predicted: dict[str, float] = field(default_factory=dict)  # bus/ood before and after
@@ -195,6 +197,7 @@ class Strategy(ABC):
     def apply(self, context: StrategyContext, proposal: Proposal) -> PlanSnapshot:
         """Adopt `proposal`; returns the prior state of everything it touched."""
         before = context.model.snapshot(proposal.touched(context.model))
+        context.model.misses.update(proposal.misses)
         context.model.adopt(
             proposal.intervals,
             proposal.triggers,

@@ -6,11 +6,18 @@
 2. Features: each tag's row of the correlation matrix of binned (and
    dilated by a bin, since slow reads see a change late) change indicators.
 3. KMeans on those rows in a worker process, k by silhouette score.
-4. Per cluster a leader: the member whose changes explain most of the
-   others' (a follower's change is explained when the leader changed within
-   the two reads' intervals around it, and the chance of that happening by
-   coincidence is small) at the least trigger cost. Followers keep only
-   members with recall ≥ `min_recall` whose saving beats their trigger reads.
+4. Per cluster a leader: the tag of the followers' device (a member, or a
+   busier tag such as a line's total) whose changes explain most of the
+   members' at the least trigger cost. A follower's change is explained when
+   the leader changed within the two reads' intervals around it; the leader
+   must explain at least `min_recall` of them, and far more than a leader
+   changing at random at its rate would (probability `max_chance`).
+   Followers keep only members whose saving beats their trigger reads.
+   Members that drift on their own between the leader's changes (a group on
+   a slow common signal, each crossing its deadband at its own moment) fail
+   this: read on the leader's changes, they would be late by up to a
+   leader's gap. The allocation charges each follower for the changes its
+   leader may miss (`UNEXPLAINED` in `demand`).
 5. The allocation then lets followers sit at max_staleness, and reads the
    leader fast enough for itself and its followers.
 
@@ -25,7 +32,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -51,15 +58,19 @@ class TriggerBreak:
 
 
 def event_series(
-    poller: Poller, keys: list[str], start: float, end: float
+    poller: Poller, keys: list[str], start: float, end: float, *, busy: bool = False
 ) -> dict[str, list[float]]:
-    """Change times of each tag in [start, end]; tags whose history is too short are left out."""
+    """Change times of each tag in [start, end]; tags whose history is too short are left out.
+
+    busy: the other way round, only the tags busier than their history holds,
+    with the changes it still has (they cover less than [start, end]).
+    """
     out: dict[str, list[float]] = {}
     for key in keys:
         events = poller.tags[key].state.stats.recent_events
-        if events.maxlen is not None and len(events) == events.maxlen and events[0] > start:
-            continue  # busier than the history holds: not a trigger candidate
-        out[key] = [t for t in events if start <= t <= end]
+        full = events.maxlen is not None and len(events) == events.maxlen and events[0] > start
+        if full == busy:
+            out[key] = [t for t in events if start <= t <= end]
     return out
 
 
@@ -81,14 +92,46 @@ def indicator_matrix(
 
 def recall(follower: list[float], leader: list[float], before: float, after: float) -> float:
     """Share of follower changes with a leader change in [t - before, t + after]."""
-    if not follower:
-        return 0.0
+    return explanation(follower, leader, 0.0, before, after).share
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """How many of a follower's changes came with a leader change, against coincidence."""
+
+    hits: int
+    changes: int
+    chance: float  # hits a leader changing at random, at its rate, would give
+    spread: float  # their standard deviation
+
+    @property
+    def share(self) -> float:
+        return self.hits / self.changes if self.changes else 0.0
+
+    def p_coincidence(self) -> float:
+        """Probability of at least `hits` by coincidence (normal approximation)."""
+        if self.spread <= 0.0:
+            return 0.0 if self.hits > self.chance else 1.0
+        z = (self.hits - 0.5 - self.chance) / self.spread
+        return 0.5 * math.erfc(z / math.sqrt(2.0))
+
+
+def explanation(
+    follower: list[float], leader: list[float], leader_rate: float, before: float, after: float
+) -> Explanation:
+    """Follower changes with a leader change in [t - before, t + after], and what chance gives.
+
+    A busy leader explains many changes by coincidence alone; what counts is
+    explaining far more than that (`Explanation.p_coincidence`).
+    """
     hits = 0
     for t in follower:
         i = bisect.bisect_left(leader, t - before)
         if i < len(leader) and leader[i] <= t + after:
             hits += 1
-    return hits / len(follower)
+    n = len(follower)
+    p = 1.0 - math.exp(-leader_rate * (before + after))
+    return Explanation(hits, n, n * p, math.sqrt(n * p * (1.0 - p)))
 
 
 class ClusterStrategy(Strategy):
@@ -102,10 +145,10 @@ class ClusterStrategy(Strategy):
         "window": 21600.0,  # seconds of change history clustered
         "bin": 10.0,  # seconds per indicator bin
         "min_events": 3,  # fewer changes in the window: nothing to learn from
-        "max_rate": 0.05,  # changes/s above which a tag is too busy to trigger or be triggered
+        "max_rate": 0.1,  # changes/s above which a tag is too busy to trigger or be triggered
         "max_k": 12,
-        "min_recall": 0.9,  # share of a follower's changes its leader must explain
-        "max_chance": 0.3,  # largest chance that a leader change falls near by coincidence
+        "min_recall": 0.8,  # share of a follower's changes its leader must explain
+        "max_chance": 0.01,  # largest probability of explaining as many by coincidence
         "min_gain": 0.05,  # predicted bus saving a new trigger map needs
         "slack": 1.0,  # seconds added to the coincidence tolerance
         "break_after": 2,  # unexplained follower changes (of the last 5) that break a trigger
@@ -143,13 +186,24 @@ class ClusterStrategy(Strategy):
         result = await runner.run(indicators, int(self.params["max_k"]), int(self.params["seed"]))
         self.last_result = result
         rates = tag_rates(context, model.forecast)
+        # Busy tags cannot be followers, but may lead: a line's total power.
+        busy = event_series(poller, keys, start, end, busy=True)
+        series.update(busy)
+        misses: dict[str, float] = {}
         triggers = self.choose_triggers(
-            context, candidates, result.labels, series, rates, span=end - start
+            context,
+            candidates,
+            result.labels,
+            series,
+            rates,
+            span=end - start,
+            partial=set(busy),
+            misses=misses,
         )
         current = {k: tuple(sorted(v)) for k, v in model.triggers.items()}
         if triggers == current:
             return None
-        with_new = await plan_allocation(context, triggers=triggers, rates=rates)
+        with_new = await plan_allocation(context, triggers=triggers, rates=rates, misses=misses)
         with_old = await plan_allocation(context, rates=rates)
         cost_new = with_new.proposed_bus + with_new.trigger_cost
         cost_old = with_old.proposed_bus + with_old.trigger_cost
@@ -171,6 +225,7 @@ class ClusterStrategy(Strategy):
             ),
             intervals=changed,
             triggers=triggers,
+            misses=misses,
             predicted={
                 "bus_before": with_old.current_bus + with_old.trigger_cost,
                 "bus_after": cost_new,
@@ -195,10 +250,17 @@ class ClusterStrategy(Strategy):
         series: Mapping[str, list[float]],
         rates: Mapping[str, float | None],
         span: float | None = None,
+        partial: Collection[str] = (),
+        misses: dict[str, float] | None = None,
     ) -> dict[str, tuple[str, ...]]:
         """Per cluster the leader that saves most, and the followers worth triggering.
 
-        span: seconds the series cover (default: the whole window).
+        The leader may be any tag of the followers' device with enough changes,
+        not only a cluster member: a busy tag (a line's total power) that
+        changes whenever the group does is often the cheapest trigger.
+        span: seconds the series cover (default: the whole window); partial:
+        tags whose series starts later (busier than their history holds).
+        misses: filled with each chosen follower's share of changes its leader missed.
         """
         poller, model = context.poller, context.model
         followers_now = model.followers()
@@ -206,9 +268,16 @@ class ClusterStrategy(Strategy):
         slack = self.param_float("slack")
         min_recall = self.param_float("min_recall")
         max_chance = self.param_float("max_chance")
-        clusters: dict[int, list[str]] = {}
+        min_events = self.param_float("min_events")
+        end = context.wall
+        # A cluster's members on one device form a group: a trigger never crosses devices.
+        clusters: dict[tuple[int, str], list[str]] = {}
         for key, label in zip(candidates, labels, strict=True):
-            clusters.setdefault(label, []).append(key)
+            clusters.setdefault((label, poller.tags[key].device), []).append(key)
+        by_device: dict[str, list[str]] = {}
+        for key, times in series.items():
+            if len(times) >= min_events:
+                by_device.setdefault(poller.tags[key].device, []).append(key)
 
         def read_cost(key: str) -> float:
             tag = poller.tags[key]
@@ -221,24 +290,34 @@ class ClusterStrategy(Strategy):
         for members in clusters.values():
             if len(members) < 2:
                 continue
-            best: tuple[float, str, list[str]] | None = None
-            for leader in members:
-                leader_rate = len(series[leader]) / span
+            best: tuple[float, str, list[str], dict[str, float]] | None = None
+            device = poller.tags[members[0]].device
+            for leader in sorted(set(members) | set(by_device.get(device, ()))):
+                lead = series[leader]
+                # A busy leader's history may not reach back to the window's start.
+                since = lead[0] if leader in partial and lead else None
+                leader_rate = len(lead) / (span if since is None else max(end - since, 1.0))
                 chosen: list[str] = []
+                missed: dict[str, float] = {}
                 score = 0.0
                 for follower in members:
                     if follower == leader:
                         continue
-                    # A follower that shares its leader's read today is kept: the
-                    # allocation splits it off when that is cheaper (on serial it
-                    # usually is), and the proposal's gain check prices it.
-                    # A triggered follower sees its changes right after the leader's.
+                    # A triggered follower sees its changes right after the leader's;
+                    # otherwise a change is seen up to a read of either late.
                     own = slack if followers_now.get(follower) == leader else interval(follower)
                     before = own + slack
-                    after = interval(leader) + slack
-                    if 1.0 - math.exp(-leader_rate * (before + after)) > max_chance:
-                        continue
-                    if recall(series[follower], series[leader], before, after) < min_recall:
+                    changes = series[follower]
+                    if since is not None:
+                        changes = [t for t in changes if t >= since + before]
+                    explained = explanation(
+                        changes,
+                        lead,
+                        leader_rate,
+                        before=before,
+                        after=interval(leader) + slack,
+                    )
+                    if explained.share < min_recall or explained.p_coincidence() > max_chance:
                         continue
                     tag = poller.tags[follower]
                     cost = read_cost(follower)
@@ -251,10 +330,19 @@ class ClusterStrategy(Strategy):
                     if net > 0:
                         chosen.append(follower)
                         score += net
+                        # Read on the trigger, a follower's misses are hidden (each is
+                        # seen at the leader's next change): keep what was measured before.
+                        missed[follower] = 1.0 - explained.share
+                        if followers_now.get(follower) == leader:
+                            missed[follower] = max(
+                                missed[follower], model.misses.get(follower, 0.0)
+                            )
                 if chosen and (best is None or score > best[0]):
-                    best = (score, leader, chosen)
+                    best = (score, leader, chosen, missed)
             if best is not None:
                 out[best[1]] = tuple(sorted(best[2]))
+                if misses is not None:
+                    misses.update(best[3])
         # A tag is a leader or a follower, never both: drop followers that lead.
         leaders = set(out)
         out = {k: tuple(f for f in v if f not in leaders) for k, v in out.items()}

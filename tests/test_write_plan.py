@@ -164,6 +164,10 @@ def test_a_device_must_echo_exactly_what_was_written():
     assert WriteRequest(16, 2, (1, 2, 3)).reply_pdu() == bytes([16, 0, 2, 0, 3])
     masked = WriteRequest(22, 4, and_mask=0xFFF7, or_mask=8)
     assert masked.reply_pdu() == bytes([22, 0, 4, 0xFF, 0xF7, 0, 8])
+    # A device may answer a single write with the value it stored; a multiple
+    # write's reply must name the same span.
+    assert WriteRequest(6, 1, (0x1234,)).reply_prefix() == bytes([6, 0, 1])
+    assert WriteRequest(16, 2, (1, 2, 3)).reply_prefix() == bytes([16, 0, 2, 0, 3])
 
 
 def test_float_read_back_tolerates_float32_rounding_only():

@@ -150,7 +150,7 @@ class _Expect:
     byte_count: int
     timed_out: bool = False  # draining: a matching frame now is late
     answered: bool = False  # a frame was taken or refused for it
-    echo: bytes | None = None  # a write: the exact reply PDU it must get
+    echo: bytes | None = None  # a write: what its reply PDU must start with
 
 
 @dataclass(slots=True)
@@ -323,8 +323,10 @@ def _shape_problem(pdu: bytes, exp: _Expect) -> str:
         return "" if len(pdu) == 2 else f"exception reply of {len(pdu)} bytes"
     if fc != exp.fc:
         return f"function code {fc} in the reply to function code {exp.fc}"
-    if exp.echo is not None:
-        return "" if pdu == exp.echo else f"reply {pdu.hex()} does not answer the write"
+    if exp.echo is not None:  # a write: byte_count is the whole reply's length
+        if len(pdu) == exp.byte_count and pdu.startswith(exp.echo):
+            return ""
+        return f"reply {pdu.hex()} does not answer the write"
     if len(pdu) < 2 or pdu[1] != exp.byte_count or len(pdu) != 2 + exp.byte_count:
         got = pdu[1] if len(pdu) > 1 else None
         return f"byte count {got} ({len(pdu) - 2} bytes), expected {exp.byte_count}"
@@ -402,7 +404,10 @@ class PymodbusTransport:
             ctx.recv_buffer = b""
         fc = _FC[table] if write is None else write.function
         byte_count = (count + 7) // 8 if table.is_bits else 2 * count
-        g.expect = _Expect(fc, unit, byte_count, echo=None if write is None else write.reply_pdu())
+        if write is not None:
+            g.expect = _Expect(fc, unit, len(write.reply_pdu()), echo=write.reply_prefix())
+        else:
+            g.expect = _Expect(fc, unit, byte_count)
         error: ReadError | None = None
         message = ""
         response: Any = None

@@ -103,6 +103,13 @@ class WriteRequest:
     def count(self) -> int:
         return max(1, len(self.values))
 
+    def reply_prefix(self) -> bytes:
+        """What the reply PDU must start with: function code and address, and for
+        FC15/FC16 the quantity. A device may answer FC5/FC6/FC22 with the value it
+        stored (a clamp, say) rather than an echo; the read-back judges that."""
+        full = self.reply_pdu()
+        return full if self.function in (FC_WRITE_COILS, FC_WRITE_REGISTERS) else full[:3]
+
     def reply_pdu(self) -> bytes:
         """The exact PDU a device answers with: an echo (FC5/6/22) or address and quantity."""
         fc, addr = self.function.to_bytes(1, "big"), self.address.to_bytes(2, "big")

@@ -156,6 +156,11 @@ class WriteService:
             self._event(f"write to {tag} refused: {exc.message}", details, exc.code)
             await self._record(caller, details, exc.code)
             raise
+        except Exception as exc:  # a bug, not a refusal: still audited, then reported
+            details["reason"] = f"{type(exc).__name__}: {exc}"
+            self._event(f"write to {tag} failed: {details['reason']}", details, "internal")
+            await self._record(caller, details, "internal")
+            raise
         details.update(
             old=outcome.old,
             written=outcome.written,
@@ -270,7 +275,9 @@ class WriteService:
         except TimeoutError:
             future.cancel()
             raise WriteRefused(
-                "unavailable", f"line {device.line} stayed busy; the write was not sent"
+                "unavailable",
+                f"line {device.line} gave no result within {budget + QUEUE_SLACK:g}s; "
+                "whether the write was sent is unknown: read the tag before trying again",
             ) from None
         except RuntimeError as exc:  # the line stopped (a reload or shutdown)
             raise WriteRefused("unavailable", str(exc)) from None

@@ -129,6 +129,10 @@ class _DeviceSim:
         self.device = device
         self.clock = clock
         self.fault = _Fault()
+        # Writes to lose, oldest first: "reply" (carried out, the answer lost)
+        # or "request" (never carried out, no answer); see PlantServer.lose_writes.
+        self.lost_writes: deque[str] = deque()
+        self.drop_reply = False  # the write in progress loses its answer
         self._slots: dict[str, list[Slot]] = {}
         self._starts: dict[str, list[int]] = {}
         # Per slot: the registers (or bit) and the plant-time window they hold for.
@@ -214,6 +218,10 @@ class _DeviceSim:
             return None
         t = self.clock()
         if function_code in _WRITE_FCS and set_values is not None:
+            lost = self.lost_writes.popleft() if self.lost_writes else None
+            self.drop_reply = lost is not None
+            if lost == "request":
+                return None  # never carried out (the reads refill the registers)
             return self._write(table, function_code, address, set_values, t)
         try:
             if table in BIT_TABLES:
@@ -383,6 +391,9 @@ class _Tracer:
             # A unit nobody answers to: on a shared bus, silence.
             outcome, self._action = "no_device", "drop"
         elif sim.fault.mode in ("timeout", "down"):
+            outcome, self._action = "timeout", "drop"
+        elif sim.drop_reply and fc in _WRITE_FCS:
+            sim.drop_reply = False
             outcome, self._action = "timeout", "drop"
         elif sim.fault.mode == "garbage":
             outcome, self._action = "garbage", "garble"
@@ -697,6 +708,16 @@ class PlantServer:
             self._tcp[device] = None
         elif was_down and mode != "down" and server is None:
             await self._start_tcp(device)
+
+    def lose_writes(self, device: str, *what: str) -> None:
+        """Lose the device's next writes, one per argument: "reply" (carried out,
+        its answer lost on the way back) or "request" (lost on the way there)."""
+        if device not in self.sims:
+            raise KeyError(f"unknown device {device!r}")
+        for item in what:
+            if item not in ("reply", "request"):
+                raise ValueError(f"lose a 'reply' or a 'request', not {item!r}")
+        self.sims[device].lost_writes.extend(what)
 
     def fault(self, device: str) -> str:
         return self.sims[device].fault.mode

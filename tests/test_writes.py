@@ -387,3 +387,38 @@ async def test_writes_during_heavy_polling_never_overlap_a_read_on_the_serial_li
     assert {3, 6, 22} <= functions, functions
     reads = sum(turn.data[1] == 3 for turn in turns if turn.direction == "request")
     assert reads > 50  # the writes ran between plenty of reads
+
+
+@pytest.mark.parametrize("transport", ["tcp", "rtu"])
+async def test_a_write_without_an_answer_is_read_back_before_it_is_ever_sent_again(
+    tmp_path: Path, transport: str
+):
+    tags = [PlantTag("setpoint", "holding", 0, "uint16", Constant(10.0), writable=True)]
+    plant = Plant("lossy", [PlantDevice("pump", 1, tags, timeout=0.3)])
+    if transport == "rtu":
+        plant = plant.as_rtu(turnaround=0.0)
+    async with serve_plant(plant, baudrate=BAUD) as server:
+        config = writes_config(plant, server, tmp_path)
+
+        def writes_sent() -> int:
+            return sum(r["fc"] == 6 for r in server.request_log.records)
+
+        async with run_daemon(config) as daemon:
+            await ready(daemon, "pump")
+            # Carried out, but the answer is lost: the read-back shows it, no second write.
+            server.lose_writes("pump", "reply")
+            outcome = await daemon.writes.write("pump/setpoint", 11, caller=ME)
+            assert (outcome.result, outcome.read_back) == ("ok", 11), outcome
+            assert "answer was lost" in outcome.message
+            assert writes_sent() == 1
+            # Lost on the way there: the read-back shows the old value, so write once more.
+            server.lose_writes("pump", "request")
+            outcome = await daemon.writes.write("pump/setpoint", 12, caller=ME)
+            assert (outcome.result, outcome.read_back) == ("ok", 12), outcome
+            assert writes_sent() == 3
+            # Lost twice: a timeout, after exactly two writes, never a third.
+            server.lose_writes("pump", "request", "request")
+            outcome = await daemon.writes.write("pump/setpoint", 13, caller=ME)
+            assert (outcome.result, outcome.read_back) == ("timeout", 12), outcome
+            assert writes_sent() == 5
+            assert register(server, "pump", "holding", 0) == [12]

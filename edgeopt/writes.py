@@ -233,7 +233,8 @@ class WriteService:
         outcome = await self._run(tag, device, plan, verify, verify_timeout)
         outcome.old = old
         wall, now = self._clock.now(), self._clock.monotonic()
-        if outcome.read_back is not None:
+        if outcome.read_back is not None and outcome.result in ("ok", "mismatch"):
+            # The device took a value (maybe not ours): the tag shows it, as a change.
             self.poller.record_write(tag.key, outcome.read_back, wall, now)
         else:
             self.poller.read_soon(tag.key, now)  # unverified or unknown: look soon

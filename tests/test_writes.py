@@ -208,6 +208,12 @@ async def test_a_clamping_device_gives_mismatch_with_the_value_it_holds(tmp_path
             assert daemon.poller.tags["drive/limit"].state.value == 100
             reply = await ctl(config, "write", tag="drive/limit", value=80)
             assert reply["ok"] and reply["result"]["result"] == "ok", reply
+            # Unverified, the device's answer is all there is: ok, and the tag is read soon.
+            blind = await asyncio.to_thread(ctl_write, config, "drive/limit", "120", "--no-verify")
+            assert blind.returncode == 0, blind.stderr
+            await wait_for(lambda: daemon.poller.tags["drive/limit"].state.value == 100)
+            bad = await asyncio.to_thread(ctl_write, config, "drive/limit", "90", "--timeout", "x")
+            assert bad.returncode == 1 and "invalid_args" in bad.stderr, bad
 
 
 async def test_a_device_that_rejects_writes_gives_exception_and_exit_code_1(tmp_path: Path):

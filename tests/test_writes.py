@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -313,14 +316,14 @@ async def test_a_non_admin_write_is_forbidden_and_audited(open_dir: Path):
 
 
 @pytest.fixture
-def open_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def open_dir() -> Iterator[Path]:
     """A directory other users can enter (pytest's tmp_path is private to root)."""
-    path = tmp_path_factory.mktemp("writes-open")
-    for part in (path, *path.parents):
-        if part == Path("/"):
-            break
-        part.chmod(part.stat().st_mode | 0o005)
-    return path
+    path = Path(tempfile.mkdtemp(prefix="edgeopt-writes-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 async def test_a_write_to_an_offline_device_is_refused_at_once(tmp_path: Path):

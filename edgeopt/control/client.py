@@ -204,7 +204,9 @@ def _write_summary(result: dict[str, Any]) -> str:
 
 def _request_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.command == "write":
-        out: dict[str, Any] = {"tag": args.target, "value": _typed(args.value)}
+        # The text as typed: the daemon reads it as the tag's type (a string
+        # tag keeps "007" and "1e3" as they are).
+        out: dict[str, Any] = {"tag": args.target, "value": args.value}
         if not args.verify:
             out["verify"] = False
         if args.timeout is not None:

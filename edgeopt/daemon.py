@@ -15,6 +15,7 @@ import fcntl
 import json
 import logging
 import os
+import pwd
 import signal
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
@@ -32,12 +33,14 @@ from edgeopt.control.server import ControlError, ControlServer, Peer
 from edgeopt.events import EventLog
 from edgeopt.metrics import MetricsServer, Snapshot, loop_snapshot
 from edgeopt.modbus.transport import Endpoint, PymodbusTransport, Transport
+from edgeopt.modbus.writeplan import WriteRefused
 from edgeopt.optimizer import Optimizer, build_optimizer
 from edgeopt.optimizer.persistence import LearnedStateStore
-from edgeopt.poller import LineWorker, Poller, endpoint_of
+from edgeopt.poller import LineWork, LineWorker, Poller, endpoint_of
 from edgeopt.resources import LagMeter, PressureMonitor, PsutilSampler, ResourceSample
 from edgeopt.storage import HotStore, TierManager
 from edgeopt.systemd import SystemdNotifier
+from edgeopt.writes import Caller, WriteService
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +182,15 @@ class Daemon:
         # The learned state's one writer (its own connection and lock).
         self._learning: LearnedStateStore | None = None
         self._started_wall = 0.0
+        # Verified writes: the control socket's `write`, and the entry point
+        # for other callers (e.g. a northbound command topic).
+        self.writes = WriteService(
+            poller=self.poller,
+            submit=self._submit_line_job,
+            clock=self.clock,
+            events=self.events,
+            audit=self._write_audit,
+        )
 
     @property
     def state_dir(self) -> Path:
@@ -327,6 +339,10 @@ class Daemon:
             worker = LineWorker(line, self.poller, transport, self.clock)
             task = asyncio.create_task(worker.run(), name=f"line {line}")
             self.lines[line] = LineRunner(endpoint, worker, task)
+
+    def _submit_line_job(self, line: str, work: LineWork) -> asyncio.Future[Any]:
+        """Run one-shot work on a line's worker, between its reads (KeyError: no such line)."""
+        return self.lines[line].worker.submit(work)
 
     async def _stop_line(self, line: str) -> None:
         runner = self.lines.pop(line, None)
@@ -589,7 +605,23 @@ class Daemon:
             result = await self.reload()
             return {**result.__dict__, "summary": result.summary()}
 
+        async def write(args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+            try:
+                outcome = await self.writes.write(
+                    args.get("tag"),
+                    args.get("value"),
+                    caller=_caller_of(peer),
+                    verify=args.get("verify"),
+                    verify_timeout=args.get("timeout"),
+                )
+            except WriteRefused as exc:
+                raise ControlError(exc.code, exc.message) from None
+            return outcome.to_dict()
+
         server.command("reload", reload, writes=True)
+        # Admin only like reload; the write service audits each attempt itself,
+        # with the old and read-back values (a forbidden one is audited by the server).
+        server.command("write", write, writes=True, audited=False)
         server.command("optimize", self._cmd_optimize, writes=True)
         server.command("evaluate", self._cmd_evaluate, writes=True)
         # `strategy list` only reads: open to anyone who can connect, as the README says.
@@ -664,6 +696,22 @@ class Daemon:
                 (self.clock.now(), peer.uid, peer.pid, command, json.dumps(args), result),
             )
 
+    async def _write_audit(self, caller: Caller, details: dict[str, Any], result: str) -> None:
+        if self.store is None:
+            return
+        async with self.store.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO audit (ts, uid, pid, command, args, result) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    self.clock.now(),
+                    caller.uid,
+                    caller.pid,
+                    "write",
+                    json.dumps(details, default=str),
+                    result,
+                ),
+            )
+
     def _storage_tiers(self) -> dict[str, Any]:
         figures = self.tiers.figures() if self.tiers is not None else None
         return figures or {}
@@ -735,6 +783,15 @@ class Daemon:
                 "rolled_back": stats.get("rolled_back", 0),
             }
         return snap
+
+
+def _caller_of(peer: Peer) -> Caller:
+    """A control-socket peer as a write's caller: its user name, uid and pid."""
+    try:
+        name = pwd.getpwuid(peer.uid).pw_name
+    except (KeyError, OverflowError):
+        name = f"uid {peer.uid}"
+    return Caller(f"socket:{name}", peer.uid, peer.pid)
 
 
 def _deviations(config: Config) -> dict[str, float]:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from edgeopt.clock import Clock
 from edgeopt.config import DeviceConfig, TagConfig
@@ -40,7 +41,7 @@ from edgeopt.modbus.transport import (
     Transport,
 )
 from edgeopt.schedule import ReadSchedule
-from edgeopt.tags import Sample, TagState
+from edgeopt.tags import Sample, TagState, Value
 
 log = logging.getLogger(__name__)
 
@@ -451,6 +452,34 @@ class Poller:
                 self.trigger_reads += 1
                 self._wake(device.line)
 
+    def record_write(self, key: str, value: Value, wall: float, now: float) -> None:
+        """A verified write: the tag takes the value read back, and it counts as a change.
+
+        The change listeners (the optimizer) hear of it even when the value
+        equals the old one, and the tag's trigger followers are read at once.
+        """
+        tag = self.tags.get(key)
+        if tag is None:
+            return
+        samples = tag.state.observe(value, wall)
+        for listener in self.change_listeners:
+            try:
+                listener(tag, wall, now)
+            except Exception:  # a broken listener must never stop acquisition
+                log.exception("change listener %r failed", listener)
+        for follower in self.triggers.get(key, ()):
+            self.read_soon(follower, now)
+        self._emit(samples)
+
+    def read_soon(self, key: str, now: float) -> None:
+        """Run the planned read holding tag `key` at once (e.g. after an unverified write)."""
+        read = self._read_of.get(key)
+        device = self.devices.get(read.device) if read is not None else None
+        schedule = self.schedules.get(device.line) if device is not None else None
+        if read is not None and device is not None and schedule is not None:
+            schedule.run_now(read, now)
+            self._wake(device.line)
+
     def check_stale(self, wall: float) -> None:
         samples: list[Sample] = []
         for tag in self.tags.values():
@@ -559,8 +588,22 @@ class Poller:
                 log.exception("sample sink %r failed", sink)
 
 
+# One-shot work that needs the line to itself (a write and its read-back).
+LineWork = Callable[[Transport], Awaitable[Any]]
+
+
+@dataclass(slots=True)
+class _LineJob:
+    work: LineWork
+    done: asyncio.Future[Any]
+
+
 class LineWorker:
-    """Runs one line's reads, one request in flight at a time."""
+    """Runs one line's reads, one request in flight at a time.
+
+    One-shot jobs (`submit`) go before any read that is due, but never
+    while a read is in flight: the line keeps exactly one request out.
+    """
 
     def __init__(self, line: str, poller: Poller, transport: Transport, clock: Clock) -> None:
         self.line = line
@@ -569,11 +612,41 @@ class LineWorker:
         self._clock = clock
         self._wake = asyncio.Event()
         self._stopped = False
+        self._jobs: deque[_LineJob] = deque()
 
     def stop(self) -> None:
         """Finish after the read in flight (if any); `run` then returns."""
         self._stopped = True
         self._wake.set()
+        while self._jobs:  # nobody will run them: their callers must not wait forever
+            job = self._jobs.popleft()
+            if not job.done.done():
+                job.done.set_exception(RuntimeError(f"line {self.line} stopped"))
+
+    def submit(self, work: LineWork) -> asyncio.Future[Any]:
+        """Run `work(transport)` between reads, before the next due read; returns its result."""
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self._stopped:
+            done.set_exception(RuntimeError(f"line {self.line} stopped"))
+            return done
+        self._jobs.append(_LineJob(work, done))
+        self._wake.set()
+        return done
+
+    async def _run_job(self, job: _LineJob) -> None:
+        if job.done.done():  # its caller gave up
+            return
+        try:
+            result = await job.work(self._transport)
+        except asyncio.CancelledError:
+            job.done.cancel()
+            raise
+        except Exception as exc:  # the job's failure is its caller's, never the line's
+            if not job.done.done():
+                job.done.set_exception(exc)
+            return
+        if not job.done.done():
+            job.done.set_result(result)
 
     def wake(self) -> None:
         """Look at the schedule again now (after a re-plan)."""
@@ -582,6 +655,9 @@ class LineWorker:
     async def run(self) -> None:
         clock, poller = self._clock, self._poller
         while not self._stopped:
+            if self._jobs:
+                await self._run_job(self._jobs.popleft())
+                continue
             now = clock.monotonic()
             item = poller.next_read(self.line, now)
             if item is None:

@@ -7,6 +7,11 @@ relay thread copies bytes between them. With a baud rate, every byte takes
 `bits_per_char / baudrate` seconds on the wire: a byte is delivered only once
 the wire has carried it, bytes queue behind each other, and idle time is
 never compressed, so silences between frames survive.
+
+With `record=True` the line keeps a log of its turns (`turns()`): each run
+of bytes one way, with when it started and when the wire delivered its last
+byte. `alternation_problems` checks such a log for a strict master/slave
+exchange: one request, its reply, the next request, never two at once.
 """
 
 from __future__ import annotations
@@ -18,9 +23,20 @@ import threading
 import time
 import tty
 from collections import deque
+from dataclasses import dataclass
 from types import TracebackType
 
-__all__ = ["PtyLine"]
+__all__ = ["LineTurn", "PtyLine", "alternation_problems"]
+
+
+@dataclass
+class LineTurn:
+    """Bytes sent one way without the other side talking in between."""
+
+    direction: str  # "request" (master to devices) or "reply"
+    start: float  # time.monotonic() the first byte reached the line
+    end: float  # when the wire delivered the last byte
+    data: bytes
 
 
 class _Direction:
@@ -47,7 +63,11 @@ class PtyLine:
     """
 
     def __init__(
-        self, baudrate: int | None = None, bits_per_char: int = 11, silence_chars: float = 0.0
+        self,
+        baudrate: int | None = None,
+        bits_per_char: int = 11,
+        silence_chars: float = 0.0,
+        record: bool = False,
     ) -> None:
         if baudrate is not None and baudrate <= 0:
             raise ValueError("baudrate must be positive")
@@ -58,6 +78,9 @@ class PtyLine:
         # either way (3.5 for a conforming RTU bus). 0 leaves the silences to
         # the endpoints, as a real wire does.
         self.silence = silence_chars * self.char_time
+        self.record = record
+        self._turns: list[LineTurn] = []
+        self._turns_lock = threading.Lock()
         self._fds: list[int] = []
         try:
             m_srv, s_srv = self._open_pair()
@@ -97,6 +120,20 @@ class PtyLine:
             start = max(start, d.wire_free + self.silence, other.wire_free + self.silence)
         d.wire_free = start + len(data) * self.char_time
         d.queue.append((start, data))
+        if self.record:
+            direction = "request" if d is self._to_server else "reply"
+            with self._turns_lock:
+                last = self._turns[-1] if self._turns else None
+                if last is not None and last.direction == direction:
+                    last.data += data
+                    last.end = d.wire_free
+                else:
+                    self._turns.append(LineTurn(direction, now, d.wire_free, data))
+
+    def turns(self) -> list[LineTurn]:
+        """The recorded turns so far (a copy; empty unless `record`)."""
+        with self._turns_lock:
+            return [LineTurn(t.direction, t.start, t.end, t.data) for t in self._turns]
 
     def _deliver(self, d: _Direction, now: float) -> float | None:
         """Write the bytes the wire has finished carrying; return when the next one is due."""
@@ -204,3 +241,45 @@ class PtyLine:
         # Best effort: a line left open must not keep its thread spinning.
         if getattr(self, "_fds", None):
             self.close()
+
+
+def _request_size(data: bytes, at: int) -> int | None:
+    """Length of the RTU request frame at data[at], or None if it is not one we know."""
+    if len(data) - at < 2:
+        return None
+    fc = data[at + 1]
+    if fc in (1, 2, 3, 4, 5, 6):
+        return 8
+    if fc in (15, 16):
+        return 9 + data[at + 6] if len(data) - at > 6 else None
+    if fc == 22:
+        return 10
+    return None
+
+
+def alternation_problems(turns: list[LineTurn]) -> list[str]:
+    """Where a recorded line broke strict alternation (empty: it never did).
+
+    Strict: turns alternate request, reply, request, ...; each request turn
+    is exactly one request frame; and no turn starts before the wire has
+    delivered the one before it (nobody talks over anybody).
+    """
+    problems: list[str] = []
+    for n, turn in enumerate(turns):
+        if n and turn.direction == turns[n - 1].direction:
+            problems.append(f"turn {n}: two {turn.direction}s in a row")
+        if n and turn.start < turns[n - 1].end - 1e-4:
+            problems.append(
+                f"turn {n}: starts {turns[n - 1].end - turn.start:.4f}s before the last ends"
+            )
+        if turn.direction == "request":
+            frames, at = 0, 0
+            while at < len(turn.data):
+                size = _request_size(turn.data, at)
+                if size is None:
+                    problems.append(f"turn {n}: unknown request bytes {turn.data[at:].hex()}")
+                    break
+                frames, at = frames + 1, at + size
+            if frames > 1:
+                problems.append(f"turn {n}: {frames} requests sent without a reply between")
+    return problems

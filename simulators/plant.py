@@ -62,10 +62,16 @@ class PlantTag:
     deadband: float = 0.0
     priority: str = "normal"
     unit: str | None = None
+    # Written values stick (until the next write) instead of the signal's.
+    writable: bool = False
+    # A device that clamps what is written into this range (engineering units).
+    write_clamp: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.table not in REGISTER_TABLES + BIT_TABLES:
             raise ValueError(f"tag {self.name}: unknown table {self.table!r}")
+        if self.writable and self.table not in ("holding", "coil"):
+            raise ValueError(f"tag {self.name}: only holding and coil tags can be writable")
         if self.table in BIT_TABLES and self.type != DataType.BOOL:
             raise ValueError(f"tag {self.name}: {self.table} tags must be bool")
         if isinstance(self.signal, str) != (self.type == DataType.STRING):
@@ -174,6 +180,8 @@ class PlantTag:
         d["max_staleness"] = format_duration(self.max_staleness)
         d["deadband"] = self.deadband
         d["priority"] = self.priority
+        if self.writable:
+            d["writable"] = True
         return d
 
 
@@ -195,6 +203,10 @@ class PlantDevice:
     register tables; pymodbus's bit blocks are always contiguous.
     line: RTU devices with the same line share one serial bus.
     turnaround: seconds the device takes before it answers.
+    write_exception: answer every write with this exception code (2 or 3,
+    say), as a device with write protection on does.
+    mask_write: whether it takes FC22 (mask write); without, FC22 gets
+    exception 1 (ILLEGAL FUNCTION), as many older devices answer.
     The remaining fields are the device's limits as written to the config.
     """
 
@@ -205,6 +217,8 @@ class PlantDevice:
     strict_gaps: bool = False
     line: str = "line1"
     turnaround: float = 0.0
+    write_exception: int | None = None
+    mask_write: bool = True
     timeout: float = 1.0
     retries: int = 1
     max_registers_per_read: int = 125

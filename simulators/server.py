@@ -3,6 +3,10 @@
 Every read is answered with the plant's true values at that instant: the
 SimDevice action, awaited before pymodbus builds the response, writes the
 encoded values of the tags in the requested range into the register block.
+A write to a `writable` tag sticks: the tag then reads what was written
+(clamped to its `write_clamp`), until the next write. A write that touches
+any other register is refused with ILLEGAL DATA ADDRESS, as a device
+answers a write to a read-only register.
 One TCP server per TCP device (a gateway has one IP per device, and a
 pymodbus client allows one outstanding request), and one RTU server per
 serial line, behind a `PtyLine`, carrying several unit ids.
@@ -75,6 +79,7 @@ _FC_TABLE = {1: "coil", 5: "coil", 15: "coil", 2: "discrete", 3: "holding", 4: "
 _FC_TABLE.update({6: "holding", 16: "holding", 22: "holding", 23: "holding"})
 
 _TABLE_INDEX = {"coil": 0, "discrete": 1, "holding": 2, "input": 3}
+_WRITE_FCS = frozenset({5, 6, 15, 16, 22})
 
 
 class RequestLog:
@@ -124,10 +129,16 @@ class _DeviceSim:
         self.device = device
         self.clock = clock
         self.fault = _Fault()
+        # Writes to lose, oldest first: "reply" (carried out, the answer lost)
+        # or "request" (never carried out, no answer); see PlantServer.lose_writes.
+        self.lost_writes: deque[str] = deque()
+        self.drop_reply = False  # the write in progress loses its answer
         self._slots: dict[str, list[Slot]] = {}
         self._starts: dict[str, list[int]] = {}
         # Per slot: the registers (or bit) and the plant-time window they hold for.
         self._cache: dict[str, list[tuple[float, float, list[int]] | None]] = {}
+        # Per slot: the registers (or bit) last written, which reads return from then on.
+        self.held: dict[str, dict[int, list[int]]] = {table: {} for table in _TABLE_INDEX}
         self._warned: set[str] = set()
         for table in _TABLE_INDEX:
             slots = device.slots(table)
@@ -195,8 +206,6 @@ class _DeviceSim:
         current_registers: list[int],
         set_values: list[int] | list[bool] | None,
     ) -> ExcCodes | None:
-        # Writes are accepted but the plant is the truth: the next read shows
-        # the true value again.
         if self.device.turnaround:
             await asyncio.sleep(self.device.turnaround)
         fault = self.fault
@@ -208,6 +217,12 @@ class _DeviceSim:
         if table is None:
             return None
         t = self.clock()
+        if function_code in _WRITE_FCS and set_values is not None:
+            lost = self.lost_writes.popleft() if self.lost_writes else None
+            self.drop_reply = lost is not None
+            if lost == "request":
+                return None  # never carried out (the reads refill the registers)
+            return self._write(table, function_code, address, set_values, t)
         try:
             if table in BIT_TABLES:
                 # For bit tables pymodbus passes the bit address and a count
@@ -225,7 +240,46 @@ class _DeviceSim:
             return ExcCodes.DEVICE_FAILURE
         return None
 
+    def _write(
+        self, table: str, fc: int, address: int, values: list[int] | list[bool], t: float
+    ) -> ExcCodes | None:
+        """Keep what a write puts into writable tags; refuse it as the device is set up to."""
+        if self.device.write_exception is not None:
+            return ExcCodes(self.device.write_exception)
+        if fc == 22 and not self.device.mask_write:
+            return ExcCodes.ILLEGAL_FUNCTION
+        starts, slots = self._starts[table], self._slots[table]
+        new: dict[int, list[int]] = {}
+        for k, value in enumerate(values):
+            a = address + k
+            i = bisect_right(starts, a) - 1
+            if i < 0 or a >= starts[i] + slots[i].width:
+                return ExcCodes.ILLEGAL_ADDRESS  # no tag there
+            if not any(tag.writable for tag in slots[i].tags):
+                return ExcCodes.ILLEGAL_ADDRESS  # a read-only register
+            words = new.get(i)
+            if words is None:
+                words = new[i] = list(self._slot_words(table, i, t))
+            words[a - starts[i]] = int(value)
+        for i, words in new.items():
+            tag = slots[i].tags[0]
+            if tag.write_clamp is not None and len(slots[i].tags) == 1:
+                lo, hi = tag.write_clamp
+                asked = tag.codec.decode(words)
+                if isinstance(asked, int | float) and not lo <= asked <= hi:
+                    words = tag.codec.encode(min(hi, max(lo, asked)))
+                    stored = cast(list[int], values)  # pymodbus stores the clamped value too
+                    for k, word in enumerate(words):
+                        pos = starts[i] + k - address
+                        if 0 <= pos < len(stored):
+                            stored[pos] = word
+            self.held[table][i] = words
+        return None
+
     def _slot_words(self, table: str, i: int, t: float) -> list[int]:
+        held = self.held[table].get(i)
+        if held is not None:
+            return self._with_held(table, i, t, held)
         cached = self._cache[table][i]
         if cached is not None and cached[0] <= t < cached[1]:
             return cached[2]
@@ -247,6 +301,20 @@ class _DeviceSim:
             words = [word]
         self._cache[table][i] = (lo, hi, words)
         return words
+
+    def _with_held(self, table: str, i: int, t: float, held: list[int]) -> list[int]:
+        """A written slot: its writable tags hold what was written, the others follow the plant."""
+        slot = self._slots[table][i]
+        if all(tag.writable for tag in slot.tags):
+            return held
+        word = 0
+        for tag in slot.tags:  # bits of one register, some of them read-only
+            mask = tag.codec.encode_raw(True)[0]
+            if tag.writable:
+                word |= held[0] & mask
+            elif tag.value(t):
+                word |= mask
+        return [word]
 
     def _fill_registers(
         self, table: str, t: float, start: int, address: int, count: int, regs: list[int]
@@ -323,6 +391,9 @@ class _Tracer:
             # A unit nobody answers to: on a shared bus, silence.
             outcome, self._action = "no_device", "drop"
         elif sim.fault.mode in ("timeout", "down"):
+            outcome, self._action = "timeout", "drop"
+        elif sim.drop_reply and fc in _WRITE_FCS:
+            sim.drop_reply = False
             outcome, self._action = "timeout", "drop"
         elif sim.fault.mode == "garbage":
             outcome, self._action = "garbage", "garble"
@@ -447,6 +518,8 @@ class PlantServer:
     midnight makes the plant's days and shifts line up with the wall clock.
     baudrate: speed of the simulated RS-485 lines (None: no wire delay);
     silence_chars: inter-frame silence the lines enforce (see PtyLine).
+    line_log: record each RTU line's turns (`lines[name].turns()`), to
+    check that a master keeps strict alternation.
     faults: initial fault per device name (see FAULT_MODES).
 
     Usage: `async with PlantServer(plant) as srv: ... srv.endpoints ...`
@@ -463,6 +536,7 @@ class PlantServer:
         baudrate: int | None = 9600,
         silence_chars: float = 0.0,
         faults: Mapping[str, str] | None = None,
+        line_log: bool = False,
     ) -> None:
         self.plant = plant
         self.host = host
@@ -473,6 +547,7 @@ class PlantServer:
         self.request_log = request_log
         self.baudrate = baudrate
         self.silence_chars = silence_chars
+        self.line_log = line_log
         self.sims = {d.name: _DeviceSim(d, self.plant_time) for d in plant.devices}
         self.endpoints: dict[str, Endpoint] = {}
         self.lines: dict[str, PtyLine] = {}
@@ -548,7 +623,7 @@ class PlantServer:
         self._tcp[name] = server
 
     async def _start_line(self, line_name: str, devices: list[PlantDevice]) -> None:
-        line = PtyLine(self.baudrate, silence_chars=self.silence_chars)
+        line = PtyLine(self.baudrate, silence_chars=self.silence_chars, record=self.line_log)
         self.lines[line_name] = line
         units = {d.unit_id: self.sims[d.name] for d in devices}
         tracer = _Tracer(units, self.request_log, self.clock_start, rtu=True)
@@ -633,6 +708,16 @@ class PlantServer:
             self._tcp[device] = None
         elif was_down and mode != "down" and server is None:
             await self._start_tcp(device)
+
+    def lose_writes(self, device: str, *what: str) -> None:
+        """Lose the device's next writes, one per argument: "reply" (carried out,
+        its answer lost on the way back) or "request" (lost on the way there)."""
+        if device not in self.sims:
+            raise KeyError(f"unknown device {device!r}")
+        for item in what:
+            if item not in ("reply", "request"):
+                raise ValueError(f"lose a 'reply' or a 'request', not {item!r}")
+        self.sims[device].lost_writes.extend(what)
 
     def fault(self, device: str) -> str:
         return self.sims[device].fault.mode

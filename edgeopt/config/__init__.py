@@ -26,6 +26,7 @@ from edgeopt.config.model import (
     Table,
     TagConfig,
     Transport,
+    WriteConfig,
 )
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "Table",
     "TagConfig",
     "Transport",
+    "WriteConfig",
     "check_config_main",
     "format_duration",
     "load_config",

@@ -48,6 +48,7 @@ __all__ = [
     "Table",
     "TagConfig",
     "Transport",
+    "WriteConfig",
 ]
 
 Transport = Literal["tcp", "rtu", "rtu_over_tcp"]
@@ -56,6 +57,8 @@ Priority = Literal["high", "normal", "low"]
 ParamValue = bool | int | float | str
 
 BIT_TABLES: frozenset[str] = frozenset({"coil", "discrete"})
+# The tables a master may write: coils and holding registers.
+WRITABLE_TABLES: frozenset[str] = frozenset({"coil", "holding"})
 # One past the last protocol address: a tag must end at or before it.
 ADDRESS_SPACE = 65536
 # The strategies edgeopt knows, with the cooldown each gets when the config
@@ -358,6 +361,24 @@ class MetricsConfig(_Model):
 # --- tags ----------------------------------------------------------------------
 
 
+class WriteConfig(_Model):
+    """How a writable tag may be written (only with `writable: true`).
+
+    `min`/`max` bound the requested value in engineering units (before scale
+    and offset are undone). `function` picks the Modbus function: `auto` is
+    FC5 for a coil, FC6 for one register, FC16 for more, and FC22 (mask
+    write) for a `bit:` of a holding register; `single` forces FC5/FC6,
+    `multiple` FC15/FC16. `min_interval` is the per-tag rate limit.
+    """
+
+    min: Number | None = None
+    max: Number | None = None
+    verify: StrictBool = True
+    verify_timeout: PositiveDuration = 2.0
+    function: Literal["auto", "single", "multiple"] = "auto"
+    min_interval: NonNegativeDuration = 1.0
+
+
 class TagConfig(_Model):
     """One value on a device: where it is, how to decode it, how often to read it.
 
@@ -387,6 +408,13 @@ class TagConfig(_Model):
     # Lossy storage (swinging door) once data leaves the hot tier: every
     # dropped point stays within this of the line through the kept ones.
     compression_deviation: Annotated[Number, Field(gt=0)] | None = None
+    writable: StrictBool = False
+    write: WriteConfig | None = None
+
+    @property
+    def write_settings(self) -> WriteConfig:
+        """The write settings, defaults filled in (meaningful only when writable)."""
+        return self.write if self.write is not None else WriteConfig()
 
     @property
     def width(self) -> int:
@@ -473,6 +501,7 @@ def tag_problems(tag: TagConfig) -> list[Problem]:
                 )
             )
     problems += _timing_problems(tag)
+    problems += _write_problems(tag)
     if not problems:
         # The codec has the last word on what it can decode; normally it
         # agrees with the rules above, and this catches any drift.
@@ -480,6 +509,39 @@ def tag_problems(tag: TagConfig) -> list[Problem]:
             codec_for(tag)
         except ValueError as exc:
             problems.append(Problem((), f"the codec rejects this tag: {exc}"))
+    return problems
+
+
+def _write_problems(tag: TagConfig) -> list[Problem]:
+    """Only coils and holding registers are writable, and `write:` must fit the tag."""
+    problems: list[Problem] = []
+    if tag.writable and tag.table not in WRITABLE_TABLES:
+        problems.append(
+            Problem(
+                ("writable",),
+                f"a {tag.table} table is read-only in Modbus: only coil and holding tags "
+                "can be writable",
+            )
+        )
+    write = tag.write
+    if write is None:
+        return problems
+    if not tag.writable:
+        problems.append(Problem(("write",), "needs writable: true"))
+    numeric = tag.type not in (DataType.BOOL, DataType.STRING)
+    for key in ("min", "max"):
+        if getattr(write, key) is not None and not numeric:
+            problems.append(Problem(("write", key), f"only used by numeric types, not {tag.type}"))
+    if write.min is not None and write.max is not None and write.min > write.max:
+        problems.append(Problem(("write", "max"), f"{write.max:g} is below min {write.min:g}"))
+    width = register_width(tag.type, tag.length) if tag.length or tag.type != "string" else 0
+    if write.function == "single" and tag.table not in BIT_TABLES and width > 1:
+        problems.append(
+            Problem(
+                ("write", "function"),
+                f"single (FC6) writes one register, and this {tag.type} spans {width}",
+            )
+        )
     return problems
 
 

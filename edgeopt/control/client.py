@@ -20,6 +20,9 @@ from rich.table import Table
 
 DEFAULT_SOCKET = "/run/edgeopt/edgeopt.sock"
 EXIT_OK, EXIT_DAEMON_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+# Seconds `write` waits for its reply: the line's current read, the write,
+# and a read-back that may wait write.verify_timeout for the value.
+WRITE_CLIENT_TIMEOUT = 120.0
 
 
 class Unreachable(Exception):
@@ -114,6 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--limit", type=int)
     sub.add_parser("stats", help="optimizer statistics")
     sub.add_parser("recommendations", help="what to change, by priority")
+    write = sub.add_parser(
+        "write", help="write a value to a writable tag and read it back (admin only, audited)"
+    )
+    write.add_argument("target", metavar="DEVICE/TAG")
+    write.add_argument("value", help="a number, true/false, or text for a string tag")
+    write.add_argument(
+        "--no-verify", dest="verify", action="store_false", help="do not read the value back"
+    )
+    write.add_argument("--timeout", help="how long the read-back may wait for the value (2s)")
     top = sub.add_parser("top", help="live view of devices, bus load and busiest tags")
     top.add_argument("--interval", type=float, default=1.0)
     top.add_argument("--iterations", type=int, default=0, help="stop after N refreshes")
@@ -142,6 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         return EXIT_USAGE if exc.code else EXIT_OK
     client = ControlClient(args.socket)
+    if args.command == "write":
+        # A write waits for its line and for the read-back: more than a query.
+        client.timeout = WRITE_CLIENT_TIMEOUT
     try:
         request_args = _request_args(args)
     except SystemExit as exc:
@@ -168,11 +183,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(result, indent=2))
     else:
         render(args.command, result, args)
+    if args.command == "write" and isinstance(result, dict) and result.get("result") != "ok":
+        # Refused by the device, or it holds something else: the write failed.
+        print(f"edgeoptctl: write {_write_summary(result)}", file=sys.stderr)
+        return EXIT_DAEMON_ERROR
     return EXIT_OK
 
 
+def _write_summary(result: dict[str, Any]) -> str:
+    outcome = result.get("result")
+    if outcome == "exception" and result.get("exception_code") is not None:
+        outcome = f"exception {result['exception_code']}"
+    text = f"{result.get('tag')} = {_value(result.get('requested'))}: {outcome}"
+    if result.get("read_back") is not None:
+        text += f", reads back {_value(result['read_back'])}"
+    if result.get("message"):
+        text += f" ({result['message']})"
+    return text
+
+
 def _request_args(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+    if args.command == "write":
+        # The text as typed: the daemon reads it as the tag's type (a string
+        # tag keeps "007" and "1e3" as they are).
+        out: dict[str, Any] = {"tag": args.target, "value": args.value}
+        if not args.verify:
+            out["verify"] = False
+        if args.timeout is not None:
+            out["timeout"] = args.timeout
+        return out
+    out = {}
     for name in (
         "device",
         "tag",
@@ -198,10 +238,15 @@ def _key_value(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key:
         raise SystemExit(f"edgeoptctl: expected KEY=VALUE, got {text!r}")
+    return key, _typed(raw)
+
+
+def _typed(raw: str) -> Any:
+    """Command-line text read as JSON when it parses (numbers, booleans), else the text."""
     try:
-        return key, json.loads(raw)
+        return json.loads(raw)
     except json.JSONDecodeError:
-        return key, raw
+        return raw
 
 
 def _follow(client: ControlClient, cmd: str, args: dict[str, Any], as_json: bool) -> int:
@@ -284,6 +329,8 @@ def render(command: str, result: Any, args: argparse.Namespace) -> None:
         print(f"reloaded: {result.get('summary', result)}")
         if result.get("restart_needed"):
             print(f"needs a restart to apply: {', '.join(result['restart_needed'])}")
+    elif command == "write":
+        print(f"write {_write_summary(result)}")
     elif command == "history":
         table = Table("id", "strategy", "started", "outcome", "improvement")
         for h in result:

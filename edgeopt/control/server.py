@@ -55,6 +55,9 @@ class Command:
     # over the args for a command that only sometimes writes (`strategy list`
     # only reads, `strategy set` writes).
     writes: bool | Callable[[dict[str, Any]], bool]
+    # False: the handler writes its own, richer audit record (`write` records
+    # the old and read-back values); a forbidden call is still audited here.
+    audited: bool = True
 
     def writes_with(self, args: dict[str, Any]) -> bool:
         return self.writes(args) if callable(self.writes) else self.writes
@@ -89,8 +92,9 @@ class ControlServer:
         handler: Handler,
         *,
         writes: bool | Callable[[dict[str, Any]], bool] = False,
+        audited: bool = True,
     ) -> None:
-        self._commands[name] = Command(handler, writes)
+        self._commands[name] = Command(handler, writes, audited)
 
     @property
     def commands(self) -> list[str]:
@@ -203,7 +207,7 @@ class ControlServer:
             if isinstance(result, AsyncIterator):
                 return result
             outcome = {"id": rid, "ok": True, "result": result}
-        if writes:
+        if writes and command.audited:
             status = "ok" if outcome["ok"] else outcome["error"]["code"]
             await self._audit(peer, name, args, status)
         return outcome

@@ -39,6 +39,7 @@ from pymodbus.pdu import DecodePDU, ModbusPDU
 
 from edgeopt.clock import Clock
 from edgeopt.modbus.planner import Table
+from edgeopt.modbus.writeplan import FC_MASK_WRITE, WriteRequest
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,8 @@ class Transport(Protocol):
 
     async def read(self, table: Table, address: int, count: int, unit: int) -> ReadResult: ...
 
+    async def write(self, request: WriteRequest, unit: int) -> ReadResult: ...
+
     async def close(self) -> None: ...
 
 
@@ -147,6 +150,7 @@ class _Expect:
     byte_count: int
     timed_out: bool = False  # draining: a matching frame now is late
     answered: bool = False  # a frame was taken or refused for it
+    echo: bytes | None = None  # a write: what its reply PDU must start with
 
 
 @dataclass(slots=True)
@@ -300,11 +304,13 @@ def _rtu_size(data: bytes, i: int) -> int | None:
         return None
     fc = data[i + 1]
     if fc & 0x80:
-        return 5 if (fc & 0x7F) in (1, 2, 3, 4, 5, 6, 15, 16, 23) else None
+        return 5 if (fc & 0x7F) in (1, 2, 3, 4, 5, 6, 15, 16, 22, 23) else None
     if fc in (1, 2, 3, 4, 23):
         return 0 if len(data) < i + 3 else 5 + data[i + 2]
     if fc in (5, 6, 15, 16):
         return 8
+    if fc == FC_MASK_WRITE:
+        return 10
     return None
 
 
@@ -317,6 +323,10 @@ def _shape_problem(pdu: bytes, exp: _Expect) -> str:
         return "" if len(pdu) == 2 else f"exception reply of {len(pdu)} bytes"
     if fc != exp.fc:
         return f"function code {fc} in the reply to function code {exp.fc}"
+    if exp.echo is not None:  # a write: byte_count is the whole reply's length
+        if len(pdu) == exp.byte_count and pdu.startswith(exp.echo):
+            return ""
+        return f"reply {pdu.hex()} does not answer the write"
     if len(pdu) < 2 or pdu[1] != exp.byte_count or len(pdu) != 2 + exp.byte_count:
         got = pdu[1] if len(pdu) > 1 else None
         return f"byte count {got} ({len(pdu) - 2} bytes), expected {exp.byte_count}"
@@ -361,8 +371,26 @@ class PymodbusTransport:
             result.message = f"{result.message} (after {attempts} attempts)".strip()
         return result
 
+    async def write(self, request: WriteRequest, unit: int) -> ReadResult:
+        """One write request (FC5/6/15/16/22), sent once: a write is never resent blindly.
+
+        A write that timed out may still have been carried out, so the caller
+        reads back before deciding to write again. A good result has no values.
+        """
+        started = self._clock.monotonic()
+        table, count = request.table, request.count
+        result = await self._once(table, request.address, count, unit, started, request)
+        result.latency = self._clock.monotonic() - started
+        return result
+
     async def _once(
-        self, table: Table, address: int, count: int, unit: int, started: float
+        self,
+        table: Table,
+        address: int,
+        count: int,
+        unit: int,
+        started: float,
+        write: WriteRequest | None = None,
     ) -> ReadResult:
         g = self._guard
         ctx = self._client.ctx
@@ -374,17 +402,22 @@ class PymodbusTransport:
             # let the next reply be parsed after them.
             g.discards.append((ReadError.GARBAGE, f"{len(ctx.recv_buffer)} stray bytes flushed"))
             ctx.recv_buffer = b""
-        fc = _FC[table]
+        fc = _FC[table] if write is None else write.function
         byte_count = (count + 7) // 8 if table.is_bits else 2 * count
-        g.expect = _Expect(fc, unit, byte_count)
+        if write is not None:
+            g.expect = _Expect(fc, unit, len(write.reply_pdu()), echo=write.reply_prefix())
+        else:
+            g.expect = _Expect(fc, unit, byte_count)
         error: ReadError | None = None
         message = ""
         response: Any = None
         try:
             if not self._client.connected and not await self._client.connect():
                 error, message = ReadError.CONNECTION, "cannot connect"
-            else:
+            elif write is None:
                 response = await _call(self._client, table, address, count, unit)
+            else:
+                response = await _call_write(self._client, write, unit)
         except _Discarded as exc:
             error, message = exc.kind, exc.message
         except ModbusIOException as exc:
@@ -417,8 +450,11 @@ class PymodbusTransport:
         if response.isError():
             code = getattr(response, "exception_code", None)
             return ReadResult(None, latency, ReadError.EXCEPTION, code, f"exception {code}", kinds)
-        values = _values(response, table, count)
-        if values is None or response.function_code != _FC[table] or response.dev_id != unit:
+        if write is not None:
+            values: list[int] | list[bool] | None = [] if response.function_code == fc else None
+        else:
+            values = _values(response, table, count)
+        if values is None or response.function_code != fc or response.dev_id != unit:
             return ReadResult(
                 None, latency, ReadError.GARBAGE, None, "answer does not match request", kinds
             )
@@ -476,6 +512,21 @@ async def _call(client: Any, table: Table, address: int, count: int, unit: int) 
     if table is Table.COIL:
         return await client.read_coils(address, count=count, device_id=unit)
     return await client.read_discrete_inputs(address, count=count, device_id=unit)
+
+
+async def _call_write(client: Any, request: WriteRequest, unit: int) -> Any:
+    fc, address, values = request.function, request.address, request.values
+    if fc == 5:
+        return await client.write_coil(address, bool(values[0]), device_id=unit)
+    if fc == 15:
+        return await client.write_coils(address, [bool(v) for v in values], device_id=unit)
+    if fc == 6:
+        return await client.write_register(address, values[0], device_id=unit)
+    if fc == 16:
+        return await client.write_registers(address, list(values), device_id=unit)
+    return await client.mask_write_register(
+        address=address, and_mask=request.and_mask, or_mask=request.or_mask, device_id=unit
+    )
 
 
 def _values(response: Any, table: Table, count: int) -> list[int] | list[bool] | None:

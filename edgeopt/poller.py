@@ -187,6 +187,8 @@ class Poller:
         self.triggers: dict[str, frozenset[str]] = {}
         self.trigger_reads = 0
         self.change_listeners: list[ChangeListener] = []
+        # Told of each verified write (after the change listeners).
+        self.write_listeners: list[ChangeListener] = []
         # Called with a line whose schedule may now have an earlier deadline (a
         # re-plan, a trigger read): the daemon wakes that line's worker.
         self.wake_listeners: list[Callable[[str], None]] = []
@@ -462,7 +464,7 @@ class Poller:
         if tag is None:
             return
         samples = tag.state.observe(value, wall)
-        for listener in self.change_listeners:
+        for listener in [*self.change_listeners, *self.write_listeners]:
             try:
                 listener(tag, wall, now)
             except Exception:  # a broken listener must never stop acquisition

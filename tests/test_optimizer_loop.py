@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-
 import logging
 import sys
 from pathlib import Path
@@ -153,6 +152,22 @@ async def test_a_forced_bad_change_is_rolled_back_by_evaluation(
     assert sim.poller.tags["d/busy"].interval == busy_before
     assert opt.interval.learning.rolled_back >= 1
     await opt.close()
+
+
+async def test_a_verified_write_reads_a_slowed_tag_at_its_base_rate_again() -> None:
+    sim, opt = plant()
+    await sim.run(1500.0, opt)
+    quiet = sim.poller.tags["d/quiet1"]
+    assert quiet.interval > 5 * quiet.base_interval
+    now = sim.clock.monotonic()
+    sim.poller.record_write("d/quiet1", 7, sim.clock.now(), now)
+    assert quiet.interval == quiet.base_interval
+    assert "d/quiet1" in opt.model.overrides
+    # Only for a while: the override ends and the learned interval comes back.
+    await sim.run(400.0, opt)
+    assert "d/quiet1" not in opt.model.overrides
+    await opt.close()
+    assert opt._on_write not in sim.poller.write_listeners
 
 
 async def test_trigger_reads_follower_when_the_leader_changes() -> None:

@@ -139,7 +139,7 @@ class Optimizer:
         self._configured_costs: dict[str, float] | None = None
         self.guard_trips = 0
         self._store: Any = None
-        poller.change_listeners.append(self._on_change)
+        self._attach(poller)
         if state is not None:
             self.restore(state)
         self.activity.sample(poller, now, clock.now())
@@ -236,8 +236,17 @@ class Optimizer:
     async def close(self) -> None:
         """Stop the cluster worker and detach from the poller."""
         self.cluster_runner.close()
+        self._detach()
+
+    def _attach(self, poller: Poller) -> None:
+        poller.change_listeners.append(self._on_change)
+        poller.write_listeners.append(self._on_write)
+
+    def _detach(self) -> None:
         if self._on_change in self.poller.change_listeners:
             self.poller.change_listeners.remove(self._on_change)
+        if self._on_write in self.poller.write_listeners:
+            self.poller.write_listeners.remove(self._on_write)
 
     # -- scheduling ------------------------------------------------------------------
 
@@ -759,6 +768,13 @@ class Optimizer:
         hold = float(params.get("snap_hold", 300.0))
         self.model.override(tag.key, base, now + hold, SNAP, now)
 
+    def _on_write(self, tag: TagRuntime, wall: float, now: float) -> None:
+        """A verified write: someone acts on this tag, so it is read at its base rate a while."""
+        if tag.key in self.model.overrides or tag.interval <= tag.base_interval * 1.01:
+            return
+        hold = float(self.interval.params.get("snap_hold", 300.0))
+        self.model.override(tag.key, tag.base_interval, now + hold, SNAP, now)
+
     def _break_trigger(
         self, leader: str, follower: str, unexplained: int, now: float, wall: float
     ) -> None:
@@ -1216,10 +1232,9 @@ class Optimizer:
         if state is None:
             state = self.export_state()
         if poller is not self.poller:
-            if self._on_change in self.poller.change_listeners:
-                self.poller.change_listeners.remove(self._on_change)
+            self._detach()
             self.poller = poller
-            poller.change_listeners.append(self._on_change)
+            self._attach(poller)
         self.model = PlanModel(poller)
         self._default_costs = {n: default_cost(d.config) for n, d in poller.devices.items()}
         self.restore(state)

@@ -305,6 +305,9 @@ async def test_learned_state_survives_a_restart(tmp_path: Path) -> None:
     await sim.run(900.0, opt)
     assert opt.records
     learned = dict(opt.model.allocated)
+    references = dict(opt.model.reference_rates)
+    assert references
+    opt.model.misses["d/quiet3"] = 0.125  # as a trigger's choice left it
     opt.interval.learning.cooldown_until = sim.clock.monotonic() + 3000  # clearly on cooldown
     await opt.update_strategy_parameters("interval", min_gain=0.2)
     await opt.set_strategy_enabled("pattern", False)
@@ -327,6 +330,10 @@ async def test_learned_state_survives_a_restart(tmp_path: Path) -> None:
     assert restored.model.allocated["d/quiet1"] == learned["d/quiet1"]
     assert sim2.poller.tags["d/quiet1"].interval == pytest.approx(learned["d/quiet1"])
     assert restored.model.allocated["d/quiet2"] == sim2.poller.tags["d/quiet2"].base_interval
+    # The rates measured at the configured interval, and the trigger miss share, too.
+    assert restored.model.reference_rates["d/quiet1"] == pytest.approx(references["d/quiet1"])
+    assert "d/quiet2" not in restored.model.reference_rates
+    assert restored.model.misses == {"d/quiet3": 0.125}
     assert restored.interval.learning.on_cooldown(sim2.clock.monotonic())
     assert restored.interval.params["min_gain"] == 0.2
     assert restored.strategies["pattern"].enabled is False

@@ -1122,6 +1122,7 @@ class Optimizer:
                 if key in self.model.reference_rates
                 else None,
                 "profile": exported.get(key),
+                "miss": self.model.misses.get(key),
             }
             for key, tag in self.poller.tags.items()
         }
@@ -1188,6 +1189,9 @@ class Optimizer:
             reference = saved_tag.get("reference")
             if isinstance(reference, list) and len(reference) == 2:
                 self.model.reference_rates[key] = (float(reference[0]), float(reference[1]))
+            miss = saved_tag.get("miss")
+            if miss is not None:
+                self.model.misses[key] = float(miss)
         self.model.triggers = {
             leader: frozenset(f for f in followers if f in valid)
             for leader, followers in state.triggers.items()

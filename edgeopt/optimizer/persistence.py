@@ -13,7 +13,8 @@ then never interleave their transactions on the connection ("cannot start a
 transaction within a transaction").
 
 Tables:
-- optimizer_meta: key/value JSON (last cycles, λ, forecast, profiles' exposure…)
+- optimizer_meta: key/value JSON (last cycles, λ, forecast, profiles' exposure…, and
+  each tag's reference rate and trigger miss share under `tag_extras`)
 - optimizer_strategies: enabled, parameters, learning (success rate, cooldown…)
 - optimizer_tags: per tag its config fingerprint, learned interval and rate,
   and (when saved with profiles) its activity profile
@@ -38,6 +39,10 @@ from edgeopt.optimizer.state import LearnedState
 from edgeopt.storage.schema import OPTIMIZER_SCHEMA_SQL
 
 log = logging.getLogger(__name__)
+
+# Per-tag learned facts without a column of their own: kept as one JSON meta row.
+TAG_EXTRAS = ("reference", "miss")
+EXTRAS_KEY = "tag_extras"
 
 # Records kept in the database (the newest).
 RECORDS_KEPT = 1000
@@ -114,11 +119,16 @@ async def create_tables(conn: aiosqlite.Connection) -> None:
 async def save_state(conn: aiosqlite.Connection, state: LearnedState) -> None:
     """Write `state` in one transaction. Tags saved without a profile keep their stored one."""
     saved = float(state.meta.get("saved") or 0.0)
+    extras = {
+        key: {name: t[name] for name in TAG_EXTRAS if t.get(name) is not None}
+        for key, t in state.tags.items()
+    }
+    meta = {**state.meta, EXTRAS_KEY: {k: v for k, v in extras.items() if v}}
     await conn.execute("BEGIN IMMEDIATE")
     try:
         await conn.executemany(
             "INSERT OR REPLACE INTO optimizer_meta (key, value) VALUES (?, ?)",
-            [(k, json.dumps(v)) for k, v in state.meta.items() if v is not None or k != "activity"],
+            [(k, json.dumps(v)) for k, v in meta.items() if v is not None or k != "activity"],
         )
         await conn.executemany(
             "INSERT OR REPLACE INTO optimizer_strategies "
@@ -224,6 +234,11 @@ async def load_state(conn: aiosqlite.Connection) -> LearnedState | None:
             "rate": rate,
             "profile": None if profile is None else json.loads(profile),
         }
+    extras = meta.pop(EXTRAS_KEY, None)
+    if isinstance(extras, dict):
+        for key, values in extras.items():
+            if key in tags and isinstance(values, dict):
+                tags[key].update({n: values[n] for n in TAG_EXTRAS if n in values})
     triggers: dict[str, list[str]] = {}
     for leader, follower in await conn.execute_fetchall(
         "SELECT leader, follower FROM optimizer_triggers ORDER BY leader, follower"

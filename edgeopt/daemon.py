@@ -25,6 +25,7 @@ from typing import Any, TextIO
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from edgeopt.cli import library_log_levels
 from edgeopt.clock import Clock, SystemClock
 from edgeopt.config import Config, ConfigError, load_config
 from edgeopt.control.commands import DaemonView, register
@@ -171,6 +172,7 @@ class Daemon:
         self._handle_signals = handle_signals
         self._stop = asyncio.Event()
         self._scheduler: AsyncIOScheduler | None = None
+        self._job_tasks: set[asyncio.Task[Any]] = set()
         self._metrics: MetricsServer | None = None
         self._reload_lock = asyncio.Lock()
         self._watchdog_task: asyncio.Task[None] | None = None
@@ -265,7 +267,8 @@ class Daemon:
             self._watchdog_task.cancel()  # no WATCHDOG=1 may follow STOPPING=1
         self.notifier.stopping()
         if self._scheduler is not None:
-            self._scheduler.shutdown(wait=False)
+            self._scheduler.shutdown(wait=False)  # cancels the jobs that are running
+            await asyncio.gather(*self._job_tasks, return_exceptions=True)
         if self._metrics is not None:
             self._metrics.stop()
         for line in list(self.lines):
@@ -392,6 +395,7 @@ class Daemon:
                 result.restart_needed.append(section)
         if old.daemon.log_level != new.daemon.log_level:
             logging.getLogger().setLevel(new.daemon.log_level.upper())
+            library_log_levels(new.daemon.log_level)
         self.config = new
         self.resources.reconfigure(new.resources)
         if self.tiers is not None:
@@ -444,14 +448,30 @@ class Daemon:
         scheduler.start()
         return scheduler
 
-    @staticmethod
     def _add_job(
+        self,
         scheduler: AsyncIOScheduler,
         name: str,
         seconds: float,
         func: Callable[[], Awaitable[None]],
     ) -> None:
-        scheduler.add_job(func, "interval", seconds=seconds, id=name, name=name)
+        async def job() -> None:
+            # Tracked so shutdown can let a running job unwind before storage
+            # closes; a job cancelled by shutdown ends quietly (APScheduler would
+            # log the CancelledError as a failure, with a traceback).
+            task = asyncio.current_task()
+            assert task is not None
+            self._job_tasks.add(task)
+            try:
+                await func()
+            except asyncio.CancelledError:
+                if not self._stop.is_set():
+                    raise
+                log.debug("job %s cancelled by shutdown", name)
+            finally:
+                self._job_tasks.discard(task)
+
+        scheduler.add_job(job, "interval", seconds=seconds, id=name, name=name)
 
     def _on_job_event(self, event: JobExecutionEvent) -> None:
         self.job_failures[event.job_id] += 1

@@ -18,6 +18,7 @@ from conftest import run_daemon, serve_plant, wait_for, write_config
 
 from edgeopt.config import load_config
 from edgeopt.control.client import render
+from edgeopt.floats import shortest_float32
 from simulators.plants import demo_plant
 
 EDGEOPTCTL = [sys.executable, "-m", "edgeopt.control.client"]
@@ -162,3 +163,39 @@ def test_a_recommendation_is_a_sentence_not_a_dict(capsys):
     assert out.startswith("[high] line bus0 needs 120% of its time")
     assert "300 ms of bus time per second" in out and "25.0% of the plan" in out
     assert "{" not in out
+
+
+async def test_float32_values_print_as_the_shortest_float32(tmp_path: Path):
+    """`230.6`, not `230.60000610351562`: in `tags` and in `query` points."""
+    plant = demo_plant()
+    async with serve_plant(plant) as server:
+        config = load_config(write_config(plant, server, tmp_path))
+        float32_tags = {
+            f"{d.name}/{t.name}" for d in config.devices for t in d.tags if t.type == "float32"
+        }
+        async with run_daemon(config) as daemon:
+            await wait_for(lambda: all(t.state.ts for t in daemon.poller.tags.values()), 15)
+            await daemon.store.flush()
+            tags = json.loads(
+                (await asyncio.to_thread(ctl, config.daemon.socket, "--json", "tags")).stdout
+            )
+            values = [t["value"] for t in tags if f"{t['device']}/{t['name']}" in float32_tags]
+            assert values and all(isinstance(v, float) for v in values)
+            assert [repr(v) for v in values] == [repr(shortest_float32(v)) for v in values]
+            query = json.loads(
+                (
+                    await asyncio.to_thread(
+                        ctl,
+                        config.daemon.socket,
+                        "--json",
+                        "query",
+                        "meter1/voltage_l1",
+                        "--since",
+                        "-5m",
+                    )
+                ).stdout
+            )
+            points = [value for _, value in query["points"]]
+            assert points and [repr(v) for v in points] == [
+                repr(shortest_float32(v)) for v in points
+            ]

@@ -173,6 +173,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._scheduler: AsyncIOScheduler | None = None
         self._job_tasks: set[asyncio.Task[Any]] = set()
+        self._logged_plan = ""  # the last read-plan summary in the log
         self._metrics: MetricsServer | None = None
         self._reload_lock = asyncio.Lock()
         self._watchdog_task: asyncio.Task[None] | None = None
@@ -223,7 +224,8 @@ class Daemon:
         )
         await self.tiers.refresh_figures()
         plan = self.poller.replan(self.clock.monotonic())
-        log.info("read plan: %s", plan.summary())
+        self._logged_plan = plan.summary()
+        log.info("read plan: %s", self._logged_plan)
         self.optimizer = await self._start_optimizer()
         self._started_wall = self.clock.now()
         self.control = self._control_server()
@@ -489,6 +491,15 @@ class Daemon:
     async def _job_stats(self) -> None:
         self.poller.check_stale(self.clock.now())
         self.rates.sample()
+        self._log_plan_change()
+
+    def _log_plan_change(self) -> None:
+        """One line when the plan's shape changed (address splits, the optimizer), so the
+        log's last `read plan` line always matches `status` (checked once a second)."""
+        summary = self.poller.plan.summary()
+        if summary != self._logged_plan:
+            self._logged_plan = summary
+            log.info("read plan now: %s", summary)
 
     async def _job_storage_check(self) -> None:
         if self.store is None:

@@ -164,6 +164,8 @@ def test_demo_script_starts_the_plant_and_daemon_and_queries_them(tmp_path: Path
         "DEMO_BASE_PORT": str(base),
         "DEMO_STATE": str(tmp_path / "demo"),
     }
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "edgeopt.log").write_text("the previous run's log\n")
     result = subprocess.run(
         [str(ROOT / "scripts" / "demo.sh")], capture_output=True, text=True, timeout=90, env=env
     )
@@ -172,6 +174,9 @@ def test_demo_script_starts_the_plant_and_daemon_and_queries_them(tmp_path: Path
     assert "devices 4 (online 4, degraded 0, offline 0)" in out
     assert "meter1/voltage_l1" in out and "Press Ctrl-C to stop" in out
     assert "demo stopped" in out
+    # The previous run's log is kept beside this run's.
+    assert (tmp_path / "demo" / "edgeopt.log.1").read_text() == "the previous run's log\n"
+    assert "edgeopt running" in (tmp_path / "demo" / "edgeopt.log").read_text()
 
 
 async def test_clean_stop_prints_no_traceback_and_no_scheduler_chatter(tmp_path: Path):

@@ -348,6 +348,8 @@ class TierManager:
         self._closed = False
         self._failing = False  # a lifecycle phase failed on the last run (events on change)
         self._over_budget = False
+        if archive_dir is not None:
+            archive.clean_leftovers(archive_dir)  # at start: what a crash mid-write left
         self._figures: TierFigures | None = None
         # Keep the hot sample count live between measurements (which may be an
         # hour apart): the rows committed and moved to warm since the last one.

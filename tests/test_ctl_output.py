@@ -199,3 +199,12 @@ async def test_float32_values_print_as_the_shortest_float32(tmp_path: Path):
             assert points and [repr(v) for v in points] == [
                 repr(shortest_float32(v)) for v in points
             ]
+
+
+async def test_a_reader_that_leaves_early_gets_no_traceback(daemon_sock: Path):
+    """`edgeoptctl --json tags | head -1`, with a reader gone before the first byte."""
+    shell = f"{' '.join(EDGEOPTCTL)} --socket {daemon_sock} --json tags | true"
+    result = await asyncio.to_thread(
+        subprocess.run, ["bash", "-o", "pipefail", "-c", shell], capture_output=True, text=True
+    )
+    assert "Traceback" not in result.stderr and result.returncode == 0, result.stderr

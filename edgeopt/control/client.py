@@ -1,6 +1,6 @@
 """`edgeoptctl`: the admin client for the control socket.
 
-Tables for people, `--json` for scripts. Exit codes (CONTRACT.md): 0 ok,
+Tables for people, `--json` for scripts. Exit codes (docs/CONTRACT.md): 0 ok,
 1 the daemon reported an error, 2 usage, 3 the socket cannot be reached.
 """
 
@@ -83,7 +83,13 @@ def _lines(sock: socket.socket) -> Iterator[dict[str, Any]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgeoptctl", description="Query and steer edgeopt.")
+    parser = argparse.ArgumentParser(
+        prog="edgeoptctl",
+        description="Query and steer edgeopt. Exit codes: 0 ok, 1 the daemon reported an "
+        "error, 2 usage, 3 the daemon cannot be reached.",
+        epilog="The commands, the socket protocol and the --json result shapes: "
+        "docs/CONTRACT.md in the edgeopt source tree.",
+    )
     parser.add_argument("--socket", default=os.environ.get("EDGEOPT_SOCKET", DEFAULT_SOCKET))
     parser.add_argument("--json", action="store_true", help=JSON_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -155,6 +161,16 @@ def _join_relative_times(argv: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # `edgeoptctl … | head`: the reader has gone; no traceback, and nothing
+        # more to flush at exit either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(_join_relative_times(sys.argv[1:] if argv is None else argv))

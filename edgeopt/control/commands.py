@@ -1,4 +1,4 @@
-"""The control commands: each turns daemon state into a CONTRACT.md result.
+"""The control commands: each turns daemon state into a docs/CONTRACT.md result.
 
 Handlers read a `DaemonView` (what the daemon exposes) and never touch
 sockets, so they are easy to test and to extend.

@@ -1,4 +1,4 @@
-"""The control socket: JSON lines over a Unix stream socket (CONTRACT.md).
+"""The control socket: JSON lines over a Unix stream socket (docs/CONTRACT.md).
 
 Each request is one line of at most 64 KiB; each reply is one line. A bad
 request of any kind (oversized, binary, not JSON, half-sent, a client that

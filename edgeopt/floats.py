@@ -33,9 +33,11 @@ def shortest_float32(value: float) -> float:
     """
     if not math.isfinite(value):
         return value
-    target = _F32.pack(as_float32(value))
+    target = as_float32(value)
     for digits in range(1, _MAX_DIGITS + 1):
         candidate = float(f"{value:.{digits}g}")
-        if _F32.pack(candidate) == target:
+        # as_float32, not a bare pack: near float32's largest value a rounded
+        # candidate may lie beyond its range.
+        if as_float32(candidate) == target:
             return candidate
     return value

@@ -33,6 +33,12 @@ def test_shortest_is_the_same_float32_and_never_longer(value: float):
     assert len(repr(short)) <= len(repr(value))
 
 
+def test_the_largest_float32_values_do_not_overflow():
+    largest = as_float32(3.4028234663852886e38)
+    assert shortest_float32(largest) == 3.4028235e38
+    assert f32(shortest_float32(3.4025001647762064e38)) == f32(3.4025001647762064e38)
+
+
 def test_nan_and_infinities_pass_through():
     assert math.isnan(shortest_float32(math.nan))
     assert shortest_float32(math.inf) == math.inf

@@ -1,6 +1,6 @@
 """The `edgeopt` command: `run --config FILE` and `check-config FILE`.
 
-Exit codes (CONTRACT.md): 0 on a clean stop or a valid config, 2 on an
+Exit codes (docs/CONTRACT.md): 0 on a clean stop or a valid config, 2 on an
 invalid config, 1 on any other fatal error.
 """
 
@@ -19,6 +19,12 @@ from edgeopt.config import ConfigError, load_config
 EXIT_OK = 0
 EXIT_FATAL = 1
 EXIT_CONFIG = 2
+# Where --help sends people: the page that defines what scripts may rely on.
+CONTRACT_HINT = (
+    "Commands, config keys, the control socket protocol and its result shapes: "
+    "docs/CONTRACT.md in the edgeopt source tree; every config key with its default: "
+    "config/edgeopt.yaml."
+)
 
 
 def setup_logging(level: str) -> None:
@@ -30,14 +36,29 @@ def setup_logging(level: str) -> None:
         stream=sys.stderr,
         force=True,
     )
+    library_log_levels(level)
+
+
+def library_log_levels(level: str) -> None:
+    """Keep the libraries' routine chatter out of an INFO log (also applied on reload)."""
+    debug = level.lower() == "debug"
     # pymodbus logs frames at debug and routine late replies at error; the
     # transport already reports every failed read with its device.
-    logging.getLogger("pymodbus").setLevel(logging.INFO if level == "debug" else logging.CRITICAL)
+    logging.getLogger("pymodbus").setLevel(logging.INFO if debug else logging.CRITICAL)
     logging.getLogger("aiosqlite").setLevel(logging.WARNING)
+    # APScheduler logs every job run ("Running job", "executed successfully") at
+    # INFO: nearly all of a day's log. Its warnings and errors still come through,
+    # and failed or missed jobs are also logged by the daemon with their name.
+    logging.getLogger("apscheduler").setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="edgeopt", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="edgeopt",
+        description="A self-optimizing Modbus polling daemon. Exit codes: 0 on a clean stop "
+        "or a valid config, 2 on an invalid config, 1 on any other fatal error.",
+        epilog=CONTRACT_HINT,
+    )
     parser.add_argument("--version", action="version", version=f"edgeopt {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the daemon in the foreground")

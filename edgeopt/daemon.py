@@ -26,6 +26,7 @@ from typing import Any, TextIO
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from edgeopt.cli import library_log_levels
 from edgeopt.clock import Clock, SystemClock
 from edgeopt.config import Config, ConfigError, load_config
 from edgeopt.control.commands import DaemonView, register
@@ -174,6 +175,8 @@ class Daemon:
         self._handle_signals = handle_signals
         self._stop = asyncio.Event()
         self._scheduler: AsyncIOScheduler | None = None
+        self._job_tasks: set[asyncio.Task[Any]] = set()
+        self._logged_plan = ""  # the last read-plan summary in the log
         self._metrics: MetricsServer | None = None
         self._reload_lock = asyncio.Lock()
         self._watchdog_task: asyncio.Task[None] | None = None
@@ -233,7 +236,8 @@ class Daemon:
         )
         await self.tiers.refresh_figures()
         plan = self.poller.replan(self.clock.monotonic())
-        log.info("read plan: %s", plan.summary())
+        self._logged_plan = plan.summary()
+        log.info("read plan: %s", self._logged_plan)
         self.optimizer = await self._start_optimizer()
         self._started_wall = self.clock.now()
         self.control = self._control_server()
@@ -277,7 +281,8 @@ class Daemon:
             self._watchdog_task.cancel()  # no WATCHDOG=1 may follow STOPPING=1
         self.notifier.stopping()
         if self._scheduler is not None:
-            self._scheduler.shutdown(wait=False)
+            self._scheduler.shutdown(wait=False)  # cancels the jobs that are running
+            await asyncio.gather(*self._job_tasks, return_exceptions=True)
         if self._metrics is not None:
             self._metrics.stop()
         for line in list(self.lines):
@@ -408,6 +413,7 @@ class Daemon:
                 result.restart_needed.append(section)
         if old.daemon.log_level != new.daemon.log_level:
             logging.getLogger().setLevel(new.daemon.log_level.upper())
+            library_log_levels(new.daemon.log_level)
         self.config = new
         self.resources.reconfigure(new.resources)
         if self.tiers is not None:
@@ -460,14 +466,30 @@ class Daemon:
         scheduler.start()
         return scheduler
 
-    @staticmethod
     def _add_job(
+        self,
         scheduler: AsyncIOScheduler,
         name: str,
         seconds: float,
         func: Callable[[], Awaitable[None]],
     ) -> None:
-        scheduler.add_job(func, "interval", seconds=seconds, id=name, name=name)
+        async def job() -> None:
+            # Tracked so shutdown can let a running job unwind before storage
+            # closes; a job cancelled by shutdown ends quietly (APScheduler would
+            # log the CancelledError as a failure, with a traceback).
+            task = asyncio.current_task()
+            assert task is not None
+            self._job_tasks.add(task)
+            try:
+                await func()
+            except asyncio.CancelledError:
+                if not self._stop.is_set():
+                    raise
+                log.debug("job %s cancelled by shutdown", name)
+            finally:
+                self._job_tasks.discard(task)
+
+        scheduler.add_job(job, "interval", seconds=seconds, id=name, name=name)
 
     def _on_job_event(self, event: JobExecutionEvent) -> None:
         self.job_failures[event.job_id] += 1
@@ -485,6 +507,15 @@ class Daemon:
     async def _job_stats(self) -> None:
         self.poller.check_stale(self.clock.now())
         self.rates.sample()
+        self._log_plan_change()
+
+    def _log_plan_change(self) -> None:
+        """One line when the plan's shape changed (address splits, the optimizer), so the
+        log's last `read plan` line always matches `status` (checked once a second)."""
+        summary = self.poller.plan.summary()
+        if summary != self._logged_plan:
+            self._logged_plan = summary
+            log.info("read plan now: %s", summary)
 
     async def _job_storage_check(self) -> None:
         if self.store is None:

@@ -176,6 +176,11 @@ class PressureMonitor:
             self._set(held, held_why or "resources back below their thresholds", wall)
             if held is Pressure.NORMAL:
                 self.causes = {}
+            return self.level
+        # The reason describes the latest sample, shown beside it in `status`:
+        # not the figure that raised the level, which may be long gone.
+        now = held_why or "below the thresholds"
+        self.reason = f"{now} for {self._calm} of {self.hold} samples before {self.level} ends"
         return self.level
 
     def _set(self, level: Pressure, reason: str, wall: float) -> None:

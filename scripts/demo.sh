@@ -11,6 +11,17 @@ SOCK=$STATE/edgeopt.sock
 CONFIG=config/demo.yaml
 mkdir -p "$STATE"
 
+# Keep the logs of the last few runs: edgeopt.log is this run, edgeopt.log.1 the one before.
+rotate() {
+  local log=$1 i
+  for i in 4 3 2 1; do
+    if [ -f "$log.$i" ]; then mv -f "$log.$i" "$log.$((i + 1))"; fi
+  done
+  if [ -f "$log" ]; then mv -f "$log" "$log.1"; fi
+}
+rotate "$STATE/simulator.log"
+rotate "$STATE/edgeopt.log"
+
 pids=()
 cleanup() {
   trap - EXIT INT TERM
@@ -65,7 +76,7 @@ edgeopt is polling the simulated plant. From another terminal, try:
   $BIN/edgeoptctl --socket $SOCK tags --device inverter1
   $BIN/edgeoptctl --socket $SOCK query plc1/tank1_temp --since -10m --csv
   $BIN/edgeoptctl --socket $SOCK events --follow
-Logs: $STATE/edgeopt.log and $STATE/simulator.log. Press Ctrl-C to stop.
+Logs: $STATE/edgeopt.log and $STATE/simulator.log (earlier runs: .1 to .5). Press Ctrl-C to stop.
 MSG
 
 if [ -n "${DEMO_SECONDS:-}" ]; then

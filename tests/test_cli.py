@@ -164,6 +164,8 @@ def test_demo_script_starts_the_plant_and_daemon_and_queries_them(tmp_path: Path
         "DEMO_BASE_PORT": str(base),
         "DEMO_STATE": str(tmp_path / "demo"),
     }
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "edgeopt.log").write_text("the previous run's log\n")
     result = subprocess.run(
         [str(ROOT / "scripts" / "demo.sh")], capture_output=True, text=True, timeout=90, env=env
     )
@@ -172,3 +174,36 @@ def test_demo_script_starts_the_plant_and_daemon_and_queries_them(tmp_path: Path
     assert "devices 4 (online 4, degraded 0, offline 0)" in out
     assert "meter1/voltage_l1" in out and "Press Ctrl-C to stop" in out
     assert "demo stopped" in out
+    # The previous run's log is kept beside this run's.
+    assert (tmp_path / "demo" / "edgeopt.log.1").read_text() == "the previous run's log\n"
+    assert "edgeopt running" in (tmp_path / "demo" / "edgeopt.log").read_text()
+
+
+async def test_clean_stop_prints_no_traceback_and_no_scheduler_chatter(tmp_path: Path):
+    """A few seconds of `edgeopt run` with control clients connected, then SIGTERM."""
+    plant = demo_plant()
+    async with serve_plant(plant) as server:
+        config = write_config(plant, server, tmp_path)
+        sock = tmp_path / "ctl.sock"
+        proc = await start_daemon(config)
+        await wait_ready(sock, proc)
+        clients = [await asyncio.open_unix_connection(str(sock)) for _ in range(3)]
+        follow = await asyncio.create_subprocess_exec(
+            *EDGEOPTCTL,
+            "--socket",
+            str(sock),
+            "events",
+            "--follow",
+            stdout=asyncio.subprocess.DEVNULL,
+        )
+        await asyncio.sleep(3)  # the 1 s stats job runs a few times
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 10)
+        await asyncio.wait_for(follow.wait(), 10)  # the stream ends with the daemon
+        for _, writer in clients:
+            writer.close()
+    log = err.decode()
+    assert proc.returncode == 0, log
+    assert "Traceback" not in log and "ERROR" not in log, log
+    assert "apscheduler" not in log, log  # job runs are DEBUG now
+    assert "read plan:" in log and "edgeopt running" in log and "stopped" in log

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -137,16 +138,101 @@ async def test_stream_stops_when_the_client_closes(server):
     assert len(items) < 1000000000
 
 
-async def test_client_cap_and_idle_timeout(server):
-    idle = [await asyncio.open_unix_connection(str(server.path)) for _ in range(4)]
-    (busy,) = await roundtrip(server.path, b'{"cmd": "echo"}\n')
-    assert busy["error"]["code"] == "busy"
-    # Idle clients are dropped after idle_timeout (2 s here) and free their slots.
-    for reader, _ in idle:
+async def wait_forever(args: dict[str, Any], peer: Peer) -> Any:
+    async def gen():
+        await asyncio.Event().wait()  # a stream that never sends: a working client
+        yield {}
+
+    return gen()
+
+
+async def test_busy_only_when_every_slot_is_working(tmp_path: Path):
+    srv = ControlServer(tmp_path / "ctl.sock", max_clients=4, idle_timeout=30.0)
+    srv.command("echo", echo)
+    srv.command("wait", wait_forever)
+    await srv.start()
+    try:
+        working = []
+        for _ in range(4):
+            _, writer = await asyncio.open_unix_connection(str(srv.path))
+            writer.write(b'{"cmd": "wait"}\n')
+            await writer.drain()
+            working.append(writer)
+        await asyncio.sleep(0.2)
+        (busy,) = await roundtrip(srv.path, b'{"cmd": "echo"}\n')
+        assert busy["error"]["code"] == "busy"
+        for writer in working:
+            writer.close()
+    finally:
+        await srv.close()
+
+
+async def test_idle_connections_never_lock_out_a_working_client(tmp_path: Path):
+    """40 idle connections against 32 slots: a request still answers at once."""
+    srv = ControlServer(tmp_path / "ctl.sock")  # the daemon's defaults: 32 slots
+    srv.command("echo", echo)
+    await srv.start()
+    try:
+        idle = [await asyncio.open_unix_connection(str(srv.path)) for _ in range(40)]
+        async with asyncio.timeout(3):  # not after an idle timeout of minutes
+            (ok,) = await roundtrip(srv.path, b'{"id": 1, "cmd": "echo"}\n')
+        assert ok["ok"], ok
+        # The oldest idle connections made room (EOF), the newest are still open.
+        async with asyncio.timeout(3):
+            assert await idle[0][0].read() == b""
+        assert srv.evicted >= 9
+        for _, writer in idle:
+            writer.close()
+    finally:
+        await srv.close()
+
+
+async def test_connection_that_never_asks_is_closed_sooner(tmp_path: Path):
+    srv = ControlServer(tmp_path / "ctl.sock", idle_timeout=30.0, hello_timeout=0.5)
+    srv.command("echo", echo)
+    await srv.start()
+    try:
+        silent_reader, _ = await asyncio.open_unix_connection(str(srv.path))
+        reader, writer = await asyncio.open_unix_connection(str(srv.path))
+        writer.write(b'{"id": 1, "cmd": "echo"}\n')
+        assert json.loads(await reader.readline())["ok"]
         async with asyncio.timeout(5):
-            assert await reader.read() == b""
-    (ok,) = await roundtrip(server.path, b'{"cmd": "echo"}\n')
-    assert ok["ok"]
+            assert await silent_reader.read() == b""  # after hello_timeout
+        await asyncio.sleep(0.5)
+        writer.write(b'{"id": 2, "cmd": "echo"}\n')  # one that asked keeps idle_timeout
+        assert json.loads(await reader.readline())["id"] == 2
+        writer.close()
+    finally:
+        await srv.close()
+
+
+async def test_a_burst_of_200_connects_is_accepted(tmp_path: Path):
+    """Back-to-back non-blocking connects while the loop cannot accept: the backlog holds them."""
+    srv = ControlServer(tmp_path / "ctl.sock")
+    srv.command("echo", echo)
+    await srv.start()
+    socks: list[socket.socket] = []
+    refused = 0
+    try:
+        for _ in range(200):  # no await in between: the server accepts none meanwhile
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.setblocking(False)
+            try:
+                s.connect(str(srv.path))
+            except BlockingIOError:
+                refused += 1
+            socks.append(s)
+        assert refused == 0
+        last = socks[-1]
+        last.setblocking(True)
+        last.settimeout(5)
+        await asyncio.to_thread(last.sendall, b'{"id": 9, "cmd": "echo"}\n')
+        reply = await asyncio.to_thread(last.recv, 65536)
+        assert json.loads(reply)["id"] == 9
+    finally:
+        for s in socks:
+            s.close()
+        await srv.close()
 
 
 @settings(

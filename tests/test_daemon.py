@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import math
 
 import pytest
@@ -179,3 +180,23 @@ async def test_rtu_line_shared_by_all_units(config_for, baudrate):
             # The line never saw two requests at once (each starts after the last ended).
             log = [r for r in server.request_log.records if r["outcome"] == "ok"]
             assert len({r["unit"] for r in log}) == 4
+
+
+async def test_log_and_status_agree_on_the_plan_and_the_hot_samples(config_for, caplog):
+    """The plan changes after start (plc1's holes split reads): the log follows it; and
+    `status` counts the hot samples written since the last storage measurement."""
+    caplog.set_level(logging.INFO, logger="edgeopt.daemon")
+    plant = demo_plant()
+    async with serve_plant(plant) as server:
+        config = config_for(plant, server)
+        async with run_daemon(config) as daemon:
+            first = daemon.poller.plan.summary()
+            await wait_for(lambda: daemon.poller.plan.summary() != first, timeout=15)
+            await asyncio.sleep(2.5)  # splits settle; the 1 s stats job logs
+            await daemon.store.flush()
+            status = (await ctl(config, "status"))["result"]
+            logged = [r.getMessage() for r in caplog.records if "read plan" in r.getMessage()]
+            assert logged[-1].endswith(status["plan"]["summary"]), logged
+            storage = status["storage"]
+            assert storage["rows_written"] > 0
+            assert storage["tiers"]["hot"]["samples"] == storage["rows_written"]

@@ -16,6 +16,7 @@ import tempfile
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -417,3 +418,36 @@ async def test_optimizer_commands_and_top_through_edgeoptctl(tmp_path: Path):
             )
             assert top.returncode == 0, top.stderr
             assert "busiest tags" in top.stdout and "meter1" in top.stdout
+
+
+async def test_stop_with_clients_and_a_running_job_logs_no_traceback(tmp_path: Path, caplog):
+    """SIGTERM's path: connected control clients and a storage job mid-run end quietly."""
+    plant = demo_plant()
+    async with serve_plant(plant) as server:
+        config = load_config(
+            write_config(plant, server, tmp_path, storage={"lifecycle_interval": "200ms"})
+        )
+        sock = str(config.daemon.socket)
+        caplog.set_level(logging.INFO)
+        async with run_daemon(config) as daemon:
+            started = asyncio.Event()
+
+            async def slow_lifecycle(**kwargs: Any) -> Any:
+                started.set()
+                await asyncio.sleep(3600)  # an archive that takes its time
+
+            daemon.tiers.run_lifecycle = slow_lifecycle
+            idle = [await asyncio.open_unix_connection(sock) for _ in range(3)]
+            reader, writer = await asyncio.open_unix_connection(sock)
+            writer.write(b'{"cmd": "events", "args": {"follow": true}}\n')
+            await writer.drain()
+            async with asyncio.timeout(10):
+                await started.wait()
+        for _, w in [*idle, (reader, writer)]:
+            w.close()
+    noisy = [
+        f"{r.name} {r.levelname}: {r.getMessage()}"
+        for r in caplog.records
+        if r.levelno >= logging.ERROR or r.exc_info
+    ]
+    assert noisy == []

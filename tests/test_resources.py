@@ -82,3 +82,16 @@ def test_psutil_sampler_reads_this_machine() -> None:
     sample = PsutilSampler("/").sample()
     assert sample.memory_percent is not None and 0 <= sample.memory_percent <= 100
     assert sample.cpu_percent is not None and sample.cpu_percent >= 0
+
+
+def test_the_reason_describes_the_latest_sample_while_the_level_eases() -> None:
+    """`status` shows reason and sample side by side: they must not disagree."""
+    m = monitor(hold=3)
+    m.update(ResourceSample(cpu_percent=100.0), 0.0)
+    assert m.level is Pressure.CRITICAL and m.reason.startswith("cpu_percent 100.0 >=")
+    m.update(ResourceSample(cpu_percent=0.0), 10.0)
+    assert m.level is Pressure.CRITICAL  # it holds a while
+    assert "100.0" not in m.reason
+    assert m.reason == "below the thresholds for 1 of 3 samples before critical ends"
+    m.update(ResourceSample(cpu_percent=79.0), 20.0)  # in the band: elevated still wanted
+    assert m.reason == "cpu_percent 79.0 >= 80.0 for 2 of 3 samples before critical ends"

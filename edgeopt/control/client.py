@@ -1,18 +1,20 @@
 """`edgeoptctl`: the admin client for the control socket.
 
-Tables for people, `--json` for scripts. Exit codes (CONTRACT.md): 0 ok,
+Tables for people, `--json` for scripts. Exit codes (docs/CONTRACT.md): 0 ok,
 1 the daemon reported an error, 2 usage, 3 the socket cannot be reached.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
 import socket
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -23,6 +25,7 @@ EXIT_OK, EXIT_DAEMON_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 # Seconds `write` waits for its reply: the line's current read, the write,
 # and a read-back that may wait write.verify_timeout for the value.
 WRITE_CLIENT_TIMEOUT = 120.0
+JSON_HELP = "print the JSON result (docs/CONTRACT.md), anywhere on the line"
 
 
 class Unreachable(Exception):
@@ -83,9 +86,15 @@ def _lines(sock: socket.socket) -> Iterator[dict[str, Any]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgeoptctl", description="Query and steer edgeopt.")
+    parser = argparse.ArgumentParser(
+        prog="edgeoptctl",
+        description="Query and steer edgeopt. Exit codes: 0 ok, 1 the daemon reported an "
+        "error, 2 usage, 3 the daemon cannot be reached.",
+        epilog="The commands, the socket protocol and the --json result shapes: "
+        "docs/CONTRACT.md in the edgeopt source tree.",
+    )
     parser.add_argument("--socket", default=os.environ.get("EDGEOPT_SOCKET", DEFAULT_SOCKET))
-    parser.add_argument("--json", action="store_true", help="print the JSON result")
+    parser.add_argument("--json", action="store_true", help=JSON_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("status", help="daemon summary")
     sub.add_parser("devices", help="devices and their health")
@@ -129,7 +138,23 @@ def build_parser() -> argparse.ArgumentParser:
     top = sub.add_parser("top", help="live view of devices, bus load and busiest tags")
     top.add_argument("--interval", type=float, default=1.0)
     top.add_argument("--iterations", type=int, default=0, help="stop after N refreshes")
+    _accept_json_anywhere(parser)
     return parser
+
+
+def _accept_json_anywhere(parser: argparse.ArgumentParser) -> None:
+    """`tags --device x --json` as well as `--json tags`: every subcommand takes --json.
+
+    SUPPRESS keeps a subcommand from resetting a --json given before it.
+    """
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                if "--json" not in sub._option_string_actions:
+                    sub.add_argument(
+                        "--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP
+                    )
+                _accept_json_anywhere(sub)
 
 
 def _join_relative_times(argv: Sequence[str]) -> list[str]:
@@ -148,6 +173,16 @@ def _join_relative_times(argv: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # `edgeoptctl … | head`: the reader has gone; no traceback, and nothing
+        # more to flush at exit either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(_join_relative_times(sys.argv[1:] if argv is None else argv))
@@ -164,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         if args.command == "top":
-            return run_top(client, args.interval, args.iterations)
+            return run_top(client, args.interval, args.iterations, as_json=args.json)
         if getattr(args, "follow", False):
             return _follow(client, args.command, request_args, args.json)
         reply = client.call(args.command, request_args)
@@ -323,6 +358,8 @@ def render(command: str, result: Any, args: argparse.Namespace) -> None:
             table.add_row(_ts(ts), _value(value))
         console.print(table)
     elif command == "events":
+        if not result:
+            print("no events yet")
         for event in result:
             print(_event_line(event))
     elif command == "reload":
@@ -344,70 +381,277 @@ def render(command: str, result: Any, args: argparse.Namespace) -> None:
             )
         console.print(table)
     elif command == "recommendations":
+        if not result:
+            print("no recommendations: nothing to change")
         for r in result:
-            console.print(
-                f"[{r.get('priority', '')}] {r.get('title', r.get('message', ''))}"
-                f" — {r.get('detail', r.get('expected_impact', ''))}"
-            )
+            # markup=False: "[high]" is text, not a rich style tag.
+            console.print(f"[{r.get('priority', '')}] {_recommendation(r)}", markup=False)
+    elif command == "optimize":
+        _render_cycle(console, result)
+    elif command == "strategy":
+        _render_strategy(console, result, args)
+    elif command == "stats":
+        _render_stats(console, result)
     else:
-        console.print_json(json.dumps(result))
+        render_plain(console, result)
 
 
-def run_top(client: ControlClient, interval: float, iterations: int) -> int:
-    """A live view: devices, bus load per line, and the busiest tags."""
-    from rich.live import Live
+def _recommendation(r: dict[str, Any]) -> str:
+    text = str(r.get("title") or r.get("message") or "")
+    detail = r.get("detail")
+    impact = r.get("expected_impact")
+    if detail:
+        text += f" — {detail}"
+    if isinstance(impact, dict):
+        parts = []
+        if impact.get("bus_s_per_s") is not None:
+            parts.append(f"{impact['bus_s_per_s'] * 1000:.3g} ms of bus time per second")
+        if impact.get("share") is not None:
+            parts.append(f"{impact['share'] * 100:.1f}% of the plan")
+        other = {k: v for k, v in impact.items() if k not in ("bus_s_per_s", "share")}
+        parts.extend(f"{k} {_cell(v)}" for k, v in other.items())
+        text += f" (saves {', '.join(parts)})" if parts else ""
+    elif impact is not None:
+        text += f" ({_cell(impact)})"
+    return text
 
-    def frame() -> Table:
-        status = client.call("status")["result"]
-        devices = client.call("devices")["result"]
-        tags = client.call("tags")["result"]
-        grid = Table.grid(padding=(0, 1))
-        grid.add_row(
-            f"edgeopt {status['version']}  up {status['uptime_s']:.0f}s  "
-            f"reads/s {status['reads_per_s']:.1f}  pressure {status['pressure']}"
+
+def _cell(value: Any) -> str:
+    """One table cell: scalars as they are, small dicts and lists as k=v, a, b."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_cell(v)}" for k, v in value.items()) or "-"
+    if isinstance(value, list | tuple):
+        return ", ".join(_cell(v) for v in value) or "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return _value(value)
+
+
+def render_plain(console: Console, result: Any) -> None:
+    """Any result without a renderer of its own, as tables and `key: value` lines."""
+    if isinstance(result, list):
+        if not result:
+            print("(none)")
+        elif all(isinstance(r, dict) for r in result):
+            columns = list(dict.fromkeys(k for r in result for k in r))
+            table = Table(*columns)
+            for r in result:
+                table.add_row(*(_cell(r.get(c)) for c in columns))
+            console.print(table)
+        else:
+            for item in result:
+                print(_cell(item))
+    elif isinstance(result, dict):
+        for key, value in result.items():
+            if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+                print(f"{key}:")
+                render_plain(console, value)
+            elif (
+                isinstance(value, dict)
+                and value
+                and all(isinstance(v, dict) for v in value.values())
+            ):
+                print(f"{key}:")  # one row per entry, named in the first column
+                render_plain(console, [{"name": k, **v} for k, v in value.items()])
+            else:
+                print(f"{key}: {_cell(value)}")
+    else:
+        print(_cell(result))
+
+
+def _render_cycle(console: Console, result: dict[str, Any]) -> None:
+    print(f"{result.get('cycle', '')} cycle at {_ts(result.get('started'))}")
+    table = Table("strategy", "status", "detail")
+    for name, outcome in (result.get("strategies") or {}).items():
+        if isinstance(outcome, dict):
+            rest = {k: v for k, v in outcome.items() if k not in ("status", "reason")}
+            detail = " ".join(x for x in (outcome.get("reason"), rest and _cell(rest)) if x)
+            table.add_row(name, str(outcome.get("status", "")), detail)
+        else:
+            table.add_row(name, _cell(outcome), "")
+    console.print(table)
+    render_plain(console, {k: v for k, v in result.items() if k not in _CYCLE_KEYS})
+
+
+_CYCLE_KEYS = ("cycle", "started", "strategies")
+
+
+def _render_strategy(console: Console, result: Any, args: argparse.Namespace) -> None:
+    if getattr(args, "action", None) != "list" or not isinstance(result, list):
+        if isinstance(result, dict) and isinstance(result.get("changes"), dict):
+            for key, change in result["changes"].items():
+                print(
+                    f"{result.get('strategy')}: {key} {_cell(change.get('before'))}"
+                    f" → {_cell(change.get('after'))}"
+                )
+            return
+        if isinstance(result, dict) and "was" in result:
+
+            def state(on: Any) -> str:
+                return "enabled" if on else "disabled"
+
+            print(
+                f"{result.get('strategy')}: {state(result.get('enabled'))}"
+                f" (was {state(result.get('was'))})"
+            )
+            return
+        render_plain(console, result)
+        return
+    table = Table("strategy", "enabled", "runs", "kept", "rolled back", "success", "cooldown s")
+    for st in result:
+        table.add_row(
+            st["name"],
+            _cell(st.get("enabled")),
+            _cell(st.get("runs")),
+            _cell(st.get("kept")),
+            _cell(st.get("rolled_back")),
+            _percent(st.get("success_rate")),
+            _cell(st.get("cooldown_s")),
         )
-        dev = Table("device", "state", "reads", "errors", "p50 ms", "p99 ms", title="devices")
-        for d in devices:
-            lat = d.get("latency_ms") or {}
-            dev.add_row(
-                d["name"],
-                d["state"],
-                str(d["reads"]),
-                str(d["errors"]),
-                _value(lat.get("p50")),
-                _value(lat.get("p99")),
-            )
-        grid.add_row(dev)
-        bus = Table("line", "busy", title="bus load")
-        for line, load in sorted(status.get("bus_load", {}).items()):
-            bus.add_row(line, f"{load * 100:.1f}%")
-        grid.add_row(bus)
-        busiest = sorted(tags, key=lambda t: t["reads"], reverse=True)[:10]
-        top_tags = Table("tag", "value", "interval s", "reads", "changes", title="busiest tags")
-        for t in busiest:
-            top_tags.add_row(
-                f"{t['device']}/{t['name']}",
-                _value(t["value"]),
-                f"{t['interval_s']:g}",
-                str(t["reads"]),
-                str(t["changes"]),
-            )
-        grid.add_row(top_tags)
-        return grid
+    console.print(table)
+    for st in result:
+        print(f"{st['name']}: {st.get('description', '')}")
+        print(f"  params: {_cell(st.get('params') or {})}")
 
-    import time
 
+def _percent(value: Any) -> str:
+    return f"{value * 100:.0f}%" if isinstance(value, int | float) else "-"
+
+
+def _render_stats(console: Console, result: dict[str, Any]) -> None:
+    improvement = result.get("avg_improvement")
+    print(
+        f"optimizations {result.get('optimizations', 0)}: {result.get('successful', 0)} kept, "
+        f"{result.get('rolled_back', 0)} rolled back, {result.get('pending', 0)} pending; "
+        "average improvement " + ("-" if improvement is None else f"{improvement * 100:+.1f}%")
+    )
+    table = Table("strategy", "enabled", "runs", "success", "cooldown until", "trend")
+    for name, st in (result.get("strategies") or {}).items():
+        table.add_row(
+            name,
+            _cell(st.get("enabled")),
+            _cell(st.get("runs")),
+            _percent(st.get("success_rate")),
+            _ts(st.get("cooldown_until")),
+            _cell(st.get("trend")),
+        )
+    console.print(table)
+    known = ("optimizations", "successful", "rolled_back", "pending", "avg_improvement")
+    render_plain(console, {k: v for k, v in result.items() if k not in (*known, "strategies")})
+
+
+def top_frame(client: ControlClient) -> tuple[dict[str, Any], Table]:
+    """One refresh of `top`: the figures (for --json) and their tables."""
+    status = client.call("status")["result"]
+    devices = client.call("devices")["result"]
+    tags = client.call("tags")["result"]
+    busiest = sorted(tags, key=lambda t: t["reads"], reverse=True)[:10]
+    figures = {"status": status, "devices": devices, "busiest_tags": busiest}
+    return figures, _top_tables(status, devices, busiest)
+
+
+def _top_tables(
+    status: dict[str, Any], devices: list[dict[str, Any]], busiest: list[dict[str, Any]]
+) -> Table:
+    """The layout of one frame of `top`."""
+    grid = Table.grid(padding=(0, 1))
+    grid.add_row(
+        f"edgeopt {status['version']}  up {status['uptime_s']:.0f}s  "
+        f"reads/s {status['reads_per_s']:.1f}  pressure {status['pressure']}"
+    )
+    dev = Table("device", "state", "reads", "errors", "p50 ms", "p99 ms", title="devices")
+    for d in devices:
+        lat = d.get("latency_ms") or {}
+        dev.add_row(
+            d["name"],
+            d["state"],
+            str(d["reads"]),
+            str(d["errors"]),
+            _value(lat.get("p50")),
+            _value(lat.get("p99")),
+        )
+    grid.add_row(dev)
+    bus = Table("line", "busy", title="bus load")
+    for line, load in sorted(status.get("bus_load", {}).items()):
+        bus.add_row(line, f"{load * 100:.1f}%")
+    grid.add_row(bus)
+    top_tags = Table("tag", "value", "interval s", "reads", "changes", title="busiest tags")
+    for t in busiest:
+        top_tags.add_row(
+            f"{t['device']}/{t['name']}",
+            _value(t["value"]),
+            f"{t['interval_s']:g}",
+            str(t["reads"]),
+            str(t["changes"]),
+        )
+    grid.add_row(top_tags)
+    return grid
+
+
+def run_top(client: ControlClient, interval: float, iterations: int, as_json: bool = False) -> int:
+    """A live view: devices, bus load per line, and the busiest tags.
+
+    On a terminal it redraws in place until `q` (or Ctrl-C); piped, or with
+    --json, it prints one frame per refresh. `--iterations N` stops after N.
+    """
+    interactive = sys.stdout.isatty() and sys.stdin.isatty() and not as_json
     count = 0
     try:
-        with Live(frame(), refresh_per_second=4, screen=False) as live:
+        with _keys(interactive) as pressed:
+            live = None
             while True:
+                figures, tables = top_frame(client)
                 count += 1
+                if as_json:
+                    print(json.dumps(figures), flush=True)
+                elif interactive:
+                    if live is None:
+                        from rich.live import Live
+
+                        live = Live(tables, refresh_per_second=4, screen=False)
+                        live.start()
+                    live.update(tables, refresh=True)
+                else:
+                    Console(width=200).print(tables)
+                    sys.stdout.flush()
                 if iterations and count >= iterations:
-                    return EXIT_OK
-                time.sleep(interval)
-                live.update(frame())
+                    break
+                if pressed(interval) in ("q", "Q"):
+                    break
+            if live is not None:
+                live.stop()
     except KeyboardInterrupt:
-        return EXIT_OK
+        pass
+    return EXIT_OK
+
+
+@contextlib.contextmanager
+def _keys(interactive: bool) -> Iterator[Callable[[float], str | None]]:
+    """Wait up to `timeout` s for a key; on a terminal without waiting for Enter."""
+    if not interactive:
+
+        def sleep(timeout: float) -> str | None:
+            time.sleep(timeout)
+            return None
+
+        yield sleep
+        return
+    import select
+    import termios
+    import tty
+
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    tty.setcbreak(fd)
+
+    def pressed(timeout: float) -> str | None:
+        ready, _, _ = select.select([fd], [], [], timeout)
+        return os.read(fd, 1).decode(errors="replace") if ready else None
+
+    try:
+        yield pressed
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
 def _render_status(console: Console, s: dict[str, Any]) -> None:

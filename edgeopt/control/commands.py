@@ -1,4 +1,4 @@
-"""The control commands: each turns daemon state into a CONTRACT.md result.
+"""The control commands: each turns daemon state into a docs/CONTRACT.md result.
 
 Handlers read a `DaemonView` (what the daemon exposes) and never touch
 sockets, so they are easy to test and to extend.
@@ -18,6 +18,7 @@ from edgeopt.config.durations import parse_duration
 from edgeopt.control.server import ControlError, ControlServer, Peer
 from edgeopt.control.timespec import parse_time
 from edgeopt.events import Event, EventLog
+from edgeopt.floats import shortest_float32
 from edgeopt.modbus.health import DeviceState
 from edgeopt.poller import Poller
 from edgeopt.storage import QueryResult
@@ -165,6 +166,8 @@ def tags_result(view: DaemonView, device: str | None = None) -> list[dict[str, A
         value = state.value
         if isinstance(value, float) and not math.isfinite(value):
             value = None
+        elif isinstance(value, float) and _float32(tag.config.type):
+            value = shortest_float32(value)
         out.append(
             {
                 "device": tag.device,
@@ -207,7 +210,19 @@ async def query_result(view: DaemonView, args: dict[str, Any]) -> dict[str, Any]
     if resolution is not None and resolution <= 0:
         raise ControlError("invalid_args", "resolution must be positive")
     result = await view.store.query(tag, since, until, resolution=resolution, limit=limit)
-    return result.to_dict()
+    out = result.to_dict()
+    if _float32(view.poller.tags[tag].config.type):
+        out["points"] = [[ts, _short(value)] for ts, value in out["points"]]
+    return out
+
+
+def _float32(data_type: str) -> bool:
+    """Values of this type are float32 at heart: print them the way they were written."""
+    return data_type in ("float32", "float16")
+
+
+def _short(value: Any) -> Any:
+    return shortest_float32(value) if isinstance(value, float) else value
 
 
 def _time_arg(value: Any, now: float) -> float | None:

@@ -1,9 +1,15 @@
-"""The control socket: JSON lines over a Unix stream socket (CONTRACT.md).
+"""The control socket: JSON lines over a Unix stream socket (docs/CONTRACT.md).
 
 Each request is one line of at most 64 KiB; each reply is one line. A bad
 request of any kind (oversized, binary, not JSON, half-sent, a client that
 vanishes) gets a clear error or a clean close, never a crash or a hang.
 Commands that change things check the caller's SO_PEERCRED credentials.
+
+Idle connections cannot lock anyone out: a connection that has not sent a
+request within `hello_timeout` is closed, and when all `max_clients` slots are
+taken a new client evicts the connection that has been idle longest. Only
+when every slot is working (a command or an `events --follow` stream) is a
+new client told `busy`. The listen backlog absorbs a burst of connects.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import logging
 import os
 import socket
 import struct
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +31,9 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 MAX_REQUEST = 64 * 1024
+# Connects that may queue before the loop accepts them (the kernel caps it at
+# net.core.somaxconn). asyncio's default of 100 refused a burst of 200 with EAGAIN.
+LISTEN_BACKLOG = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +73,16 @@ class Command:
         return self.writes(args) if callable(self.writes) else self.writes
 
 
+@dataclass(slots=True, eq=False)
+class _Connection:
+    """One client connection, and since when it has waited for a request."""
+
+    task: asyncio.Task[None]
+    writer: asyncio.StreamWriter
+    idle_since: float | None  # None while a command or stream is running
+    requests: int = 0
+
+
 class ControlServer:
     """Serves registered commands on a Unix socket."""
 
@@ -74,6 +94,7 @@ class ControlServer:
         admin_group: str | None = None,
         max_clients: int = 32,
         idle_timeout: float = 300.0,
+        hello_timeout: float = 10.0,
         audit: AuditHook | None = None,
     ) -> None:
         self.path = Path(path)
@@ -81,10 +102,15 @@ class ControlServer:
         self.admin_group = admin_group
         self.max_clients = max_clients
         self.idle_timeout = idle_timeout
+        # A connection that never sends a request is worth less than one that did.
+        self.hello_timeout = min(hello_timeout, idle_timeout)
         self.audit = audit
+        self.evicted = 0  # idle connections closed to make room (a figure for tests and logs)
         self._commands: dict[str, Command] = {}
         self._server: asyncio.Server | None = None
-        self._clients: set[asyncio.Task[None]] = set()
+        self._clients: set[asyncio.Task[None]] = set()  # every task still running
+        self._slots: dict[asyncio.Task[None], _Connection] = {}  # those that hold a slot
+        self._closing = False
 
     def command(
         self,
@@ -105,7 +131,7 @@ class ControlServer:
         if self.path.exists() or self.path.is_symlink():
             self.path.unlink()  # a stale socket from a crash; the state-dir lock guards liveness
         self._server = await asyncio.start_unix_server(
-            self._on_client, path=str(self.path), limit=MAX_REQUEST + 1
+            self._on_client, path=str(self.path), limit=MAX_REQUEST + 1, backlog=LISTEN_BACKLOG
         )
         os.chmod(self.path, 0o660)
         if self.group:
@@ -115,6 +141,7 @@ class ControlServer:
                 log.warning("cannot give control socket to group %s: %s", self.group, exc)
 
     async def close(self) -> None:
+        self._closing = True
         if self._server is not None:
             self._server.close()
             self._server = None
@@ -130,24 +157,51 @@ class ControlServer:
         assert task is not None
         self._clients.add(task)
         try:
-            if len(self._clients) > self.max_clients:
+            if len(self._slots) >= self.max_clients and not self._evict_idlest():
                 await _send(writer, _error(None, "busy", "too many control clients; try again"))
                 return
-            await self._serve(reader, writer, _peer_of(writer))
+            conn = _Connection(task, writer, idle_since=time.monotonic())
+            self._slots[task] = conn
+            await self._serve(reader, writer, _peer_of(writer), conn)
         except (ConnectionError, BrokenPipeError):
             pass  # the client went away mid-reply
+        except asyncio.CancelledError:
+            # close() cancels us on shutdown. asyncio's stream callback asks a
+            # cancelled connection task for its exception and logs a traceback
+            # per client, so the task ends normally instead.
+            if not self._closing:
+                raise
         finally:
             self._clients.discard(task)
+            self._slots.pop(task, None)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
+    def _evict_idlest(self) -> bool:
+        """Close the connection idle longest to free its slot; False if none is idle."""
+        idle = [c for c in self._slots.values() if c.idle_since is not None]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda c: c.idle_since or 0.0)
+        self._slots.pop(victim.task, None)  # its slot is free now, not when it has unwound
+        victim.writer.close()  # its pending read ends; the client sees EOF
+        self.evicted += 1
+        log.debug("control socket full: closed a connection idle since %.1f", victim.idle_since)
+        return True
+
     async def _serve(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Peer
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        peer: Peer,
+        conn: _Connection,
     ) -> None:
         while True:
+            conn.idle_since = time.monotonic()
+            timeout = self.idle_timeout if conn.requests else self.hello_timeout
             try:
-                async with asyncio.timeout(self.idle_timeout):
+                async with asyncio.timeout(timeout):
                     line = await reader.readuntil(b"\n")
             except TimeoutError:
                 return
@@ -162,6 +216,8 @@ class ControlServer:
                 return
             if not line.strip():
                 continue
+            conn.idle_since = None
+            conn.requests += 1
             reply = await self._dispatch(line, peer)
             if isinstance(reply, AsyncIterator):
                 await self._stream(reply, reader, writer)

@@ -8,6 +8,11 @@ and the blob format). The files use a rollback journal, not WAL, so each is
 one file at rest, and `synchronous=FULL`: a block is on disk before the main
 database deletes it.
 
+A new month's file is built under a temporary name (`….sqlite.tmp`) and
+renamed when complete, so a crash never leaves a half-made file under the
+real name; later writes to it are transactions. `clean_leftovers()` removes
+what a crash left behind, at start.
+
 Plain blocking sqlite3; the tier manager calls these functions in a worker
 thread. A block keeps its id from the main database's `cold` table, so
 writing it twice (a retry after a crash between the two commits) replaces it.
@@ -16,6 +21,8 @@ writing it twice (a retry after a crash between the two commits) replaces it.
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -28,6 +35,9 @@ ARCHIVE_FORMAT = "edgeopt-archive"
 ARCHIVE_VERSION = 1
 _PREFIX = "edgeopt-"
 _SUFFIX = ".sqlite"
+_TEMP = ".tmp"  # a new file under construction: edgeopt-YYYY-MM.sqlite.tmp
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -86,6 +96,12 @@ def archive_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob(f"{_PREFIX}*{_SUFFIX}") if p.is_file())
 
 
+def _month_name(path: Path) -> str:
+    """ "YYYY-MM" from an archive file's name (or its temporary name)."""
+    name = path.name.removesuffix(_TEMP)
+    return name[len(_PREFIX) : -len(_SUFFIX)]
+
+
 def _month_range(path: Path) -> tuple[float, float] | None:
     """Epoch bounds [start, end) of the month a file is named after."""
     name = path.name[len(_PREFIX) : -len(_SUFFIX)]
@@ -122,10 +138,69 @@ def _open(path: Path, *, write: bool) -> Iterator[sqlite3.Connection]:
 def write_blocks(path: Path, blocks: Sequence[Block], *, created: float) -> None:
     """Insert (or replace, by id) `blocks` into the archive file at `path`, durably.
 
-    One transaction; when it returns, the blocks are on disk.
+    One transaction; when it returns, the blocks are on disk. A file that does
+    not exist yet appears under its name only once complete.
     """
     if not blocks:
         return
+    if path.exists():
+        _write(path, blocks, created)  # the rollback journal makes this all or nothing
+        return
+    temp = path.with_name(path.name + _TEMP)
+    _remove(temp)  # an earlier attempt's
+    try:
+        _write(temp, blocks, created)
+        os.replace(temp, path)
+    except BaseException:
+        _remove(temp)
+        raise
+    _fsync_dir(path.parent)  # the rename itself survives a power cut
+
+
+def clean_leftovers(directory: Path) -> list[Path]:
+    """Remove what a crash mid-write left: temporary files, and empty archive files
+    (from versions that created the file in place). Returns the removed paths."""
+    if not directory.is_dir():
+        return []
+    removed: list[Path] = []
+    for path in sorted(directory.glob(f"{_PREFIX}*{_SUFFIX}*")):
+        name = path.name
+        temporary = name.endswith(_SUFFIX + _TEMP) or name.endswith(_SUFFIX + _TEMP + "-journal")
+        try:
+            empty = name.endswith(_SUFFIX) and path.is_file() and path.stat().st_size == 0
+        except OSError:
+            continue
+        if not (temporary or empty):
+            continue
+        for victim in (path, path.with_name(name + "-journal")) if empty else (path,):
+            if _remove(victim):
+                removed.append(victim)
+    if removed:
+        log.info(
+            "archive: removed %d files a crash left behind: %s",
+            len(removed),
+            ", ".join(p.name for p in removed),
+        )
+    return removed
+
+
+def _remove(path: Path) -> bool:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write(path: Path, blocks: Sequence[Block], created: float) -> None:
     with _open(path, write=True) as conn:
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -138,7 +213,7 @@ def write_blocks(path: Path, blocks: Sequence[Block], *, created: float) -> None
                 [
                     ("format", ARCHIVE_FORMAT),
                     ("version", str(ARCHIVE_VERSION)),
-                    ("month", path.name[len(_PREFIX) : -len(_SUFFIX)]),
+                    ("month", _month_name(path)),
                     ("created", repr(created)),
                     ("blob_format", "edgeopt chunk format 1, see docs/chunk-format.md"),
                 ],

@@ -348,7 +348,13 @@ class TierManager:
         self._closed = False
         self._failing = False  # a lifecycle phase failed on the last run (events on change)
         self._over_budget = False
+        if archive_dir is not None:
+            archive.clean_leftovers(archive_dir)  # at start: what a crash mid-write left
         self._figures: TierFigures | None = None
+        # Keep the hot sample count live between measurements (which may be an
+        # hour apart): the rows committed and moved to warm since the last one.
+        self._written_at_measure = 0
+        self._moved_since_measure = 0
 
     @classmethod
     def from_config(
@@ -465,6 +471,7 @@ class TierManager:
                     log.exception("storage %s failed on data it cannot encode", name)
                     report.errors.append(f"{name}: {type(exc).__name__}: {exc}")
             self._after_run(report, now)
+            self._moved_since_measure += report.hot_to_warm
             if self._figures_due(now):
                 try:
                     await self.refresh_figures()
@@ -953,13 +960,24 @@ class TierManager:
 
         Refreshed at the end of each lifecycle run (hourly at most once the
         database exceeds FIGURES_SCAN_BYTES) and by `refresh_figures()`;
-        reading them costs nothing.
+        reading them costs nothing. `hot.samples` is kept current in between.
         """
-        return None if self._figures is None else self._figures.to_dict()
+        if self._figures is None:
+            return None
+        out = self._figures.to_dict()
+        # The hot count follows the rows committed and moved since the measure;
+        # bytes stay as measured at `updated`.
+        written = self._store.status().rows_written - self._written_at_measure
+        out["hot"]["samples"] = max(
+            0, self._figures.hot_samples + written - self._moved_since_measure
+        )
+        return out
 
     async def refresh_figures(self) -> TierFigures:
         """Measure bytes and samples per tier now (scans the database's pages; seconds on GBs)."""
+        written = self._store.status().rows_written
         self._figures = await asyncio.to_thread(self._measure)
+        self._written_at_measure, self._moved_since_measure = written, 0
         return self._figures
 
     def _measure(self) -> TierFigures:

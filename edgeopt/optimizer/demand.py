@@ -170,9 +170,6 @@ def tag_rates(
         if first is not None and context.wall - first > window:
             priors[key] = PRIOR_JUMPS * window / (context.wall - first)
     long = activity.rates(window, priors=priors)
-    # The reference remembers changes seen, not the prior: a young tag's prior is
-    # spread over few reads, and kept as a floor it would pin a constant fast for hours.
-    seen = activity.rates(window, prior=0.0)
     lead = _param(params, "forecast_lead")
     half_life = _param(params, "reference_half_life")
     reference = context.model.reference_rates
@@ -191,7 +188,7 @@ def tag_rates(
                 rate = max(recent, expected)
         if tag.interval <= tag.base_interval * AT_BASE:
             # Read as configured: this rate is unbiased; remember it.
-            reference[key] = (max(short_rate, seen.get(key, (0.0, 0.0))[0]), context.wall)
+            reference[key] = (rate, context.wall)
         else:
             ref = reference.get(key)
             if ref is not None and half_life > 0:

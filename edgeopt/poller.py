@@ -386,7 +386,13 @@ class Poller:
         if device is None or schedule is None:
             return
         device.stats.record(
-            result.latency, read.count, result.error, result.exception_code, read.table.is_bits
+            result.latency,
+            read.count,
+            result.error,
+            result.exception_code,
+            read.table.is_bits,
+            attempts=result.attempts,
+            reconnected=result.reconnected,
         )
         for kind in result.discarded:  # frames dropped on the way: late, foreign, garbage
             device.stats.errors_by_kind[kind] += 1
@@ -399,7 +405,11 @@ class Poller:
             if self.triggers or self.change_listeners:
                 self._changes(read, wall, now)
         elif result.exception_code == ILLEGAL_DATA_ADDRESS and self._split(device, read, now):
-            return  # the split reads run at once; the tags keep their state
+            # The split reads run at once; the tags keep their state. The device
+            # answered (alive), and the refusal is its last error until a good read.
+            self._health_ok(device, wall, now)
+            device.health.note(f"{result.describe()} on {_span(read)}; split", now, wall)
+            return
         else:
             trouble = result.error is not ReadError.EXCEPTION or (
                 result.exception_code in _DEVICE_TROUBLE
@@ -409,6 +419,7 @@ class Poller:
                 self._health_fail(device, result.describe(), wall, now, answered=answered)
             else:
                 self._health_ok(device, wall, now)  # it answered: it is alive
+                device.health.note(f"{result.describe()} on {_span(read)}", now, wall)
             reason = result.describe()
             for key in read.tags:
                 tag = self.tags.get(key)
@@ -511,7 +522,7 @@ class Poller:
         return True
 
     def _health_ok(self, device: DeviceRuntime, wall: float, now: float) -> None:
-        previous = device.health.success(now)
+        previous = device.health.success(now, wall)
         if previous is not None:
             log.info("device %s recovered (was %s)", device.name, previous)
             self.events.emit(wall, "device_online", f"{device.name} is online", device=device.name)
@@ -519,7 +530,7 @@ class Poller:
     def _health_fail(
         self, device: DeviceRuntime, error: str, wall: float, now: float, *, answered: bool = False
     ) -> None:
-        previous = device.health.failure(error, now, answered=answered)
+        previous = device.health.failure(error, now, answered=answered, wall=wall)
         if previous is None:
             return
         state = device.health.state
@@ -546,6 +557,11 @@ class Poller:
                 sink(samples)
             except Exception:  # a broken sink must never stop acquisition
                 log.exception("sample sink %r failed", sink)
+
+
+def _span(read: Read) -> str:
+    """`holding 100+20`: a read's table, start and count, for messages."""
+    return f"{read.table} {read.start}+{read.count}"
 
 
 class LineWorker:

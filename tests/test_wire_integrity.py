@@ -94,6 +94,7 @@ TCP_CASES = {
     "bytewise": (set(), True),
     "wrong_tid": ({"foreign"}, False),
     "tid_zero": ({"foreign"}, False),
+    "reset": ({"connection"}, False),
 }
 RTU_CASES = {
     "late": ({"late"}, False),
@@ -162,3 +163,23 @@ async def test_rtu_late_reply_is_never_the_next_answer() -> None:
     assert first.attempts == 2  # the resend is visible
     assert second.ok and second.values == [1000, 1001]
     assert third.ok and third.values == [2000, 2001]
+
+
+async def test_tcp_reset_in_mid_frame_reconnects_and_resends() -> None:
+    """Half a reply, then RST: the read fails at once (not at its timeout), the
+    transport reconnects and resends, and says so."""
+    async with serve_plant(_plant(False)) as server:
+        transport = _transport(server, retries=1)
+        try:
+            assert (await transport.read(Table.HOLDING, 0, 2, 1)).ok
+            await server.set_fault("dev", "reset")
+            failed = await transport.read(Table.HOLDING, 0, 2, 1)
+            await server.set_fault("dev", "none")
+            again = await transport.read(Table.INPUT, 0, 2, 1)
+        finally:
+            await transport.close()
+    assert not failed.ok and failed.error == "connection", failed.describe()
+    assert "mid-frame" in failed.message and failed.attempts == 2 and failed.reconnected
+    assert failed.latency < 2 * TIMEOUT  # the reset ends the wait; no timeout was spent
+    assert again.ok and again.values == [2000, 2001] and again.reconnected
+    assert server.connections["dev"] == 3  # the first, the resend's, and the next read's

@@ -61,9 +61,10 @@ FAULT_MODES = (
     "wrong_tid",  # TCP: a transaction id the client never sent (RTU: no effect)
     "tid_zero",  # TCP: transaction id 0 (RTU: no effect)
     "reset",  # TCP: half the reply, then the connection is reset (RST); RTU: truncated
+    "lossy",  # every second reply is lost (a noisy line): a resend gets the answer
 )
 # Modes that rewrite the response bytes in _Tracer.trace_packet.
-_WIRE_MODES = frozenset(FAULT_MODES[6:])
+_WIRE_MODES = frozenset(FAULT_MODES[6:-1])
 _OTHER_FC = {1: 2, 2: 1, 3: 4, 4: 3}
 # Wire faults whose frame answers another request (or none): their data is not
 # this request's, so taking one shows as a wrong value.
@@ -307,6 +308,12 @@ class _Tracer:
         self.pending: dict[tuple[int, int], deque[tuple[float, int, int, int]]] = {}
         self._action = ""
         self._late_delay = 0.0
+        self._lost = False  # lossy: whether the last reply was lost
+
+    def _flip(self) -> bool:
+        """Lossy: lose every second reply."""
+        self._lost = not self._lost
+        return self._lost
 
     def trace_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
         now = time.time()
@@ -329,6 +336,8 @@ class _Tracer:
             # A unit nobody answers to: on a shared bus, silence.
             outcome, self._action = "no_device", "drop"
         elif sim.fault.mode in ("timeout", "down"):
+            outcome, self._action = "timeout", "drop"
+        elif sim.fault.mode == "lossy" and self._flip():
             outcome, self._action = "timeout", "drop"
         elif sim.fault.mode == "garbage":
             outcome, self._action = "garbage", "garble"

@@ -11,6 +11,7 @@ a slow or dead device never delays another line.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -128,6 +129,14 @@ def endpoint_of(device: DeviceConfig) -> Endpoint:
     )
 
 
+def register_map_fingerprint(device: DeviceConfig) -> str:
+    """What must not change for a device's learned read splits to stay valid:
+    where it is, its unit, and the spans its tags occupy in each table."""
+    spans = sorted({(str(t.table), int(t.address), int(t.width)) for t in device.tags})
+    where = (device.transport, device.host, device.port, device.unit)
+    return hashlib.sha256(repr((where, spans)).encode()).hexdigest()[:32]
+
+
 def _device_runtime(device: DeviceConfig) -> DeviceRuntime:
     limits = DeviceLimits(
         max_registers=device.max_registers_per_read,
@@ -189,6 +198,9 @@ class Poller:
         # Called with a line whose schedule may now have an earlier deadline (a
         # re-plan, a trigger read): the daemon wakes that line's worker.
         self.wake_listeners: list[Callable[[str], None]] = []
+        # Called with a device's name when it taught the plan a new read split
+        # (the daemon keeps them across restarts).
+        self.split_listeners: list[Callable[[str], None]] = []
         self._read_of: dict[str, Read] = {}  # tag key -> the planned read holding it
         self.lag: dict[str, LineLag] = {}  # line -> how late its reads start
         # Built once per planned read (Telegraf builds its decoders at config time too).
@@ -519,7 +531,23 @@ class Poller:
             barrier[1],
         )
         self.replan(now, {device.name})  # only this device's map changed
+        for listener in self.split_listeners:
+            try:
+                listener(device.name)
+            except Exception:  # a broken listener must never stop acquisition
+                log.exception("split listener %r failed", listener)
         return True
+
+    def restore_barriers(self, learned: Mapping[str, frozenset[tuple[Table, int]]]) -> int:
+        """Adopt read splits learned earlier (before `replan`); returns how many."""
+        count = 0
+        for name, barriers in learned.items():
+            device = self.devices.get(name)
+            if device is not None and barriers:
+                merged = device.limits.barriers | barriers
+                device.limits = replace(device.limits, barriers=merged)
+                count += len(barriers)
+        return count
 
     def _health_ok(self, device: DeviceRuntime, wall: float, now: float) -> None:
         previous = device.health.success(now, wall)

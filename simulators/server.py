@@ -335,9 +335,7 @@ class _Tracer:
         if sim is None:
             # A unit nobody answers to: on a shared bus, silence.
             outcome, self._action = "no_device", "drop"
-        elif sim.fault.mode in ("timeout", "down"):
-            outcome, self._action = "timeout", "drop"
-        elif sim.fault.mode == "lossy" and self._flip():
+        elif sim.fault.mode in ("timeout", "down") or (sim.fault.mode == "lossy" and self._flip()):
             outcome, self._action = "timeout", "drop"
         elif sim.fault.mode == "garbage":
             outcome, self._action = "garbage", "garble"

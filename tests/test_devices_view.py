@@ -78,10 +78,10 @@ async def test_devices_shows_resends_refusals_and_recovery(config_for) -> None:
             assert up["errors_by_kind"]["timeout"] >= 3
 
             # The table: p95 and retries as columns, the error with its time and recovery.
+            socket = str(config.daemon.socket)
             table = await asyncio.to_thread(
                 subprocess.run,
-                [sys.executable, "-m", "edgeopt.control.client", "--socket"]
-                + [str(config.daemon.socket), "devices"],
+                [sys.executable, "-m", "edgeopt.control.client", "--socket", socket, "devices"],
                 capture_output=True,
                 text=True,
                 timeout=30,

@@ -34,7 +34,7 @@ from edgeopt.metrics import MetricsServer, Snapshot, loop_snapshot
 from edgeopt.modbus.transport import Endpoint, PymodbusTransport, Transport
 from edgeopt.optimizer import Optimizer, build_optimizer
 from edgeopt.optimizer.persistence import LearnedStateStore
-from edgeopt.poller import LineWorker, Poller, endpoint_of, register_map_fingerprint
+from edgeopt.poller import LineWorker, Poller, line_endpoint, register_map_fingerprint
 from edgeopt.resources import LagMeter, PressureMonitor, PsutilSampler, ResourceSample
 from edgeopt.storage import HotStore, TierManager
 from edgeopt.storage.device_memory import load_barriers, save_barriers
@@ -317,7 +317,10 @@ class Daemon:
 
     def _sync_lines(self) -> None:
         """Start, keep or stop one worker per line to match the poller's devices."""
-        wanted = {line: endpoint_of(devs[0].config) for line, devs in self.poller.lines().items()}
+        wanted = {
+            line: line_endpoint([d.config for d in devs])
+            for line, devs in self.poller.lines().items()
+        }
         for line in [line for line in self.lines if line not in wanted]:
             asyncio.get_running_loop().create_task(self._stop_line(line))
         for line, endpoint in wanted.items():

@@ -126,7 +126,15 @@ def endpoint_of(device: DeviceConfig) -> Endpoint:
         bytesize=device.bytesize,
         timeout=device.timeout,
         retries=device.retries,
+        turnarounds=((device.unit, device.turnaround),) if device.turnaround else (),
     )
+
+
+def line_endpoint(devices: Sequence[DeviceConfig]) -> Endpoint:
+    """The endpoint of a line's one transport: the first device's, with every
+    device's turnaround."""
+    turnarounds = sorted({t for d in devices for t in endpoint_of(d).turnarounds})
+    return replace(endpoint_of(devices[0]), turnarounds=tuple(turnarounds))
 
 
 def register_map_fingerprint(device: DeviceConfig) -> str:
@@ -170,7 +178,8 @@ def default_cost(device: DeviceConfig) -> CostModel:
     its baud rate, and that line, not the TCP hop, is the bottleneck.
     """
     if device.transport in SERIAL_TRANSPORTS:
-        return CostModel.serial(device.baudrate)
+        # A slow device's turnaround keeps the bus quiet after each of its reads.
+        return CostModel.serial(device.baudrate, turnaround=0.005 + device.turnaround)
     return CostModel.tcp()
 
 
@@ -411,7 +420,9 @@ class Poller:
         samples: list[Sample] = []
         if result.ok and result.values is not None:
             units = -(-read.count // 16) if read.table.is_bits else read.count
-            device.cost_samples.append((units, result.latency))
+            # On a bus, a slow device's turnaround after its reply is its cost too.
+            quiet = device.config.turnaround if device.config.transport in SERIAL_TRANSPORTS else 0
+            device.cost_samples.append((units, result.latency + quiet))
             self._health_ok(device, wall, now)
             samples = self._decode(read, result.values, wall)
             if self.triggers or self.change_listeners:

@@ -561,6 +561,9 @@ class DeviceSettings(_Model):
     max_registers_per_read: Annotated[StrictInt, Field(ge=1, le=125)] = 125
     max_bits_per_read: Annotated[StrictInt, Field(ge=1, le=2000)] = 2000
     max_gap: Annotated[StrictInt, Field(ge=0, le=124)] = 10
+    # A slow device: after its reply the line stays quiet this long before the
+    # next request (to any device on the line).
+    turnaround: NonNegativeDuration = 0.0
 
     @property
     def line_key(self) -> str:

@@ -122,6 +122,9 @@ class Endpoint:
     bytesize: int = 8
     timeout: float = 1.0
     retries: int = 1
+    # (unit, seconds): after a reply from that unit the line stays quiet this
+    # long before the next request (`turnaround` of a slow device).
+    turnarounds: tuple[tuple[int, float], ...] = ()
 
     @property
     def line_key(self) -> str:
@@ -375,8 +378,21 @@ class PymodbusTransport:
         ctx.callback_disconnected = disconnected
         self._rtu = rtu
         self._was_connected = False  # connected once: a later connect is a reconnect
+        self._turnaround = dict(endpoint.turnarounds)
+        self._quiet_until = 0.0  # monotonic: no request before (a slow device's turnaround)
 
     async def read(self, table: Table, address: int, count: int, unit: int) -> ReadResult:
+        wait = self._quiet_until - self._clock.monotonic()
+        if wait > 0:
+            await self._clock.sleep(wait)  # the last device answered and needs its turnaround
+        try:
+            return await self._read(table, address, count, unit)
+        finally:
+            turnaround = self._turnaround.get(unit, 0.0)
+            if turnaround:
+                self._quiet_until = self._clock.monotonic() + turnaround
+
+    async def _read(self, table: Table, address: int, count: int, unit: int) -> ReadResult:
         started = self._clock.monotonic()
         discarded: list[str] = []
         result = ReadResult(None, 0.0)

@@ -105,13 +105,10 @@ class PlantTag:
     @property
     def mask(self) -> int:
         """The bits of its register this tag holds, on the wire (0xFFFF: all of them)."""
-        if self.table in BIT_TABLES or not self.is_bit:
+        if self.table in BIT_TABLES:
             return 0xFFFF
-        if self.byte is not None:
-            mask = 0xFF00 if self.byte == "high" else 0x00FF
-        else:
-            mask = ((1 << (self.bits or 1)) - 1) << (self.bit or 0)
-        return ((mask & 0xFF) << 8) | (mask >> 8) if self.byte_order == "little" else mask
+        mask = self.codec.wire_mask
+        return 0xFFFF if mask is None else mask
 
     def value(self, t: float) -> TagValue:
         """The true value at plant time t, typed as the codec and a poller see it."""

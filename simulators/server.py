@@ -64,7 +64,7 @@ FAULT_MODES = (
     "lossy",  # every second reply is lost (a noisy line): a resend gets the answer
 )
 # Modes that rewrite the response bytes in _Tracer.trace_packet.
-_WIRE_MODES = frozenset(FAULT_MODES[6:-1])
+_WIRE_MODES = frozenset(FAULT_MODES[FAULT_MODES.index("late") : FAULT_MODES.index("reset") + 1])
 _OTHER_FC = {1: 2, 2: 1, 3: 4, 4: 3}
 # Wire faults whose frame answers another request (or none): their data is not
 # this request's, so taking one shows as a wrong value.

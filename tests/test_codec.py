@@ -336,6 +336,33 @@ def test_byte_round_trip(
     assert codec.decode([word]) == want
 
 
+@pytest.mark.parametrize(
+    ("codec", "mask"),
+    [
+        (TagCodec(DataType.BOOL, bit=3), 0x0008),
+        (TagCodec(DataType.BOOL, bit=0, byte_order="little"), 0x0100),
+        (TagCodec(DataType.UINT16, bit=4, bits=3), 0x0070),
+        (TagCodec(DataType.UINT16, bit=4, bits=8, byte_order="little"), 0xF00F),
+        (TagCodec(DataType.INT8, byte="high"), 0xFF00),
+        (TagCodec(DataType.UINT8, byte="high", byte_order="little"), 0x00FF),
+        (TagCodec(DataType.UINT16), None),
+        (TagCodec(DataType.BOOL), None),
+        (TagCodec(DataType.BCD32), None),
+    ],
+)
+def test_wire_mask_names_the_bits_a_part_of_a_register_holds(
+    codec: TagCodec, mask: int | None
+) -> None:
+    assert codec.wire_mask == mask
+    if mask is not None:  # what it encodes never touches the other bits
+        for value in (0, 1, 5, -1):
+            try:
+                (word,) = codec.encode(value if codec.type is not DataType.BOOL else bool(value))
+            except ValueError:
+                continue
+            assert word & ~mask == 0
+
+
 @pytest.mark.parametrize("byte_order", ORDERS)
 @FAST
 @given(data=st.data())

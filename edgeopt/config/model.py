@@ -737,19 +737,11 @@ def _overlap_problems(tags: Sequence[tuple[int, TagConfig]]) -> list[Problem]:
 
 
 def register_mask(tag: TagConfig) -> int | None:
-    """The bits of its register a tag reads, as they sit on the wire (big-endian
-    register value); None for a tag that reads whole registers."""
-    if tag.table in BIT_TABLES:
+    """The bits of its register a tag reads, as they sit on the wire; None for a
+    tag that reads whole registers (see `TagCodec.wire_mask`)."""
+    if tag.table in BIT_TABLES or (tag.bit is None and tag.byte is None):
         return None
-    if tag.byte is not None:
-        mask = 0xFF00 if tag.byte == "high" else 0x00FF
-    elif tag.bit is not None:
-        mask = ((1 << (tag.bits or 1)) - 1) << tag.bit
-    else:
-        return None
-    if tag.byte_order == "little":  # bits are numbered after the bytes are swapped
-        mask = ((mask & 0xFF) << 8) | (mask >> 8)
-    return mask
+    return codec_for(tag).wire_mask
 
 
 def _part(tag: TagConfig) -> str:

@@ -238,6 +238,7 @@ class TagCodec:
     _post: Callable[[int], int] | None = field(init=False, repr=False, compare=False)
     _pre: Callable[[int], int] | None = field(init=False, repr=False, compare=False)
     _range: tuple[int, int] | None = field(init=False, repr=False, compare=False)
+    _wire_mask: int | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         dt = DataType(self.type)  # also accepts the plain string "float32"
@@ -306,6 +307,9 @@ class TagCodec:
         object.__setattr__(self, "_post", post)
         object.__setattr__(self, "_pre", pre)
         object.__setattr__(self, "_range", value_range)
+        object.__setattr__(
+            self, "_wire_mask", _wire_mask(dt, self.bit, self.bits, self.byte, self.byte_order)
+        )
         raw = _make_raw_decoder(dt, self.bit, self.string_encoding, pack, unpack, width, post)
         object.__setattr__(self, "_decode_raw", raw)
         if numeric and (scale != 1.0 or offset != 0.0):
@@ -337,6 +341,14 @@ class TagCodec:
     def width(self) -> int:
         """Registers one value occupies."""
         return self._width
+
+    @property
+    def wire_mask(self) -> int | None:
+        """The bits of its register a part-of-a-register value holds (a bool's
+        `bit`, a bit field, an int8/uint8 byte), as the register travels on the
+        wire; None for a value of whole registers. Writing such a value must
+        change only these bits (e.g. FC22 with this mask)."""
+        return self._wire_mask
 
     @property
     def is_exact(self) -> bool:
@@ -429,6 +441,19 @@ class TagCodec:
         except OverflowError:
             raise ValueError(f"{raw!r:.40} is outside {dt} range") from None
         return list(self._pack.unpack(data))
+
+
+def _wire_mask(
+    dt: DataType, bit: int | None, bits: int | None, byte: str | None, byte_order: str
+) -> int | None:
+    if byte is not None:
+        mask = 0xFF00 if byte == "high" else 0x00FF
+    elif bit is not None and dt in (DataType.BOOL, DataType.UINT16):
+        mask = ((1 << (bits or 1)) - 1) << bit
+    else:
+        return None
+    # Bits count in the value after byte_order: on the wire little swaps the bytes.
+    return ((mask & 0xFF) << 8) | (mask >> 8) if byte_order == "little" else mask
 
 
 def _converters(

@@ -37,9 +37,16 @@ from edgeopt.modbus.transport import Endpoint, PymodbusTransport, Transport
 from edgeopt.modbus.writeplan import WriteRefused
 from edgeopt.optimizer import Optimizer, build_optimizer
 from edgeopt.optimizer.persistence import LearnedStateStore
-from edgeopt.poller import LineWork, LineWorker, Poller, endpoint_of
+from edgeopt.poller import (
+    LineWork,
+    LineWorker,
+    Poller,
+    line_endpoint,
+    register_map_fingerprint,
+)
 from edgeopt.resources import LagMeter, PressureMonitor, PsutilSampler, ResourceSample
 from edgeopt.storage import HotStore, TierManager
+from edgeopt.storage.device_memory import load_barriers, save_barriers
 from edgeopt.systemd import SystemdNotifier
 from edgeopt.writes import Caller, WriteService
 
@@ -194,6 +201,7 @@ class Daemon:
             events=self.events,
             audit=self._write_audit,
         )
+        self._split_saves: set[asyncio.Task[None]] = set()
 
     @property
     def state_dir(self) -> Path:
@@ -235,6 +243,7 @@ class Daemon:
             deviations=_deviations(cfg),
         )
         await self.tiers.refresh_figures()
+        await self._restore_splits()
         plan = self.poller.replan(self.clock.monotonic())
         self._logged_plan = plan.summary()
         log.info("read plan: %s", self._logged_plan)
@@ -287,6 +296,7 @@ class Daemon:
             self._metrics.stop()
         for line in list(self.lines):
             await self._stop_line(line)
+        await asyncio.gather(*self._split_saves, return_exceptions=True)
         if self.optimizer is not None:
             await self._save_learning()
             await self.optimizer.close()
@@ -330,7 +340,10 @@ class Daemon:
 
     def _sync_lines(self) -> None:
         """Start, keep or stop one worker per line to match the poller's devices."""
-        wanted = {line: endpoint_of(devs[0].config) for line, devs in self.poller.lines().items()}
+        wanted = {
+            line: line_endpoint([d.config for d in devs])
+            for line, devs in self.poller.lines().items()
+        }
         for line in [line for line in self.lines if line not in wanted]:
             asyncio.get_running_loop().create_task(self._stop_line(line))
         for line, endpoint in wanted.items():
@@ -358,6 +371,46 @@ class Daemon:
         await asyncio.gather(runner.task, return_exceptions=True)
         with contextlib.suppress(Exception):
             await runner.worker.close()
+
+    # -- what devices taught ---------------------------------------------------
+
+    async def _restore_splits(self) -> None:
+        """Read splits learned on earlier runs, for devices whose register map is unchanged."""
+        assert self.store is not None
+        fingerprints = {
+            name: register_map_fingerprint(d.config) for name, d in self.poller.devices.items()
+        }
+        try:
+            async with self.store.transaction() as conn:
+                learned = await load_barriers(conn, fingerprints)
+        except Exception as exc:  # an optimisation: never a reason not to poll
+            log.warning("could not restore learned read splits: %s", exc)
+            return
+        if learned:
+            count = self.poller.restore_barriers(learned)
+            log.info("restored %d learned read splits on %d devices", count, len(learned))
+        self.poller.split_listeners.append(self._on_split)
+
+    def _on_split(self, device: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._save_splits(device))
+        self._split_saves.add(task)
+        task.add_done_callback(self._split_saves.discard)
+
+    async def _save_splits(self, name: str) -> None:
+        device = self.poller.devices.get(name)
+        if device is None or self.store is None:
+            return
+        try:
+            async with self.store.transaction() as conn:
+                await save_barriers(
+                    conn,
+                    name,
+                    register_map_fingerprint(device.config),
+                    device.limits.barriers,
+                    self.clock.now(),
+                )
+        except Exception as exc:
+            log.warning("could not save the read splits of %s: %s", name, exc)
 
     # -- reload ----------------------------------------------------------------
 

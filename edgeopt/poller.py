@@ -11,6 +11,7 @@ a slow or dead device never delays another line.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
@@ -126,7 +127,23 @@ def endpoint_of(device: DeviceConfig) -> Endpoint:
         bytesize=device.bytesize,
         timeout=device.timeout,
         retries=device.retries,
+        turnarounds=((device.unit, device.turnaround),) if device.turnaround else (),
     )
+
+
+def line_endpoint(devices: Sequence[DeviceConfig]) -> Endpoint:
+    """The endpoint of a line's one transport: the first device's, with every
+    device's turnaround."""
+    turnarounds = sorted({t for d in devices for t in endpoint_of(d).turnarounds})
+    return replace(endpoint_of(devices[0]), turnarounds=tuple(turnarounds))
+
+
+def register_map_fingerprint(device: DeviceConfig) -> str:
+    """What must not change for a device's learned read splits to stay valid:
+    where it is, its unit, and the spans its tags occupy in each table."""
+    spans = sorted({(str(t.table), int(t.address), int(t.width)) for t in device.tags})
+    where = (device.transport, device.host, device.port, device.unit)
+    return hashlib.sha256(repr((where, spans)).encode()).hexdigest()[:32]
 
 
 def _device_runtime(device: DeviceConfig) -> DeviceRuntime:
@@ -162,7 +179,8 @@ def default_cost(device: DeviceConfig) -> CostModel:
     its baud rate, and that line, not the TCP hop, is the bottleneck.
     """
     if device.transport in SERIAL_TRANSPORTS:
-        return CostModel.serial(device.baudrate)
+        # A slow device's turnaround keeps the bus quiet after each of its reads.
+        return CostModel.serial(device.baudrate, turnaround=0.005 + device.turnaround)
     return CostModel.tcp()
 
 
@@ -192,6 +210,9 @@ class Poller:
         # Called with a line whose schedule may now have an earlier deadline (a
         # re-plan, a trigger read): the daemon wakes that line's worker.
         self.wake_listeners: list[Callable[[str], None]] = []
+        # Called with a device's name when it taught the plan a new read split
+        # (the daemon keeps them across restarts).
+        self.split_listeners: list[Callable[[str], None]] = []
         self._read_of: dict[str, Read] = {}  # tag key -> the planned read holding it
         # Read key -> when a trigger last asked for it: a burst of leader changes
         # re-reads the followers no faster than their configured interval.
@@ -394,20 +415,32 @@ class Poller:
         if device is None or schedule is None:
             return
         device.stats.record(
-            result.latency, read.count, result.error, result.exception_code, read.table.is_bits
+            result.latency,
+            read.count,
+            result.error,
+            result.exception_code,
+            read.table.is_bits,
+            attempts=result.attempts,
+            reconnected=result.reconnected,
         )
         for kind in result.discarded:  # frames dropped on the way: late, foreign, garbage
             device.stats.errors_by_kind[kind] += 1
         samples: list[Sample] = []
         if result.ok and result.values is not None:
             units = -(-read.count // 16) if read.table.is_bits else read.count
-            device.cost_samples.append((units, result.latency))
+            # On a bus, a slow device's turnaround after its reply is its cost too.
+            quiet = device.config.turnaround if device.config.transport in SERIAL_TRANSPORTS else 0
+            device.cost_samples.append((units, result.latency + quiet))
             self._health_ok(device, wall, now)
             samples = self._decode(read, result.values, wall)
             if self.triggers or self.change_listeners:
                 self._changes(read, wall, now)
         elif result.exception_code == ILLEGAL_DATA_ADDRESS and self._split(device, read, now):
-            return  # the split reads run at once; the tags keep their state
+            # The split reads run at once; the tags keep their state. The device
+            # answered (alive), and the refusal is its last error until a good read.
+            self._health_ok(device, wall, now)
+            device.health.note(f"{result.describe()} on {_span(read)}; split", now, wall)
+            return
         else:
             trouble = result.error is not ReadError.EXCEPTION or (
                 result.exception_code in _DEVICE_TROUBLE
@@ -417,6 +450,7 @@ class Poller:
                 self._health_fail(device, result.describe(), wall, now, answered=answered)
             else:
                 self._health_ok(device, wall, now)  # it answered: it is alive
+                device.health.note(f"{result.describe()} on {_span(read)}", now, wall)
             reason = result.describe()
             for key in read.tags:
                 tag = self.tags.get(key)
@@ -550,10 +584,26 @@ class Poller:
             barrier[1],
         )
         self.replan(now, {device.name})  # only this device's map changed
+        for listener in self.split_listeners:
+            try:
+                listener(device.name)
+            except Exception:  # a broken listener must never stop acquisition
+                log.exception("split listener %r failed", listener)
         return True
 
+    def restore_barriers(self, learned: Mapping[str, frozenset[tuple[Table, int]]]) -> int:
+        """Adopt read splits learned earlier (before `replan`); returns how many."""
+        count = 0
+        for name, barriers in learned.items():
+            device = self.devices.get(name)
+            if device is not None and barriers:
+                merged = device.limits.barriers | barriers
+                device.limits = replace(device.limits, barriers=merged)
+                count += len(barriers)
+        return count
+
     def _health_ok(self, device: DeviceRuntime, wall: float, now: float) -> None:
-        previous = device.health.success(now)
+        previous = device.health.success(now, wall)
         if previous is not None:
             log.info("device %s recovered (was %s)", device.name, previous)
             self.events.emit(wall, "device_online", f"{device.name} is online", device=device.name)
@@ -561,7 +611,7 @@ class Poller:
     def _health_fail(
         self, device: DeviceRuntime, error: str, wall: float, now: float, *, answered: bool = False
     ) -> None:
-        previous = device.health.failure(error, now, answered=answered)
+        previous = device.health.failure(error, now, answered=answered, wall=wall)
         if previous is None:
             return
         state = device.health.state
@@ -598,6 +648,11 @@ LineWork = Callable[[Transport], Awaitable[Any]]
 class _LineJob:
     work: LineWork
     done: asyncio.Future[Any]
+
+
+def _span(read: Read) -> str:
+    """`holding 100+20`: a read's table, start and count, for messages."""
+    return f"{read.table} {read.start}+{read.count}"
 
 
 class LineWorker:

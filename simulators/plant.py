@@ -42,7 +42,9 @@ class PlantTag:
     """One tag of a device's register map, driven by `signal` (or a fixed string).
 
     The fields after `signal` mirror the edgeopt tag config (CONTRACT.md);
-    times are in seconds.
+    times are in seconds. Every type edgeopt decodes can be served, parts of a
+    register included: tags holding other bits (`bit`, `bits`) or the other
+    byte (`byte`) of one register share it.
     """
 
     name: str
@@ -66,6 +68,8 @@ class PlantTag:
     writable: bool = False
     # A device that clamps what is written into this range (engineering units).
     write_clamp: tuple[float, float] | None = None
+    byte: str | None = None  # int8 / uint8: "high" or "low"
+    bits: int | None = None  # a bit field (uint16 with bit): its width
 
     def __post_init__(self) -> None:
         if self.table not in REGISTER_TABLES + BIT_TABLES:
@@ -88,6 +92,8 @@ class PlantTag:
             word_order=self.word_order,  # type: ignore[arg-type]
             scale=self.scale,
             offset=self.offset,
+            byte=self.byte,  # type: ignore[arg-type]
+            bits=self.bits,
         )
 
     @property
@@ -99,8 +105,16 @@ class PlantTag:
 
     @property
     def is_bit(self) -> bool:
-        """True for one bit of a register, or a coil/discrete input."""
-        return self.table in BIT_TABLES or self.bit is not None
+        """True for part of a register (a bit, a bit field or a byte), or a coil/discrete input."""
+        return self.table in BIT_TABLES or self.bit is not None or self.byte is not None
+
+    @property
+    def mask(self) -> int:
+        """The bits of its register this tag holds, on the wire (0xFFFF: all of them)."""
+        if self.table in BIT_TABLES:
+            return 0xFFFF
+        mask = self.codec.wire_mask
+        return 0xFFFF if mask is None else mask
 
     def value(self, t: float) -> TagValue:
         """The true value at plant time t, typed as the codec and a poller see it."""
@@ -132,10 +146,12 @@ class PlantTag:
         if dt is DataType.BOOL:
             return (v != 0.0).astype(np.float64)
         c = self.codec
-        if dt in (DataType.FLOAT32, DataType.FLOAT64):
+        if dt in (DataType.FLOAT16, DataType.FLOAT32, DataType.FLOAT64):
             raw = v if c.is_exact else (v - c.offset) / c.scale
             if dt is DataType.FLOAT32:
                 raw = raw.astype(np.float32).astype(np.float64)
+            elif dt is DataType.FLOAT16:
+                raw = raw.astype(np.float16).astype(np.float64)
             return raw if c.is_exact else raw * c.scale + c.offset
         # Integers: round half to even, as the codec's encode does.
         raw = np.round(v) if c.is_exact else np.round((v - c.offset) / c.scale)
@@ -162,6 +178,10 @@ class PlantTag:
         }
         if self.bit is not None:
             d["bit"] = self.bit
+        if self.bits is not None:
+            d["bits"] = self.bits
+        if self.byte is not None:
+            d["byte"] = self.byte
         if self.length is not None:
             d["length"] = self.length
         if self.byte_order != "big":
@@ -244,14 +264,16 @@ class PlantDevice:
         for tag in sorted(self.tags_in(table), key=lambda t: (t.address, t.bit or 0)):
             if out and tag.address < out[-1].address + out[-1].width:
                 prev = out[-1]
-                shared = tag.table in REGISTER_TABLES and tag.bit is not None
-                if not (shared and prev.address == tag.address and prev.tags[0].bit is not None):
+                shared = tag.table in REGISTER_TABLES and tag.is_bit
+                if not (shared and prev.address == tag.address and prev.tags[0].is_bit):
                     raise ValueError(
                         f"device {self.name}: {tag.name} overlaps {prev.tags[0].name} "
                         f"in {table} at {tag.address}"
                     )
-                if any(o.bit == tag.bit for o in prev.tags):
-                    raise ValueError(f"device {self.name}: {tag.name} reuses bit {tag.bit}")
+                if any(o.mask & tag.mask for o in prev.tags):
+                    raise ValueError(
+                        f"device {self.name}: {tag.name} reuses bits of register {tag.address}"
+                    )
                 prev.tags.append(tag)
                 continue
             out.append(Slot(tag.address, tag.width, [tag]))

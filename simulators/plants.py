@@ -27,11 +27,20 @@ from .signals import (
     RandomWalk,
     Shift,
     Signal,
+    Sine,
     Solar,
     Steps,
 )
 
-__all__ = ["GEN_PLANTS", "PLANTS", "build_plant", "demo_plant", "large_plant", "week_plant"]
+__all__ = [
+    "GEN_PLANTS",
+    "PLANTS",
+    "build_plant",
+    "demo_plant",
+    "large_plant",
+    "types_plant",
+    "week_plant",
+]
 
 # Polling presets, as a user would write them (seconds).
 CONTROL: dict[str, Any] = {
@@ -949,7 +958,48 @@ def week_plant(seed: int = 3) -> Plant:
     return Plant("week", [line("lineA", line_a), line("lineB", line_b), hvac, pv], seed=seed)
 
 
-PLANTS = ("demo", "large", "week")
+def types_plant(seed: int = 5) -> Plant:
+    """One device with every type peers read, in both byte orders: int8/uint8 (both
+    bytes of one register), bit fields beside bits, float16, bcd16/bcd32 and
+    byte-swapped strings. Its values move, within each type's range."""
+
+    def wave(key: str, mean: float, amplitude: float, quantum: float = 1.0) -> Sine:
+        return Sine(
+            key, seed, wave_period=20.0, amplitude=amplitude, mean=mean, quantum=quantum,
+            period=0.5,
+        )  # fmt: skip
+
+    tags: list[PlantTag] = []
+    for base, order in ((0, "big"), (20, "little")):
+        s = f"_{order}"
+        tags += [
+            PlantTag(f"int8_high{s}", "holding", base, "int8", wave(f"a{s}", 0, 120),
+                     byte="high", byte_order=order),
+            PlantTag(f"uint8_low{s}", "holding", base, "uint8", wave(f"b{s}", 128, 120),
+                     byte="low", byte_order=order),
+            PlantTag(f"mode{s}", "holding", base + 1, "uint16", wave(f"c{s}", 7, 7),
+                     bit=0, bits=4, byte_order=order),
+            PlantTag(f"running{s}", "holding", base + 1, "bool", wave(f"d{s}", 0.5, 0.6, 0),
+                     bit=4, byte_order=order),
+            PlantTag(f"gear{s}", "holding", base + 1, "uint16", wave(f"e{s}", 200, 50),
+                     bit=7, bits=9, byte_order=order),
+            PlantTag(f"frequency{s}", "input", base, "float16", wave(f"f{s}", 50, 0.5, 0.01),
+                     byte_order=order),
+            PlantTag(f"setpoint{s}", "holding", base + 2, "bcd16", wave(f"g{s}", 5000, 4000),
+                     byte_order=order),
+            PlantTag(f"firmware{s}", "holding", base + 3, "bcd16", Constant(2.13),
+                     scale=0.01, byte_order=order),
+            PlantTag(f"hours{s}", "holding", base + 4, "bcd32", wave(f"h{s}", 5e7, 4e7),
+                     byte_order=order, word_order=order),
+            PlantTag(f"serial{s}", "holding", base + 6, "string", "SN-0042A",
+                     length=4, byte_order=order),
+        ]  # fmt: skip
+    for tag in tags:
+        tag.interval, tag.max_staleness = 0.5, 5.0
+    return Plant("types", [PlantDevice("peers", 1, tags)], seed=seed)
+
+
+PLANTS = ("demo", "large", "week", "types")
 # Generated plants are named, not listed: "gen:SEED" or "gen:SEED:TAGS" (simulators.generated).
 GEN_PLANTS = "gen:SEED[:TAGS]"
 
@@ -968,6 +1018,8 @@ def build_plant(
         return generated_plant(*gen)
     if name == "demo":
         return demo_plant() if seed is None else demo_plant(seed)
+    if name == "types":
+        return types_plant() if seed is None else types_plant(seed)
     if name == "week":
         return week_plant() if seed is None else week_plant(seed)
     if name == "large":

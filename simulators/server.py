@@ -22,6 +22,8 @@ import dataclasses
 import functools
 import json
 import logging
+import socket
+import struct
 import time
 from bisect import bisect_right
 from collections import Counter, deque
@@ -62,10 +64,15 @@ FAULT_MODES = (
     "bytewise",  # the reply sent one byte at a time, a few ms apart
     "wrong_tid",  # TCP: a transaction id the client never sent (RTU: no effect)
     "tid_zero",  # TCP: transaction id 0 (RTU: no effect)
+    "reset",  # TCP: half the reply, then the connection is reset (RST); RTU: truncated
+    "lossy",  # every second reply is lost (a noisy line): a resend gets the answer
 )
 # Modes that rewrite the response bytes in _Tracer.trace_packet.
-_WIRE_MODES = frozenset(FAULT_MODES[6:])
+_WIRE_MODES = frozenset(FAULT_MODES[FAULT_MODES.index("late") : FAULT_MODES.index("reset") + 1])
 _OTHER_FC = {1: 2, 2: 1, 3: 4, 4: 3}
+# Wire faults whose frame answers another request (or none): their data is not
+# this request's, so taking one shows as a wrong value.
+_FOREIGN_MODES = frozenset({"wrong_function", "wrong_unit", "wrong_tid", "tid_zero"})
 NOISE = b"\xff\x00\x55\xaa\x13"
 BYTE_GAP = 0.002  # seconds between the bytes of a `bytewise` reply
 
@@ -308,12 +315,11 @@ class _DeviceSim:
         if all(tag.writable for tag in slot.tags):
             return held
         word = 0
-        for tag in slot.tags:  # bits of one register, some of them read-only
-            mask = tag.codec.encode_raw(True)[0]
+        for tag in slot.tags:  # parts of one register, some of them read-only
             if tag.writable:
-                word |= held[0] & mask
-            elif tag.value(t):
-                word |= mask
+                word |= held[0] & tag.mask
+            else:
+                word |= tag.encode(t)[0]
         return [word]
 
     def _fill_registers(
@@ -369,6 +375,12 @@ class _Tracer:
         self.pending: dict[tuple[int, int], deque[tuple[float, int, int, int]]] = {}
         self._action = ""
         self._late_delay = 0.0
+        self._lost = False  # lossy: whether the last reply was lost
+
+    def _flip(self) -> bool:
+        """Lossy: lose every second reply."""
+        self._lost = not self._lost
+        return self._lost
 
     def trace_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
         now = time.time()
@@ -390,7 +402,7 @@ class _Tracer:
         if sim is None:
             # A unit nobody answers to: on a shared bus, silence.
             outcome, self._action = "no_device", "drop"
-        elif sim.fault.mode in ("timeout", "down"):
+        elif sim.fault.mode in ("timeout", "down") or (sim.fault.mode == "lossy" and self._flip()):
             outcome, self._action = "timeout", "drop"
         elif sim.drop_reply and fc in _WRITE_FCS:
             sim.drop_reply = False
@@ -432,6 +444,9 @@ class _Tracer:
         if action == "bytewise":
             self._trickle(data, BYTE_GAP)
             return b""
+        if action == "reset" and not self.rtu:
+            self._reset_after(len(data) // 2)
+            return data[: len(data) // 2]
         if action == "late":
             # Sent later by the tracer, not delayed in the action: pymodbus's
             # server stamps a response with the transaction id of the newest
@@ -455,6 +470,24 @@ class _Tracer:
         for i, byte in enumerate(data):
             loop.call_later(delay + i * gap, _write_quietly, transport, bytes([byte]))
 
+    def _reset_after(self, sent: int) -> None:
+        """Reset the newest connection (an RST, not a FIN) once `sent` bytes are out."""
+        conns = list(getattr(self.server, "active_connections", {}).values())
+        transport = getattr(conns[-1], "transport", None) if conns else None
+        if transport is not None:
+            # After the partial reply is written (pymodbus writes it on return).
+            asyncio.get_running_loop().call_later(0.02, _reset_quietly, transport)
+
+
+def _reset_quietly(transport: Any) -> None:
+    if transport.is_closing():
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        # SO_LINGER on, 0 s: close() sends RST and drops anything unsent.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
 
 def _write_quietly(transport: Any, data: bytes) -> None:
     if not transport.is_closing():
@@ -470,11 +503,16 @@ def _wire_fault(mode: str, data: bytes, rtu: bool) -> bytes:
         unit, fc = 6, 7  # offsets in the MBAP frame
     if len(b) <= fc + 1:
         return data
+    if mode in _FOREIGN_MODES and b[fc] in _OTHER_FC:
+        # Someone else's answer carries someone else's data: a client that took
+        # it would store values this register never held.
+        end = len(b) - 2 if rtu else len(b)
+        b[fc + 2 : end] = bytes(x ^ 0xA5 for x in b[fc + 2 : end])
     if mode == "wrong_function":
         b[fc] = _OTHER_FC.get(b[fc], b[fc] ^ 0x7F)
     elif mode == "wrong_unit":
         b[unit] = b[unit] % 247 + 1
-    elif mode == "truncated":
+    elif mode in ("truncated", "reset"):  # RTU has no connection to reset
         return bytes(b[:-3])
     elif mode == "bad_crc":
         if rtu:

@@ -36,6 +36,9 @@ INT_RANGES = {
 }
 FLOAT_WIDTHS: dict[DataType, Literal[32, 64]] = {DataType.FLOAT32: 32, DataType.FLOAT64: 64}
 REGISTER = st.integers(0, 0xFFFF)
+BYTE_TYPES = {DataType.INT8: (-128, 127), DataType.UINT8: (0, 255)}
+BCD_TYPES = {DataType.BCD16: 9999, DataType.BCD32: 99_999_999}
+BYTES: tuple[Literal["high", "low"], ...] = ("high", "low")
 # Enough to find order and sign mistakes; the whole file stays well under 5 s.
 FAST = settings(max_examples=40, deadline=None)
 
@@ -132,6 +135,34 @@ def test_64_bit_orders_match_known_vectors(
         (TagCodec(DataType.INT16, scale=0.1), [0xFFFF], -0.1),
         (TagCodec(DataType.UINT16, scale=2, offset=-1), [3], 5.0),
         (TagCodec(DataType.FLOAT32, scale=10.0, offset=1.0), [0x3F80, 0], 11.0),
+        # Peers' types: one byte of a register, half floats, BCD, bit fields.
+        (TagCodec(DataType.INT8, byte="high"), [0xFE01], -2),
+        (TagCodec(DataType.INT8, byte="low"), [0xFE81], -127),
+        (TagCodec(DataType.UINT8, byte="high"), [0xFE01], 254),
+        (TagCodec(DataType.UINT8, byte="low"), [0xFE01], 1),
+        (TagCodec(DataType.UINT8, byte="high", byte_order="little"), [0xFE01], 1),
+        (TagCodec(DataType.INT8, byte="low", scale=0.5), [0x00FF], -0.5),
+        (TagCodec(DataType.FLOAT16), [0x3C00], 1.0),
+        (TagCodec(DataType.FLOAT16), [0xC000], -2.0),
+        (TagCodec(DataType.FLOAT16), [0x7BFF], 65504.0),  # the largest half
+        (TagCodec(DataType.FLOAT16), [0x0001], 2.0**-24),  # the smallest subnormal
+        (TagCodec(DataType.FLOAT16), [0xFC00], -math.inf),
+        (TagCodec(DataType.FLOAT16, byte_order="little"), [0x003C], 1.0),
+        (TagCodec(DataType.BCD16), [0x1234], 1234),
+        (TagCodec(DataType.BCD16), [0x9999], 9999),
+        (TagCodec(DataType.BCD16, scale=0.1), [0x0105], 10.5),
+        (TagCodec(DataType.BCD32), [0x1234, 0x5678], 12345678),
+        (TagCodec(DataType.BCD32, word_order="little"), [0x5678, 0x1234], 12345678),
+        (TagCodec(DataType.UINT16, bit=4, bits=3), [0b0000_0000_0101_0000], 5),
+        (TagCodec(DataType.UINT16, bit=0, bits=16), [0xBEEF], 0xBEEF),
+        (TagCodec(DataType.UINT16, bit=12, bits=4), [0xA000], 10),
+        (TagCodec(DataType.UINT16, bit=8, bits=2, byte_order="little"), [0x0003], 3),
+        # Byte-swapped pairs: each register's two characters swapped.
+        (
+            TagCodec(DataType.STRING, length=3, byte_order="little"),
+            [0x5053, 0x3031, 0x0032],
+            "SP102",
+        ),
     ],
     ids=lambda x: (
         str(x) if not isinstance(x, TagCodec) else f"{x.type}/{x.byte_order}/{x.word_order}"
@@ -178,7 +209,8 @@ def test_decode_bits_reads_one_coil() -> None:
 def test_width_uses_register_width() -> None:
     for dt in DataType:
         length = 5 if dt is DataType.STRING else None
-        assert TagCodec(dt, length=length).width == register_width(dt, length)
+        byte: Literal["high"] | None = "high" if dt in BYTE_TYPES else None
+        assert TagCodec(dt, length=length, byte=byte).width == register_width(dt, length)
 
 
 # --- round trips ------------------------------------------------------------
@@ -281,6 +313,109 @@ def test_encode_rounds_integers_to_nearest() -> None:
     assert TagCodec(DataType.UINT16).encode(2.6) == [3]
 
 
+@pytest.mark.parametrize("byte_order", ORDERS)
+@pytest.mark.parametrize("byte", BYTES)
+@pytest.mark.parametrize("dt", list(BYTE_TYPES))
+@FAST
+@given(data=st.data())
+def test_byte_round_trip(
+    dt: DataType, byte: Literal["high", "low"], byte_order: Order, data: Any
+) -> None:
+    codec = TagCodec(dt, byte=byte, byte_order=byte_order)
+    value = data.draw(st.integers(*BYTE_TYPES[dt]))
+    (word,) = codec.encode(value)
+    assert same(codec.decode([word]), value)
+    # Only its own byte is set, so two byte tags of one register can be merged.
+    other = TagCodec(dt, byte="low" if byte == "high" else "high", byte_order=byte_order)
+    assert other.decode([word]) == 0
+    # And any register: the byte is read, the other byte ignored.
+    word = data.draw(REGISTER)
+    as_value = word if byte_order == "big" else int.from_bytes(word.to_bytes(2, "little"), "big")
+    unsigned = (as_value >> 8 if byte == "high" else as_value) & 0xFF
+    want = unsigned - 256 if dt is DataType.INT8 and unsigned > 127 else unsigned
+    assert codec.decode([word]) == want
+
+
+@pytest.mark.parametrize(
+    ("codec", "mask"),
+    [
+        (TagCodec(DataType.BOOL, bit=3), 0x0008),
+        (TagCodec(DataType.BOOL, bit=0, byte_order="little"), 0x0100),
+        (TagCodec(DataType.UINT16, bit=4, bits=3), 0x0070),
+        (TagCodec(DataType.UINT16, bit=4, bits=8, byte_order="little"), 0xF00F),
+        (TagCodec(DataType.INT8, byte="high"), 0xFF00),
+        (TagCodec(DataType.UINT8, byte="high", byte_order="little"), 0x00FF),
+        (TagCodec(DataType.UINT16), None),
+        (TagCodec(DataType.BOOL), None),
+        (TagCodec(DataType.BCD32), None),
+    ],
+)
+def test_wire_mask_names_the_bits_a_part_of_a_register_holds(
+    codec: TagCodec, mask: int | None
+) -> None:
+    assert codec.wire_mask == mask
+    if mask is not None:  # what it encodes never touches the other bits
+        for value in (0, 1, 5, -1):
+            try:
+                (word,) = codec.encode(value if codec.type is not DataType.BOOL else bool(value))
+            except ValueError:
+                continue
+            assert word & ~mask == 0
+
+
+@pytest.mark.parametrize("byte_order", ORDERS)
+@FAST
+@given(data=st.data())
+def test_bit_field_round_trip(byte_order: Order, data: Any) -> None:
+    bit = data.draw(st.integers(0, 15))
+    bits = data.draw(st.integers(1, 16 - bit))
+    codec = TagCodec(DataType.UINT16, bit=bit, bits=bits, byte_order=byte_order)
+    value = data.draw(st.integers(0, 2**bits - 1))
+    assert codec.decode(codec.encode(value)) == value
+    word = data.draw(REGISTER)
+    as_value = word if byte_order == "big" else int.from_bytes(word.to_bytes(2, "little"), "big")
+    assert codec.decode([word]) == (as_value >> bit) & (2**bits - 1)
+    with pytest.raises(ValueError, match=f"{bits}-bit field"):
+        codec.encode(2**bits)
+
+
+@pytest.mark.parametrize("byte_order", ORDERS)
+@FAST
+@given(value=st.floats(width=16))
+def test_float16_round_trip_is_bitwise(byte_order: Order, value: float) -> None:
+    codec = TagCodec(DataType.FLOAT16, byte_order=byte_order)
+    assert same(codec.decode(codec.encode(value)), value)
+    (word,) = codec.encode(value)
+    assert codec.encode(codec.decode([word])) == [word] or math.isnan(value)
+
+
+@pytest.mark.parametrize(("byte_order", "word_order"), ORDER_PAIRS)
+@pytest.mark.parametrize("dt", list(BCD_TYPES))
+@FAST
+@given(data=st.data())
+def test_bcd_round_trip_and_invalid_digits(
+    dt: DataType, byte_order: Order, word_order: Order, data: Any
+) -> None:
+    codec = TagCodec(dt, byte_order=byte_order, word_order=word_order)
+    value = data.draw(st.integers(0, BCD_TYPES[dt]))
+    assert codec.decode(codec.encode(value)) == value
+    # Any registers: a valid BCD pattern round-trips; one with a digit above 9
+    # is a DecodeError, never a value.
+    words = data.draw(registers(codec.width))
+    raw = TagCodec(
+        DataType.UINT16 if codec.width == 1 else DataType.UINT32,
+        byte_order=byte_order,
+        word_order=word_order,
+    ).decode(words)
+    if all(int(d, 16) <= 9 for d in f"{raw:x}"):
+        assert codec.encode(codec.decode(words)) == words
+    else:
+        with pytest.raises(DecodeError, match="not BCD"):
+            codec.decode(words)
+        with pytest.raises(DecodeError):
+            BlockDecoder(codec.width, [(0, codec)]).decode(words)
+
+
 # --- errors -----------------------------------------------------------------
 
 
@@ -333,6 +468,12 @@ def test_invalid_register_raises_decode_error(dt: DataType, bad: object) -> None
         (TagCodec(DataType.FLOAT64), 10**400),
         (TagCodec(DataType.STRING, length=1), "ABC"),
         (TagCodec(DataType.STRING, length=2, string_encoding="ascii"), "é"),
+        (TagCodec(DataType.INT8, byte="low"), 128),
+        (TagCodec(DataType.UINT8, byte="high"), -1),
+        (TagCodec(DataType.FLOAT16), 65520.0),  # rounds past the largest half
+        (TagCodec(DataType.BCD16), 10000),
+        (TagCodec(DataType.BCD32), -1),
+        (TagCodec(DataType.UINT16, bit=2, bits=2), 4),
     ],
     ids=lambda x: x.type if isinstance(x, TagCodec) else repr(x)[:20],
 )
@@ -374,6 +515,13 @@ def test_encode_wrong_kind_raises_type_error(codec: TagCodec, value: Value) -> N
         ({"type": "int16", "word_order": "BIG"}, "word_order must be"),
         ({"type": "string", "length": 2, "string_encoding": "klingon"}, "unknown string_encoding"),
         ({"type": "int128"}, "int128"),
+        ({"type": "int8"}, "byte must be high or low"),
+        ({"type": "uint8", "byte": "middle"}, "byte must be high or low"),
+        ({"type": "int16", "byte": "high"}, "byte applies to types int8 and uint8 only"),
+        ({"type": "uint16", "bits": 3}, "bits applies to a bit field only"),
+        ({"type": "int16", "bit": 2, "bits": 3}, "bit applies to type bool only"),
+        ({"type": "uint16", "bit": 14, "bits": 3}, r"bits must be 1\.\.2 from bit 14"),
+        ({"type": "uint16", "bit": 0, "bits": 0}, r"bits must be 1\.\.16"),
     ],
 )
 def test_invalid_codec_fails_at_construction(kwargs: dict[str, Any], message: str) -> None:
@@ -476,7 +624,13 @@ def _codecs(draw: st.DrawFn) -> TagCodec:
         kwargs["length"] = draw(st.integers(1, 4))
     elif dt is DataType.BOOL:
         kwargs["bit"] = draw(st.none() | st.integers(0, 15))
-    elif draw(st.booleans()):
+        return TagCodec(dt, **kwargs)
+    if dt in BYTE_TYPES:
+        kwargs["byte"] = draw(st.sampled_from(BYTES))
+    elif dt is DataType.UINT16 and draw(st.booleans()):
+        kwargs["bit"] = draw(st.integers(0, 15))
+        kwargs["bits"] = draw(st.integers(1, 16 - kwargs["bit"]))
+    if dt is not DataType.STRING and draw(st.booleans()):
         kwargs["scale"] = draw(st.sampled_from([0.1, 2.0, -1.0]))
         kwargs["offset"] = draw(st.sampled_from([0.0, 5.5]))
     return TagCodec(dt, **kwargs)
@@ -489,7 +643,13 @@ def test_block_decoder_matches_per_tag_decode(data: Any) -> None:
     codecs = data.draw(st.lists(_codecs(), max_size=12))
     fields = [(data.draw(st.integers(0, count - c.width)), c) for c in codecs]
     block = data.draw(registers(count))
-    got = BlockDecoder(count, fields).decode(block)
-    want = [c.decode(block[start : start + c.width]) for start, c in fields]
+    decoder = BlockDecoder(count, fields)
+    try:
+        want = [c.decode(block[start : start + c.width]) for start, c in fields]
+    except DecodeError:  # a BCD field with a digit above 9: the block refuses too
+        with pytest.raises(DecodeError):
+            decoder.decode(block)
+        return
+    got = decoder.decode(block)
     assert len(got) == len(want)
     assert all(same(g, w) for g, w in zip(got, want, strict=True))

@@ -208,6 +208,34 @@ class TestDeviceHealth:
         assert [t for t in transitions if t is not None] == [DeviceState.DEGRADED]
         assert h.state is DeviceState.ONLINE
 
+    def test_last_error_keeps_its_time_and_says_when_the_device_recovered(self):
+        h = DeviceHealth(offline_after=3)
+        for i in range(3):
+            h.failure("timeout", 10.0 + i, wall=1000.0 + i)
+        assert h.state is DeviceState.OFFLINE and h.recovered_ts is None
+        h.success(20.0, wall=1010.0)  # answering, but degraded: not recovered yet
+        assert h.state is DeviceState.DEGRADED and h.recovered_ts is None
+        for i in range(20):
+            h.success(21.0 + i, wall=1011.0 + i)
+        assert h.state is DeviceState.ONLINE
+        assert (h.last_error, h.last_error_ts) == ("timeout", 1002.0)
+        # Recovered at the first good read with the device online again.
+        assert h.recovered_ts is not None and 1011.0 <= h.recovered_ts <= 1030.0
+        # A refusal that says nothing about health is the last error, with no recovery yet.
+        h.note("exception 2 (ILLEGAL DATA ADDRESS) on holding 0+10", 50.0, 1040.0)
+        assert h.state is DeviceState.ONLINE and h.recovered_ts is None
+        assert h.last_error_ts == 1040.0
+        h.success(51.0, wall=1041.0)
+        assert h.recovered_ts == 1041.0
+
+    def test_read_stats_count_resends_and_reconnects(self):
+        stats = ReadStats()
+        stats.record(0.01, 4, None, None)
+        stats.record(0.35, 4, None, None, attempts=2)  # the resend's wait is its latency
+        stats.record(0.02, 4, "connection", None, attempts=3, reconnected=True)
+        assert (stats.retried, stats.resends, stats.reconnects) == (2, 3, 1)
+        assert stats.latency_ms()["p95"] == pytest.approx(350.0)
+
     def test_probe_backoff_is_capped(self):
         h = DeviceHealth(offline_after=1, probe_min=1.0, probe_max=8.0)
         for i in range(10):

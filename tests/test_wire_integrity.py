@@ -11,11 +11,15 @@ value returned as good equals the truth, and that the error counters
 from __future__ import annotations
 
 import dataclasses
+import itertools
+from pathlib import Path
 
 import pytest
-from conftest import serve_plant
+import yaml
+from conftest import run_daemon, serve_plant, wait_for, write_config
 
 from edgeopt.clock import SystemClock
+from edgeopt.config import load_config
 from edgeopt.modbus.health import ReadStats
 from edgeopt.modbus.planner import Table
 from edgeopt.modbus.transport import Endpoint, PymodbusTransport, ReadResult
@@ -94,6 +98,7 @@ TCP_CASES = {
     "bytewise": (set(), True),
     "wrong_tid": ({"foreign"}, False),
     "tid_zero": ({"foreign"}, False),
+    "reset": ({"connection"}, False),
 }
 RTU_CASES = {
     "late": ({"late"}, False),
@@ -162,3 +167,45 @@ async def test_rtu_late_reply_is_never_the_next_answer() -> None:
     assert first.attempts == 2  # the resend is visible
     assert second.ok and second.values == [1000, 1001]
     assert third.ok and third.values == [2000, 2001]
+
+
+async def test_tcp_reset_in_mid_frame_reconnects_and_resends() -> None:
+    """Half a reply, then RST: the read fails at once (not at its timeout), the
+    transport reconnects and resends, and says so."""
+    async with serve_plant(_plant(False)) as server:
+        transport = _transport(server, retries=1)
+        try:
+            assert (await transport.read(Table.HOLDING, 0, 2, 1)).ok
+            await server.set_fault("dev", "reset")
+            failed = await transport.read(Table.HOLDING, 0, 2, 1)
+            await server.set_fault("dev", "none")
+            again = await transport.read(Table.INPUT, 0, 2, 1)
+        finally:
+            await transport.close()
+    assert not failed.ok and failed.error == "connection", failed.describe()
+    assert "mid-frame" in failed.message and failed.attempts == 2 and failed.reconnected
+    assert failed.latency < 2 * TIMEOUT  # the reset ends the wait; no timeout was spent
+    assert again.ok and again.values == [2000, 2001] and again.reconnected
+    assert server.connections["dev"] == 3  # the first, the resend's, and the next read's
+
+
+async def test_turnaround_keeps_the_line_quiet_after_a_slow_device(tmp_path: Path) -> None:
+    """`turnaround: 80ms` on an RTU device: no request follows its reply sooner, on the
+    simulator's side of the pty, and the read plan prices the quiet time."""
+    plant = _plant(True)
+    for tag in plant.devices[0].tags:
+        tag.interval = 0.05  # the line would otherwise run back to back
+    async with serve_plant(plant, baudrate=19200) as server:
+        path = write_config(plant, server, tmp_path)
+        raw = yaml.safe_load(path.read_text())
+        raw["devices"][0]["turnaround"] = "80ms"
+        raw["optimizer"] = {"enabled": False}
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        config = load_config(path)
+        async with run_daemon(config) as daemon:
+            device = daemon.poller.devices["dev"]
+            assert device.cost.per_read >= 0.08  # priced: the quiet is the device's cost
+            await wait_for(lambda: device.stats.reads >= 12)
+    records = [r for r in server.request_log.records if r["outcome"] == "ok"]
+    gaps = [b["ts"] - (a["ts"] + a["latency_s"]) for a, b in itertools.pairwise(records)]
+    assert len(gaps) >= 10 and min(gaps) >= 0.07, gaps

@@ -431,3 +431,33 @@ async def test_a_write_without_an_answer_is_read_back_before_it_is_ever_sent_aga
             assert (outcome.result, outcome.read_back) == ("timeout", 12), outcome
             assert writes_sent() == 5
             assert register(server, "pump", "holding", 0) == [12]
+
+
+@pytest.mark.parametrize("mask_write", [True, False])
+async def test_a_byte_or_bit_field_write_changes_only_its_own_bits(
+    tmp_path: Path, mask_write: bool
+):
+    """int8/uint8 bytes and bit fields are parts of a register: FC22 with their mask,
+    or a read-modify-write, and the register's other parts keep their values."""
+    tags = [
+        PlantTag("hi", "holding", 0, "int8", Constant(-2.0), byte="high", writable=True),
+        PlantTag("lo", "holding", 0, "uint8", Constant(0x5A), byte="low"),  # read-only
+        PlantTag("mode", "holding", 1, "uint16", Constant(3.0), bit=0, bits=4, writable=True),
+        PlantTag("alarm", "holding", 1, "bool", Constant(1.0), bit=4),  # read-only
+        PlantTag("gear", "holding", 1, "uint16", Constant(9.0), bit=8, bits=8,
+                 byte_order="big", writable=True),
+    ]  # fmt: skip
+    plant = Plant("parts", [PlantDevice("io", 3, tags, mask_write=mask_write)]).as_rtu(
+        turnaround=0.0
+    )
+    async with serve_plant(plant, baudrate=BAUD) as server:
+        config = writes_config(plant, server, tmp_path)
+        async with run_daemon(config) as daemon:
+            await ready(daemon, "io")
+            assert register(server, "io", "holding", 0) == [0xFE5A]
+            assert register(server, "io", "holding", 1) == [0x0913]
+            for key, value in [("io/hi", -5), ("io/mode", 12), ("io/gear", 200)]:
+                outcome = await daemon.writes.write(key, value, caller=ME)
+                assert outcome.result == "ok" and outcome.read_back == value, outcome
+            assert register(server, "io", "holding", 0) == [0xFB5A]  # low byte untouched
+            assert register(server, "io", "holding", 1) == [0xC81C]  # alarm bit untouched

@@ -391,6 +391,10 @@ class TagConfig(_Model):
     address: Annotated[StrictInt, Field(ge=0, le=ADDRESS_SPACE - 1)]
     type: DataType
     bit: Annotated[StrictInt, Field(ge=0, le=15)] | None = None
+    # A bit field: `type: uint16`, `bit` its lowest bit, `bits` its width.
+    bits: Annotated[StrictInt, Field(ge=1, le=16)] | None = None
+    # int8 / uint8: which byte of the register (after byte_order).
+    byte: Literal["high", "low"] | None = None
     length: Annotated[StrictInt, Field(ge=1)] | None = None
     byte_order: Literal["big", "little"] = "big"
     word_order: Literal["big", "little"] = "big"
@@ -461,12 +465,40 @@ def tag_problems(tag: TagConfig) -> list[Problem]:
                 Problem(("bit",), f"not used on a {table} table: each address is one bit")
             )
     else:
-        if tag.bit is not None and dtype is not DataType.BOOL:
-            problems.append(Problem(("bit",), f"needs type bool, not {dtype}"))
+        field_type = dtype is DataType.UINT16 and tag.bits is not None
+        if tag.bit is not None and dtype is not DataType.BOOL and not field_type:
+            problems.append(
+                Problem(
+                    ("bit",), f"needs type bool, or uint16 with bits (a bit field), not {dtype}"
+                )
+            )
         if dtype is DataType.BOOL and tag.bit is None:
             problems.append(
                 Problem(("type",), f"bool on a {table} register needs bit (0..15) to pick one")
             )
+        if tag.bits is not None:
+            if dtype is not DataType.UINT16:
+                problems.append(
+                    Problem(
+                        ("bits",), f"a bit field is an unsigned number: type uint16, not {dtype}"
+                    )
+                )
+            elif tag.bit is None:
+                problems.append(Problem(("bits",), "a bit field needs bit: its lowest bit (0..15)"))
+            elif tag.bit + tag.bits > 16:
+                problems.append(
+                    Problem(
+                        ("bits",),
+                        f"{tag.bits} bits from bit {tag.bit} do not fit a 16-bit register "
+                        f"(at most {16 - tag.bit})",
+                    )
+                )
+    if dtype in (DataType.INT8, DataType.UINT8) and tag.byte is None:
+        problems.append(
+            Problem(("byte",), f"{dtype} is one byte of a register: set byte: high or low")
+        )
+    if tag.byte is not None and dtype not in (DataType.INT8, DataType.UINT8):
+        problems.append(Problem(("byte",), f"only used by types int8 and uint8, not {dtype}"))
     if dtype is DataType.STRING and tag.length is None:
         problems.append(Problem(("type",), "string needs length (its size in registers)"))
     if tag.length is not None and dtype is not DataType.STRING:
@@ -591,6 +623,9 @@ class DeviceSettings(_Model):
     max_registers_per_read: Annotated[StrictInt, Field(ge=1, le=125)] = 125
     max_bits_per_read: Annotated[StrictInt, Field(ge=1, le=2000)] = 2000
     max_gap: Annotated[StrictInt, Field(ge=0, le=124)] = 10
+    # A slow device: after its reply the line stays quiet this long before the
+    # next request (to any device on the line).
+    turnaround: NonNegativeDuration = 0.0
 
     @property
     def line_key(self) -> str:
@@ -721,20 +756,25 @@ def _overlap_problems(tags: Sequence[tuple[int, TagConfig]]) -> list[Problem]:
     """
     problems: list[Problem] = []
     by_table: dict[str, list[tuple[int, TagConfig]]] = {}
-    bit_owner: dict[tuple[str, int, int], int] = {}
+    # (table, register) -> the tags holding parts of it, with their bit masks.
+    parts: dict[tuple[str, int], list[tuple[int, int]]] = {}
     names = dict(tags)
     for index, tag in tags:
-        if tag.bit is None:
+        mask = register_mask(tag)
+        if mask is None:
             by_table.setdefault(tag.table, []).append((index, tag))
             continue
-        owner = bit_owner.setdefault((tag.table, tag.address, tag.bit), index)
-        if owner != index:
+        owners = parts.setdefault((tag.table, tag.address), [])
+        clash = next((o for o, m in owners if m & mask), None)
+        owners.append((index, mask))
+        if clash is not None:
+            field = "byte" if tag.byte is not None else "bit"
             problems.append(
                 Problem(
-                    ("tags", index, "bit"),
-                    f"bit {tag.bit} of {tag.table} register {tag.address} is also read by "
-                    f"tag {names[owner].name!r}",
-                    other=("tags", owner),
+                    ("tags", index, field),
+                    f"{_part(tag)} of {tag.table} register {tag.address} is also read by "
+                    f"tag {names[clash].name!r}",
+                    other=("tags", clash),
                 )
             )
     for table, members in by_table.items():
@@ -756,6 +796,22 @@ def _overlap_problems(tags: Sequence[tuple[int, TagConfig]]) -> list[Problem]:
             if reach is None or tag.end > reach[1].end:
                 reach = (index, tag)
     return problems
+
+
+def register_mask(tag: TagConfig) -> int | None:
+    """The bits of its register a tag reads, as they sit on the wire; None for a
+    tag that reads whole registers (see `TagCodec.wire_mask`)."""
+    if tag.table in BIT_TABLES or (tag.bit is None and tag.byte is None):
+        return None
+    return codec_for(tag).wire_mask
+
+
+def _part(tag: TagConfig) -> str:
+    if tag.byte is not None:
+        return f"the {tag.byte} byte"
+    if tag.bits is not None and tag.bit is not None:
+        return f"bits {tag.bit}..{tag.bit + tag.bits - 1}"
+    return f"bit {tag.bit}"
 
 
 def _span(table: str, tag: TagConfig) -> str:

@@ -306,6 +306,19 @@ def _ts(value: Any) -> str:
     return dt.datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
+def _last_error(device: dict[str, Any]) -> str:
+    """`12:03:04 timeout: … (recovered 12:03:10)`; empty if the device never failed."""
+    error = device.get("last_error")
+    if not error:
+        return ""
+    when = device.get("last_error_ts")
+    text = f"{_ts(when)[11:19]} {error}" if isinstance(when, int | float) else str(error)
+    recovered = device.get("recovered_ts")
+    if isinstance(recovered, int | float):
+        text += f" (recovered {_ts(recovered)[11:19]})"
+    return text
+
+
 def _value(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
@@ -319,7 +332,16 @@ def render(command: str, result: Any, args: argparse.Namespace) -> None:
         _render_status(console, result)
     elif command == "devices":
         table = Table(
-            "device", "transport", "state", "reads", "errors", "p50 ms", "p99 ms", "last error"
+            "device",
+            "transport",
+            "state",
+            "reads",
+            "errors",
+            "retried",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "last error",
         )
         for d in result:
             lat = d.get("latency_ms") or {}
@@ -329,9 +351,11 @@ def render(command: str, result: Any, args: argparse.Namespace) -> None:
                 d["state"],
                 str(d["reads"]),
                 str(d["errors"]),
+                str(d.get("retried", "-")),
                 _value(lat.get("p50")),
+                _value(lat.get("p95")),
                 _value(lat.get("p99")),
-                d.get("last_error") or "",
+                _last_error(d),
             )
         console.print(table)
     elif command == "tags":

@@ -136,19 +136,28 @@ def status_result(view: DaemonView) -> dict[str, Any]:
 
 
 def devices_result(view: DaemonView) -> list[dict[str, Any]]:
+    """CONTRACT.md `devices`, plus (added): the last error's time and whether the
+    device has recovered from it, errors by kind (timeout, exception, garbage,
+    late, foreign, connection), and reads that needed a resend or a reconnect."""
     out = []
     for device in view.poller.devices.values():
-        stats = device.stats
+        stats, health = device.stats, device.health
         out.append(
             {
                 "name": device.name,
                 "transport": device.config.transport,
                 "line": device.line,
                 "unit": device.config.unit,
-                "state": device.health.state.value,
-                "last_error": device.health.last_error,
+                "state": health.state.value,
+                "last_error": health.last_error,
+                "last_error_ts": health.last_error_ts,
+                "recovered_ts": health.recovered_ts,
                 "reads": stats.reads,
                 "errors": stats.errors,
+                "errors_by_kind": dict(stats.errors_by_kind),
+                "retried": stats.retried,
+                "resends": stats.resends,
+                "reconnects": stats.reconnects,
                 "registers": stats.registers,
                 "exceptions": {str(k): v for k, v in stats.exceptions.items()},
                 "latency_ms": stats.latency_ms(),

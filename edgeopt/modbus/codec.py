@@ -15,7 +15,14 @@ A B C D (A most significant), the registers on the wire hold:
     little      little      DC BA         DCBA (fully little-endian)
 
 and the same generalises to 64-bit values over four registers. Word order
-does not apply to one-register types or to strings.
+does not apply to one-register types or to strings; `byte_order: little` on a
+string swaps the two characters of each register ("byte-swapped pairs").
+
+Parts of one register, each taken from the 16-bit value after `byte_order`:
+`int8`/`uint8` with `byte: high|low` (Telegraf's INT8H/INT8L/UINT8H/UINT8L),
+`bool` with `bit`, and a bit field, `uint16` with `bit` (its lowest bit) and
+`bits` (its width). `bcd16`/`bcd32` hold 4/8 decimal digits, one a nibble; a
+nibble above 9 is a DecodeError, never a value.
 """
 
 from __future__ import annotations
@@ -44,6 +51,11 @@ class DataType(StrEnum):
     FLOAT64 = "float64"
     STRING = "string"
     BOOL = "bool"
+    INT8 = "int8"  # one byte of a register (`byte: high|low`)
+    UINT8 = "uint8"
+    FLOAT16 = "float16"  # IEEE 754 half precision
+    BCD16 = "bcd16"  # 4 decimal digits, 0..9999
+    BCD32 = "bcd32"  # 8 decimal digits over two registers (word order applies)
 
 
 _WIDTHS = {
@@ -56,6 +68,11 @@ _WIDTHS = {
     DataType.UINT64: 4,
     DataType.FLOAT64: 4,
     DataType.BOOL: 1,
+    DataType.INT8: 1,
+    DataType.UINT8: 1,
+    DataType.FLOAT16: 1,
+    DataType.BCD16: 1,
+    DataType.BCD32: 2,
 }
 
 
@@ -81,6 +98,12 @@ _FORMATS: dict[DataType, str] = {
     DataType.FLOAT32: "f",
     DataType.FLOAT64: "d",
     DataType.BOOL: "H",
+    # The new types are read as a whole register (or two) and then converted.
+    DataType.INT8: "H",
+    DataType.UINT8: "H",
+    DataType.FLOAT16: "e",
+    DataType.BCD16: "H",
+    DataType.BCD32: "I",
 }
 _INTEGER_TYPES = frozenset(
     {
@@ -90,9 +113,14 @@ _INTEGER_TYPES = frozenset(
         DataType.UINT32,
         DataType.INT64,
         DataType.UINT64,
+        DataType.INT8,
+        DataType.UINT8,
+        DataType.BCD16,
+        DataType.BCD32,
     }
 )
-_FLOAT_TYPES = frozenset({DataType.FLOAT32, DataType.FLOAT64})
+_FLOAT_TYPES = frozenset({DataType.FLOAT32, DataType.FLOAT64, DataType.FLOAT16})
+_BCD_DIGITS = {DataType.BCD16: 4, DataType.BCD32: 8}
 # (min, max) of each integer type, for a clear error before struct's own.
 _INT_RANGES: dict[DataType, tuple[int, int]] = {
     DataType.INT16: (-(2**15), 2**15 - 1),
@@ -101,8 +129,13 @@ _INT_RANGES: dict[DataType, tuple[int, int]] = {
     DataType.UINT32: (0, 2**32 - 1),
     DataType.INT64: (-(2**63), 2**63 - 1),
     DataType.UINT64: (0, 2**64 - 1),
+    DataType.INT8: (-128, 127),
+    DataType.UINT8: (0, 255),
+    DataType.BCD16: (0, 9999),
+    DataType.BCD32: (0, 99_999_999),
 }
 _ORDERS = ("big", "little")
+_BYTES = ("high", "low")
 # Characters stripped from the end of a decoded string: devices pad with
 # either NULs or spaces.
 _STRING_PAD = "\x00 "
@@ -170,6 +203,13 @@ class TagCodec:
             maps every byte to one character, so decoding never fails and
             nothing is lost. Other codecs decode with errors="replace".
             Trailing NULs and spaces are stripped after decoding.
+        byte: for `int8` and `uint8` (required there), which byte of the
+            16-bit value after `byte_order`: "high" or "low".
+        bits: for a bit field, `uint16` with `bit`: its width in bits; the
+            value is the unsigned number in bits bit .. bit + bits - 1.
+
+    A value that is part of a register (`bit`, `byte`) encodes to a register
+    with only its own bits set: a writer must merge it with the others.
 
     Invalid combinations (a bit on a non-bool, a scale on a string, ...)
     raise ValueError at construction, so a bad config fails before polling.
@@ -183,6 +223,8 @@ class TagCodec:
     scale: float = 1.0
     offset: float = 0.0
     string_encoding: str = "latin-1"
+    byte: Literal["high", "low"] | None = None
+    bits: int | None = None
 
     # Precomputed in __post_init__; not part of equality or the repr.
     _width: int = field(init=False, repr=False, compare=False)
@@ -192,6 +234,11 @@ class TagCodec:
     _unpack: struct.Struct = field(init=False, repr=False, compare=False)
     _decode: _Decoder = field(init=False, repr=False, compare=False)
     _decode_raw: _Decoder = field(init=False, repr=False, compare=False)
+    # Unpacked number -> raw value, and back (part of a register, BCD); None: as is.
+    _post: Callable[[int], int] | None = field(init=False, repr=False, compare=False)
+    _pre: Callable[[int], int] | None = field(init=False, repr=False, compare=False)
+    _range: tuple[int, int] | None = field(init=False, repr=False, compare=False)
+    _wire_mask: int | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         dt = DataType(self.type)  # also accepts the plain string "float32"
@@ -200,14 +247,29 @@ class TagCodec:
             if getattr(self, name) not in _ORDERS:
                 raise ValueError(f"{name} must be 'big' or 'little', not {getattr(self, name)!r}")
         if self.bit is not None:
-            if dt is not DataType.BOOL:
-                raise ValueError(f"bit applies to type bool only, not {dt}")
+            if dt is not DataType.BOOL and not (dt is DataType.UINT16 and self.bits is not None):
+                raise ValueError(
+                    f"bit applies to type bool only, or to uint16 with bits (a bit field), not {dt}"
+                )
             if (
                 isinstance(self.bit, bool)
                 or not isinstance(self.bit, int)
                 or not 0 <= self.bit <= 15
             ):
                 raise ValueError(f"bit must be an int in 0..15, not {self.bit!r}")
+        if self.bits is not None:
+            if dt is not DataType.UINT16 or self.bit is None:
+                raise ValueError("bits applies to a bit field only: type uint16 with bit")
+            room = 16 - self.bit
+            if isinstance(self.bits, bool) or not isinstance(self.bits, int):
+                raise ValueError(f"bits must be an int, not {self.bits!r}")
+            if not 1 <= self.bits <= room:
+                raise ValueError(f"bits must be 1..{room} from bit {self.bit}, not {self.bits}")
+        if dt in (DataType.INT8, DataType.UINT8):
+            if self.byte not in _BYTES:
+                raise ValueError(f"{dt} is one byte of a register: byte must be high or low")
+        elif self.byte is not None:
+            raise ValueError(f"byte applies to types int8 and uint8 only, not {dt}")
         if self.length is not None and dt is not DataType.STRING:
             raise ValueError(f"length applies to type string only, not {dt}")
         width = register_width(dt, self.length)
@@ -241,11 +303,18 @@ class TagCodec:
         )
         object.__setattr__(self, "_pack", pack)
         object.__setattr__(self, "_unpack", unpack)
-        raw = _make_raw_decoder(dt, self.bit, self.string_encoding, pack, unpack, width)
+        post, pre, value_range = _converters(dt, self.byte, self.bit, self.bits, width)
+        object.__setattr__(self, "_post", post)
+        object.__setattr__(self, "_pre", pre)
+        object.__setattr__(self, "_range", value_range)
+        object.__setattr__(
+            self, "_wire_mask", _wire_mask(dt, self.bit, self.bits, self.byte, self.byte_order)
+        )
+        raw = _make_raw_decoder(dt, self.bit, self.string_encoding, pack, unpack, width, post)
         object.__setattr__(self, "_decode_raw", raw)
         if numeric and (scale != 1.0 or offset != 0.0):
             object.__setattr__(
-                self, "_decode", _make_scaled_decoder(pack, unpack, width, scale, offset)
+                self, "_decode", _make_scaled_decoder(pack, unpack, width, scale, offset, post)
             )
         else:
             object.__setattr__(self, "_decode", raw)
@@ -263,6 +332,8 @@ class TagCodec:
                 self.scale,
                 self.offset,
                 self.string_encoding,
+                self.byte,
+                self.bits,
             ),
         )
 
@@ -270,6 +341,14 @@ class TagCodec:
     def width(self) -> int:
         """Registers one value occupies."""
         return self._width
+
+    @property
+    def wire_mask(self) -> int | None:
+        """The bits of its register a part-of-a-register value holds (a bool's
+        `bit`, a bit field, an int8/uint8 byte), as the register travels on the
+        wire; None for a value of whole registers. Writing such a value must
+        change only these bits (e.g. FC22 with this mask)."""
+        return self._wire_mask
 
     @property
     def is_exact(self) -> bool:
@@ -347,11 +426,13 @@ class TagCodec:
         if dt in _INTEGER_TYPES:
             if isinstance(raw, bool) or not isinstance(raw, int):
                 raise TypeError(f"{dt} needs an int, not {raw!r}")
-            lo, hi = _INT_RANGES[dt]
+            lo, hi = self._range or _INT_RANGES[dt]
             if not lo <= raw <= hi:
-                raise ValueError(f"{raw} is outside {dt} range {lo}..{hi}")
-            return list(self._pack.unpack(self._unpack.pack(raw)))
-        # float32 / float64
+                what = f"a {self.bits}-bit field" if self.bits is not None else str(dt)
+                raise ValueError(f"{raw} is outside {what} range {lo}..{hi}")
+            word = raw if self._pre is None else self._pre(raw)
+            return list(self._pack.unpack(self._unpack.pack(word)))
+        # float16 / float32 / float64
         if isinstance(raw, (str, bool)):
             raise TypeError(f"{dt} needs a float, not {raw!r}")
         try:
@@ -362,6 +443,68 @@ class TagCodec:
         return list(self._pack.unpack(data))
 
 
+def _wire_mask(
+    dt: DataType, bit: int | None, bits: int | None, byte: str | None, byte_order: str
+) -> int | None:
+    if byte is not None:
+        mask = 0xFF00 if byte == "high" else 0x00FF
+    elif bit is not None and dt in (DataType.BOOL, DataType.UINT16):
+        mask = ((1 << (bits or 1)) - 1) << bit
+    else:
+        return None
+    # Bits count in the value after byte_order: on the wire little swaps the bytes.
+    return ((mask & 0xFF) << 8) | (mask >> 8) if byte_order == "little" else mask
+
+
+def _converters(
+    dt: DataType, byte: str | None, bit: int | None, bits: int | None, width: int
+) -> tuple[Callable[[int], int] | None, Callable[[int], int] | None, tuple[int, int] | None]:
+    """(post, pre, range) for types read as a whole register and then converted.
+
+    post: the unpacked unsigned number -> the raw value (may raise DecodeError);
+    pre: the raw value -> the number to pack; range: valid raw values, when
+    not the type's own (a bit field's).
+    """
+    if dt in (DataType.INT8, DataType.UINT8):
+        shift = 8 if byte == "high" else 0
+        signed = dt is DataType.INT8
+
+        def post_byte(word: int) -> int:
+            v = (word >> shift) & 0xFF
+            return v - 0x100 if signed and v > 0x7F else v
+
+        def pre_byte(value: int) -> int:
+            return (value & 0xFF) << shift
+
+        return post_byte, pre_byte, None
+    if dt is DataType.UINT16 and bits is not None and bit is not None:
+        mask, low = (1 << bits) - 1, bit
+
+        def post_field(word: int) -> int:
+            return (word >> low) & mask
+
+        def pre_field(value: int) -> int:
+            return value << low
+
+        return post_field, pre_field, (0, mask)
+    if dt in _BCD_DIGITS:
+
+        def post_bcd(raw: int) -> int:
+            # In hex, a valid BCD number's digits are its decimal digits.
+            digits = f"{raw:x}"
+            if not digits.isdigit():
+                raise DecodeError(
+                    f"{raw:#x} is not BCD: a digit above 9", expected=width, got=width
+                )
+            return int(digits)
+
+        def pre_bcd(value: int) -> int:
+            return int(str(value), 16)
+
+        return post_bcd, pre_bcd, None
+    return None, None, None
+
+
 def _make_raw_decoder(
     dt: DataType,
     bit: int | None,
@@ -369,6 +512,7 @@ def _make_raw_decoder(
     pack: struct.Struct,
     unpack: struct.Struct,
     width: int,
+    post: Callable[[int], int] | None = None,
 ) -> _Decoder:
     """Returns a closure decoding registers into the raw value of `dt`.
 
@@ -401,6 +545,17 @@ def _make_raw_decoder(
 
         return decode_bool
 
+    if post is not None:
+
+        def decode_converted(words: Sequence[int]) -> Value:
+            try:
+                number = unpack_(pack_(*words))[0]
+            except struct.error:
+                raise _decode_error(words, width) from None
+            return post(number)
+
+        return decode_converted
+
     def decode_number(words: Sequence[int]) -> Value:
         try:
             return unpack_(pack_(*words))[0]
@@ -411,7 +566,12 @@ def _make_raw_decoder(
 
 
 def _make_scaled_decoder(
-    pack: struct.Struct, unpack: struct.Struct, width: int, scale: float, offset: float
+    pack: struct.Struct,
+    unpack: struct.Struct,
+    width: int,
+    scale: float,
+    offset: float,
+    post: Callable[[int], int] | None = None,
 ) -> _Decoder:
     """Returns a closure decoding registers into raw * scale + offset (a float)."""
     pack_, unpack_ = pack.pack, unpack.unpack
@@ -421,6 +581,8 @@ def _make_scaled_decoder(
             raw = unpack_(pack_(*words))[0]
         except struct.error:
             raise _decode_error(words, width) from None
+        if post is not None:
+            raw = post(raw)
         return raw * scale + offset
 
     return decode_scaled
@@ -448,8 +610,8 @@ class TagLike(Protocol):
 def codec_for(tag: TagLike) -> TagCodec:
     """Builds the codec for a tag from its config.
 
-    Duck-typed: any object with the attributes of `TagLike`. An optional
-    `string_encoding` attribute is honoured. Raises ValueError for an
+    Duck-typed: any object with the attributes of `TagLike`. Optional
+    `string_encoding`, `byte` and `bits` attributes are honoured. Raises ValueError for an
     invalid combination, with a message the config layer can attach a
     path to.
     """
@@ -462,6 +624,8 @@ def codec_for(tag: TagLike) -> TagCodec:
         scale=tag.scale,
         offset=tag.offset,
         string_encoding=getattr(tag, "string_encoding", None) or "latin-1",
+        byte=getattr(tag, "byte", None),
+        bits=getattr(tag, "bits", None),
     )
 
 
@@ -483,6 +647,7 @@ class BlockDecoder:
 
     __slots__ = (
         "_bools",
+        "_converted",
         "_count",
         "_getter",
         "_layers",
@@ -546,6 +711,7 @@ class BlockDecoder:
         self._pack_big = struct.Struct(f">{count}H").pack
         self._pack_little = struct.Struct(f"<{count}H").pack
         self._needs_little = any(use_little for _, use_little in layers)
+        self._converted = [(i, c._post) for i, (_, c) in enumerate(fields) if c._post is not None]
         self._scaled = [
             (i, c.scale, c.offset)
             for i, (_, c) in enumerate(fields)
@@ -563,8 +729,9 @@ class BlockDecoder:
     def decode(self, registers: Sequence[int]) -> list[Value]:
         """Decodes the block's registers into one value per field, in field order.
 
-        Raises DecodeError when the block has the wrong number of registers
-        or a register outside 0..65535.
+        Raises DecodeError when the block has the wrong number of registers,
+        a register outside 0..65535, or a field its type cannot hold (a BCD
+        digit above 9); the caller then decodes tag by tag to find it.
         """
         try:
             big = self._pack_big(*registers)
@@ -579,6 +746,8 @@ class BlockDecoder:
         if self._getter is None:
             return []
         out: list[Any] = [self._getter(values)] if self._single else list(self._getter(values))
+        for i, post in self._converted:  # may raise DecodeError (a BCD digit above 9)
+            out[i] = post(out[i])
         for i, scale, offset in self._scaled:
             out[i] = out[i] * scale + offset
         for i, mask in self._bools:

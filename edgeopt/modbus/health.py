@@ -42,6 +42,10 @@ class DeviceHealth:
     failures_in_row: int = 0  # reads in a row with no answer at all
     last_error: str | None = None
     last_error_at: float | None = None  # monotonic time of last_error
+    last_error_ts: float | None = None  # the same moment, epoch seconds (for display)
+    # Epoch seconds of the first good read after last_error with the device
+    # online again; None while the error still stands.
+    recovered_ts: float | None = None
     next_probe: float = 0.0
     _backoff: float = 0.0
     _recent: deque[bool] = field(default_factory=lambda: deque(maxlen=HEALTH_WINDOW))
@@ -52,8 +56,21 @@ class DeviceHealth:
         device's first failure is not yet a share)."""
         return sum(self._recent) / max(len(self._recent), HEALTH_WINDOW // 2)
 
-    def success(self, now: float) -> DeviceState | None:
-        """Record a good read; returns the previous state if it changed."""
+    def success(self, now: float, wall: float | None = None) -> DeviceState | None:
+        """Record a good read; returns the previous state if it changed.
+
+        wall: epoch seconds of `now`, for `recovered_ts` (default: `now`).
+        """
+        changed = self._success(now)
+        if (
+            self.last_error is not None
+            and self.recovered_ts is None
+            and self.state is DeviceState.ONLINE
+        ):
+            self.recovered_ts = now if wall is None else wall
+        return changed
+
+    def _success(self, now: float) -> DeviceState | None:
         self._recent.append(False)
         self.failures_in_row = 0
         self._backoff = 0.0
@@ -66,14 +83,17 @@ class DeviceHealth:
             self.state = DeviceState.ONLINE
         return previous if previous is not self.state else None
 
-    def failure(self, error: str, now: float, *, answered: bool = False) -> DeviceState | None:
+    def failure(
+        self, error: str, now: float, *, answered: bool = False, wall: float | None = None
+    ) -> DeviceState | None:
         """Record a failed read; returns the previous state if it changed.
 
         answered: the device replied (an exception): it is alive, so this
         counts towards degraded but never towards offline.
+        wall: epoch seconds of `now`, for `last_error_ts` (default: `now`).
         """
         self._recent.append(True)
-        self.last_error, self.last_error_at = error, now
+        self.note(error, now, wall)
         if not answered:
             self.failures_in_row += 1
         previous = self.state
@@ -86,6 +106,17 @@ class DeviceHealth:
             if failed >= DEGRADE_FAILURES and self.failure_share >= DEGRADE_SHARE:
                 self.state = DeviceState.DEGRADED
         return previous if previous is not self.state else None
+
+    def note(self, error: str, now: float, wall: float | None = None) -> None:
+        """Remember an error as the last one, with its time, without judging health.
+
+        For a refusal that says nothing about the device's health (ILLEGAL DATA
+        ADDRESS on a read): the device answered, so `success` counted it, but
+        the read failed and `devices` must say so.
+        """
+        self.last_error, self.last_error_at = error, now
+        self.last_error_ts = now if wall is None else wall
+        self.recovered_ts = None
 
     def may_poll(self, now: float) -> bool:
         """Offline devices are read only when their probe is due."""
@@ -103,7 +134,12 @@ class ReadStats:
     busy: float = 0.0  # seconds spent waiting on this device's answers
     exceptions: Counter[int] = field(default_factory=Counter)
     errors_by_kind: Counter[str] = field(default_factory=Counter)
+    # Latency of each read from its first request to its last answer, resends
+    # included: a read that needed a resend counts as slow as it was.
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=2048))
+    retried: int = 0  # reads that needed more than one request
+    resends: int = 0  # the extra requests those reads sent
+    reconnects: int = 0  # reads that had to open the connection again first
 
     def record(
         self,
@@ -112,10 +148,18 @@ class ReadStats:
         error: str | None,
         exception_code: int | None,
         is_bits: bool = False,
+        *,
+        attempts: int = 1,
+        reconnected: bool = False,
     ) -> None:
         self.reads += 1
         self.busy += latency
         self.latencies.append(latency)
+        if attempts > 1:
+            self.retried += 1
+            self.resends += attempts - 1
+        if reconnected:
+            self.reconnects += 1
         if error is None:
             self.registers += units
             if is_bits:

@@ -89,6 +89,7 @@ class ReadResult:
     message: str = ""
     discarded: tuple[str, ...] = ()
     attempts: int = 1
+    reconnected: bool = False  # the transport had to connect again for this read
 
     @property
     def ok(self) -> bool:
@@ -124,6 +125,9 @@ class Endpoint:
     bytesize: int = 8
     timeout: float = 1.0
     retries: int = 1
+    # (unit, seconds): after a reply from that unit the line stays quiet this
+    # long before the next request (`turnaround` of a slow device).
+    turnarounds: tuple[tuple[int, float], ...] = ()
 
     @property
     def line_key(self) -> str:
@@ -163,6 +167,25 @@ class _Guard:
     discards: list[tuple[ReadError, str]] = field(default_factory=list)
     sent_tids: deque[int] = field(default_factory=lambda: deque(maxlen=64))
     desync: bool = False  # TCP: the byte stream lost its framing; reconnect
+    partial: int = 0  # bytes of an unfinished frame waiting in the receive buffer
+    lost: bool = False  # the peer closed or reset the connection during a request
+
+    def disconnected(self, exc: Exception | None) -> None:
+        """The peer closed or reset the connection: fail the request in flight now,
+        rather than at its timeout (pymodbus itself would wait)."""
+        exp = self.expect
+        future = getattr(self.ctx, "response_future", None)
+        if exp is None or exp.answered or future is None or future.done():
+            return
+        self.lost = True
+        exp.answered = True
+        if self.partial:
+            message = f"connection reset in mid-frame ({self.partial} bytes of the reply came)"
+        else:
+            message = "connection closed by the device before its reply"
+        if exc is not None:
+            message += f" ({exc})"
+        future.set_exception(_Discarded(ReadError.CONNECTION, message))
 
     def drop(self, kind: ReadError, message: str) -> None:
         """Discard a frame; if it was the answer to the request in flight, fail that now."""
@@ -198,6 +221,7 @@ class _StrictFraming:
         while used < len(data):
             cut = self._rtu_cut(data, used) if self.rtu else self._tcp_cut(data, used)
             if cut is None:
+                g.partial = len(data) - used
                 return used, None  # wait for more bytes
             start, end, unit, tid, ok = cut
             if start > used:
@@ -208,7 +232,9 @@ class _StrictFraming:
                 continue
             pdu = self._check(data[start:end], unit, tid, exp_tid)
             if pdu is not None:
+                g.partial = len(data) - used
                 return used, pdu
+        g.partial = 0
         return used, None
 
     # -- framing -------------------------------------------------------------
@@ -351,21 +377,57 @@ class PymodbusTransport:
             _StrictRTU(DecodePDU(False)) if rtu else _StrictSocket(DecodePDU(False))
         )
         framer.guard = self._guard
-        self._client.ctx.framer = framer
+        ctx = self._client.ctx
+        ctx.framer = framer
+        pymodbus_disconnected = ctx.callback_disconnected
+
+        def disconnected(exc: Exception | None) -> None:
+            pymodbus_disconnected(exc)
+            self._guard.disconnected(exc)
+
+        ctx.callback_disconnected = disconnected
         self._rtu = rtu
+        self._was_connected = False  # connected once: a later connect is a reconnect
+        self._turnaround = dict(endpoint.turnarounds)
+        self._quiet_until = 0.0  # monotonic: no request before (a slow device's turnaround)
 
     async def read(self, table: Table, address: int, count: int, unit: int) -> ReadResult:
+        await self._await_turnaround()
+        try:
+            return await self._read(table, address, count, unit)
+        finally:
+            self._start_turnaround(unit)
+
+    async def _await_turnaround(self) -> None:
+        """Wait out the turnaround of the device that answered last."""
+        wait = self._quiet_until - self._clock.monotonic()
+        if wait > 0:
+            await self._clock.sleep(wait)
+
+    def _start_turnaround(self, unit: int) -> None:
+        turnaround = self._turnaround.get(unit, 0.0)
+        if turnaround:
+            self._quiet_until = self._clock.monotonic() + turnaround
+
+    async def _read(self, table: Table, address: int, count: int, unit: int) -> ReadResult:
         started = self._clock.monotonic()
         discarded: list[str] = []
         result = ReadResult(None, 0.0)
         attempts = 0
+        reconnected = False
         for attempts in range(1, self.endpoint.retries + 2):  # noqa: B007
             result = await self._once(table, address, count, unit, started)
             discarded.extend(result.discarded)
-            if result.error in (None, ReadError.EXCEPTION, ReadError.CONNECTION):
+            reconnected = reconnected or result.reconnected
+            lost = self._guard.lost  # dropped mid-request: resend on a new connection
+            self._guard.lost = False
+            if result.error in (None, ReadError.EXCEPTION) or (
+                result.error is ReadError.CONNECTION and not lost
+            ):
                 break
         result.discarded = tuple(discarded)
         result.attempts = attempts
+        result.reconnected = reconnected
         result.latency = self._clock.monotonic() - started
         if attempts > 1:
             result.message = f"{result.message} (after {attempts} attempts)".strip()
@@ -377,11 +439,15 @@ class PymodbusTransport:
         A write that timed out may still have been carried out, so the caller
         reads back before deciding to write again. A good result has no values.
         """
-        started = self._clock.monotonic()
-        table, count = request.table, request.count
-        result = await self._once(table, request.address, count, unit, started, request)
-        result.latency = self._clock.monotonic() - started
-        return result
+        await self._await_turnaround()
+        try:
+            started = self._clock.monotonic()
+            table, count = request.table, request.count
+            result = await self._once(table, request.address, count, unit, started, request)
+            result.latency = self._clock.monotonic() - started
+            return result
+        finally:
+            self._start_turnaround(unit)
 
     async def _once(
         self,
@@ -411,13 +477,19 @@ class PymodbusTransport:
         error: ReadError | None = None
         message = ""
         response: Any = None
+        reconnected = False
+        g.partial = 0
         try:
-            if not self._client.connected and not await self._client.connect():
-                error, message = ReadError.CONNECTION, "cannot connect"
-            elif write is None:
-                response = await _call(self._client, table, address, count, unit)
-            else:
-                response = await _call_write(self._client, write, unit)
+            if not self._client.connected:
+                reconnected = self._was_connected
+                if not await self._client.connect():
+                    error, message = ReadError.CONNECTION, "cannot connect"
+            if error is None:
+                self._was_connected = True
+                if write is None:
+                    response = await _call(self._client, table, address, count, unit)
+                else:
+                    response = await _call_write(self._client, write, unit)
         except _Discarded as exc:
             error, message = exc.kind, exc.message
         except ModbusIOException as exc:
@@ -446,19 +518,33 @@ class PymodbusTransport:
         kinds = tuple(str(k) for k, _ in drops)
         latency = self._clock.monotonic() - started
         if error is not None:
-            return ReadResult(None, latency, error, None, message, kinds)
+            return ReadResult(None, latency, error, None, message, kinds, reconnected=reconnected)
         if response.isError():
             code = getattr(response, "exception_code", None)
-            return ReadResult(None, latency, ReadError.EXCEPTION, code, f"exception {code}", kinds)
+            return ReadResult(
+                None,
+                latency,
+                ReadError.EXCEPTION,
+                code,
+                f"exception {code}",
+                kinds,
+                reconnected=reconnected,
+            )
         if write is not None:
             values: list[int] | list[bool] | None = [] if response.function_code == fc else None
         else:
             values = _values(response, table, count)
         if values is None or response.function_code != fc or response.dev_id != unit:
             return ReadResult(
-                None, latency, ReadError.GARBAGE, None, "answer does not match request", kinds
+                None,
+                latency,
+                ReadError.GARBAGE,
+                None,
+                "answer does not match request",
+                kinds,
+                reconnected=reconnected,
             )
-        return ReadResult(values, latency, discarded=kinds)
+        return ReadResult(values, latency, discarded=kinds, reconnected=reconnected)
 
     async def _drain(self, expect: _Expect | None, timed_out: bool) -> None:
         """RTU: wait until the line is quiet, then flush what came in."""

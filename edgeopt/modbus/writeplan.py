@@ -42,6 +42,10 @@ _INTEGER_TYPES = frozenset(
         DataType.UINT32,
         DataType.INT64,
         DataType.UINT64,
+        DataType.INT8,
+        DataType.UINT8,
+        DataType.BCD16,
+        DataType.BCD32,
     }
 )
 # A float read back counts as the value written when this close (relative):
@@ -133,8 +137,10 @@ class WritePlan:
             type's rounding (decode(encode(requested))).
         request: what to send; None for a bit that needs read-modify-write.
         table, address, count: what the read-back reads.
-        bit_mask: for a bit of a holding register, its mask in the register
-            as it is on the wire (byte order applied).
+        bit_mask: for part of a holding register (a bool's bit, a bit field,
+            an int8/uint8 byte), its mask in the register as it is on the
+            wire (byte order applied).
+        part_word: the bits to set within `bit_mask` (the value encoded).
         rmw_function: FC6 or FC16 for a read-modify-write of that register.
         tolerance: how far a number read back may be from `requested` and
             still count as written: half a scale step for integer types.
@@ -149,13 +155,14 @@ class WritePlan:
     count: int
     codec: TagCodec
     bit_mask: int | None = None
+    part_word: int = 0
     rmw_function: int = FC_WRITE_REGISTER
     tolerance: float = 0.0
 
     def rmw_request(self, current: int) -> WriteRequest:
-        """The register write that sets or clears the bit in `current`, leaving the rest."""
+        """The register write that puts the value's bits into `current`, leaving the rest."""
         assert self.bit_mask is not None
-        word = (current | self.bit_mask) if self.requested else (current & ~self.bit_mask & 0xFFFF)
+        word = (current & ~self.bit_mask & 0xFFFF) | self.part_word
         return WriteRequest(self.rmw_function, self.address, (word,))
 
     def decode(self, values: list[int] | list[bool]) -> Value:
@@ -250,14 +257,14 @@ def plan_write(
         raise WriteRefused("invalid_args", f"{key}: {value!r} cannot be written: {exc}") from None
     written = codec.decode(words)
     tolerance = abs(codec.scale) / 2 if codec.type in _INTEGER_TYPES else 0.0
-    if tag.bit is not None:
-        # The bit's mask on the wire: encode sets exactly that bit, byte order applied.
-        mask = codec.encode_raw(True)[0]
+    mask = codec.wire_mask
+    if mask is not None:
+        # Part of a register (a bit, a bit field, a byte): only its bits may change.
+        # encode sets exactly the value's bits within the mask, byte order applied.
         rmw = FC_WRITE_REGISTERS if function == "multiple" else FC_WRITE_REGISTER
         masked: WriteRequest | None = None  # None: read-modify-write
         if function == "auto" and mask_write:
-            or_mask = mask if value else 0
-            masked = WriteRequest(FC_MASK_WRITE, address, and_mask=~mask & 0xFFFF, or_mask=or_mask)
+            masked = WriteRequest(FC_MASK_WRITE, address, and_mask=~mask & 0xFFFF, or_mask=words[0])
         return WritePlan(
             key,
             value,
@@ -268,6 +275,7 @@ def plan_write(
             1,
             codec,
             bit_mask=mask,
+            part_word=words[0],
             rmw_function=rmw,
             tolerance=tolerance,
         )

@@ -525,3 +525,23 @@ async def test_replans_and_trigger_reads_wake_the_lines_they_touch() -> None:
     woken.clear()
     await sim.run(25.0)
     assert woken.count(line_b) >= 2  # the leader changed at 10 s and 20 s
+
+
+def test_a_tag_fingerprint_changes_with_its_byte_or_bit_field() -> None:
+    from edgeopt.optimizer.state import tag_fingerprint
+    from edgeopt.poller import Poller
+
+    tags = [
+        tag("plain", 0),
+        tag("hi", 1, type="uint8", byte="high"),
+        tag("lo", 2, type="uint8", byte="low"),
+        tag("field", 3, bit=4, bits=3),
+        tag("flag", 4, bit=4),
+    ]
+    poller = Poller(config([device("d", tags)]).devices)
+    prints = {k: tag_fingerprint(t) for k, t in poller.tags.items()}
+    # An unchanged kind of tag keeps the fingerprint older versions saved.
+    assert "=" not in prints["d/plain"] and "=" not in prints["d/flag"]
+    strip = {k: v.split("|", 3)[3] for k, v in prints.items()}  # drop device, table, address
+    assert strip["d/hi"] != strip["d/lo"]
+    assert strip["d/field"] != strip["d/flag"]

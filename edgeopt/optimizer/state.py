@@ -38,5 +38,7 @@ def tag_fingerprint(tag: TagRuntime) -> str:
             c.max_staleness,
             c.deadband,
             c.priority,
+            # Newer keys only when set, so an unchanged tag keeps its fingerprint.
+            *(f"{name}={value}" for name, value in (("byte", c.byte), ("bits", c.bits)) if value),
         )
     )

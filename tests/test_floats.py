@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgeopt.floats import as_float32, shortest_float32
+from edgeopt.floats import as_float16, as_float32, shortest_float16, shortest_float32
 
 
 def f32(x: float) -> bytes:
@@ -43,3 +43,15 @@ def test_nan_and_infinities_pass_through():
     assert math.isnan(shortest_float32(math.nan))
     assert shortest_float32(math.inf) == math.inf
     assert shortest_float32(-math.inf) == -math.inf
+
+
+@given(st.floats(width=16, allow_nan=False, allow_infinity=False))
+def test_shortest_float16_is_the_same_float16_and_never_longer(value: float):
+    short = shortest_float16(value)
+    assert struct.pack("<e", short) == struct.pack("<e", value)
+    assert len(repr(short)) <= len(repr(value))
+
+
+def test_a_float16_register_prints_as_written():
+    assert repr(shortest_float16(as_float16(0.1))) == "0.1"
+    assert shortest_float16(as_float16(65504.0)) == 65500.0  # the largest float16, no overflow

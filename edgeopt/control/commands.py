@@ -18,7 +18,7 @@ from edgeopt.config.durations import parse_duration
 from edgeopt.control.server import ControlError, ControlServer, Peer
 from edgeopt.control.timespec import parse_time
 from edgeopt.events import Event, EventLog
-from edgeopt.floats import shortest_float32
+from edgeopt.floats import shortest_float16, shortest_float32
 from edgeopt.modbus.health import DeviceState
 from edgeopt.poller import Poller
 from edgeopt.storage import QueryResult
@@ -176,7 +176,7 @@ def tags_result(view: DaemonView, device: str | None = None) -> list[dict[str, A
         if isinstance(value, float) and not math.isfinite(value):
             value = None
         elif isinstance(value, float) and _float32(tag.config.type):
-            value = shortest_float32(value)
+            value = _short(value, tag.config.type)
         out.append(
             {
                 "device": tag.device,
@@ -220,8 +220,9 @@ async def query_result(view: DaemonView, args: dict[str, Any]) -> dict[str, Any]
         raise ControlError("invalid_args", "resolution must be positive")
     result = await view.store.query(tag, since, until, resolution=resolution, limit=limit)
     out = result.to_dict()
-    if _float32(view.poller.tags[tag].config.type):
-        out["points"] = [[ts, _short(value)] for ts, value in out["points"]]
+    data_type = view.poller.tags[tag].config.type
+    if _float32(data_type):
+        out["points"] = [[ts, _short(value, data_type)] for ts, value in out["points"]]
     return out
 
 
@@ -230,8 +231,10 @@ def _float32(data_type: str) -> bool:
     return data_type in ("float32", "float16")
 
 
-def _short(value: Any) -> Any:
-    return shortest_float32(value) if isinstance(value, float) else value
+def _short(value: Any, data_type: str) -> Any:
+    if not isinstance(value, float):
+        return value
+    return shortest_float16(value) if data_type == "float16" else shortest_float32(value)
 
 
 def _time_arg(value: Any, now: float) -> float | None:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
+import signal
 import socket
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgeopt.control.server import MAX_REQUEST, ControlError, ControlServer, Peer
+
+NOBODY = 65534
 
 
 async def echo(args: dict[str, Any], peer: Peer) -> dict[str, Any]:
@@ -245,3 +253,71 @@ async def test_fuzz_random_bytes_never_crash_the_server(server, data):
         assert set(reply) >= {"id", "ok"}
     (ok,) = await roundtrip(server.path, b'{"cmd": "echo"}\n')
     assert ok["ok"]
+
+
+def hold_streams_as(uid: int, path: Path, count: int) -> tuple[int, int]:
+    """Fork a child that drops to `uid` and holds `count` `wait` streams open.
+
+    Returns (pid, read end): one byte per connection the server took, 'b' per
+    `busy`, then the child waits until it is killed.
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            held = []
+            for _ in range(count):
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(str(path))
+                s.sendall(b'{"cmd": "wait"}\n')
+                s.settimeout(0.5)
+                try:
+                    reply = s.recv(200)
+                except TimeoutError:
+                    reply = b""  # no reply: the stream is running
+                os.write(write_end, b"b" if b"busy" in reply else b".")
+                held.append(s)
+            time.sleep(60)
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    return pid, read_end
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory another user may enter (pytest's tmp_path is root's alone)."""
+    where = Path(tempfile.mkdtemp(prefix="edgeopt-ctl-"))
+    where.chmod(0o755)
+    yield where
+    shutil.rmtree(where, ignore_errors=True)
+
+
+async def test_one_user_cannot_take_every_slot(shared_dir: Path):
+    where = shared_dir
+    srv = ControlServer(where / "ctl.sock", max_clients=8, max_per_user=4, idle_timeout=30.0)
+    srv.command("echo", echo)
+    srv.command("wait", wait_forever)
+    await srv.start()
+    os.chmod(srv.path, 0o666)  # let the other user connect
+    pid, read_end = hold_streams_as(NOBODY, srv.path, 8)
+    try:
+        got = b""
+        while len(got) < 8:
+            chunk = await asyncio.to_thread(os.read, read_end, 8)
+            assert chunk, got
+            got += chunk
+        # Four working streams for that user; the rest of its connects were told busy...
+        assert got == b"....bbbb", got
+        # ... and everyone else still gets in.
+        (ok,) = await roundtrip(srv.path, b'{"id": 1, "cmd": "echo"}\n')
+        assert ok["ok"] is True
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        await asyncio.to_thread(os.waitpid, pid, 0)
+        os.close(read_end)
+        await srv.close()

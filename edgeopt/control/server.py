@@ -6,8 +6,9 @@ vanishes) gets a clear error or a clean close, never a crash or a hang.
 Commands that change things check the caller's SO_PEERCRED credentials.
 
 Idle connections cannot lock anyone out: a connection that has not sent a
-request within `hello_timeout` is closed, and when all `max_clients` slots are
-taken a new client evicts the connection that has been idle longest. Only
+request within `hello_timeout` is closed, one user other than root and the
+daemon's own holds at most `max_per_user` slots, and when all `max_clients`
+slots are taken a new client evicts the connection idle longest. Only
 when every slot is working (a command or an `events --follow` stream) is a
 new client told `busy`. The listen backlog absorbs a burst of connects.
 """
@@ -80,6 +81,7 @@ class _Connection:
     task: asyncio.Task[None]
     writer: asyncio.StreamWriter
     idle_since: float | None  # None while a command or stream is running
+    uid: int = -1
     requests: int = 0
 
 
@@ -93,6 +95,7 @@ class ControlServer:
         group: str | None = None,
         admin_group: str | None = None,
         max_clients: int = 32,
+        max_per_user: int | None = None,
         idle_timeout: float = 300.0,
         hello_timeout: float = 10.0,
         audit: AuditHook | None = None,
@@ -101,6 +104,9 @@ class ControlServer:
         self.group = group
         self.admin_group = admin_group
         self.max_clients = max_clients
+        # One user (but root and the daemon's own) holds at most this many slots,
+        # so a script with many `events --follow` streams cannot lock others out.
+        self.max_per_user = max(1, max_clients // 4) if max_per_user is None else max_per_user
         self.idle_timeout = idle_timeout
         # A connection that never sends a request is worth less than one that did.
         self.hello_timeout = min(hello_timeout, idle_timeout)
@@ -157,12 +163,21 @@ class ControlServer:
         assert task is not None
         self._clients.add(task)
         try:
+            peer = _peer_of(writer)
+            if (
+                peer.uid not in (0, os.getuid())
+                and sum(1 for c in self._slots.values() if c.uid == peer.uid) >= self.max_per_user
+                and not self._evict_idlest(peer.uid)
+            ):
+                message = f"too many control clients of uid {peer.uid}; try again"
+                await _send(writer, _error(None, "busy", message))
+                return
             if len(self._slots) >= self.max_clients and not self._evict_idlest():
                 await _send(writer, _error(None, "busy", "too many control clients; try again"))
                 return
-            conn = _Connection(task, writer, idle_since=time.monotonic())
+            conn = _Connection(task, writer, idle_since=time.monotonic(), uid=peer.uid)
             self._slots[task] = conn
-            await self._serve(reader, writer, _peer_of(writer), conn)
+            await self._serve(reader, writer, peer, conn)
         except (ConnectionError, BrokenPipeError):
             pass  # the client went away mid-reply
         except asyncio.CancelledError:
@@ -178,9 +193,13 @@ class ControlServer:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    def _evict_idlest(self) -> bool:
-        """Close the connection idle longest to free its slot; False if none is idle."""
-        idle = [c for c in self._slots.values() if c.idle_since is not None]
+    def _evict_idlest(self, uid: int | None = None) -> bool:
+        """Close the connection (of `uid`, or anyone's) idle longest; False if none is idle."""
+        idle = [
+            c
+            for c in self._slots.values()
+            if c.idle_since is not None and (uid is None or c.uid == uid)
+        ]
         if not idle:
             return False
         victim = min(idle, key=lambda c: c.idle_since or 0.0)

@@ -105,7 +105,8 @@ _FORMATS: dict[DataType, str] = {
     DataType.BCD16: "H",
     DataType.BCD32: "I",
 }
-_INTEGER_TYPES = frozenset(
+# Types whose values are whole numbers (before scale and offset).
+INTEGER_TYPES = frozenset(
     {
         DataType.INT16,
         DataType.UINT16,
@@ -273,7 +274,7 @@ class TagCodec:
         if self.length is not None and dt is not DataType.STRING:
             raise ValueError(f"length applies to type string only, not {dt}")
         width = register_width(dt, self.length)
-        numeric = dt in _INTEGER_TYPES or dt in _FLOAT_TYPES
+        numeric = dt in INTEGER_TYPES or dt in _FLOAT_TYPES
         scale, offset = float(self.scale), float(self.offset)
         if not numeric and (scale != 1.0 or offset != 0.0):
             raise ValueError(f"scale and offset apply to numeric types only, not {dt}")
@@ -381,14 +382,14 @@ class TagCodec:
         For simulators and tests; not on the poll path.
         """
         dt = self.type
-        if dt in _INTEGER_TYPES or dt in _FLOAT_TYPES:
+        if dt in INTEGER_TYPES or dt in _FLOAT_TYPES:
             if isinstance(value, str):
                 raise TypeError(f"{dt} needs a number, not {value!r}")
             if self.is_exact:
                 raw: float = value  # an int stays an int: int64 must be exact
             else:
                 raw = (value - self.offset) / self.scale
-            if dt in _INTEGER_TYPES and not isinstance(raw, int):
+            if dt in INTEGER_TYPES and not isinstance(raw, int):
                 try:
                     raw = round(raw)
                 except (ValueError, OverflowError):
@@ -423,7 +424,7 @@ class TagCodec:
                 raise TypeError(f"bool needs True or False, not {raw!r}")
             word = (1 << self.bit if self.bit is not None else 1) if raw else 0
             return list(self._pack.unpack(self._unpack.pack(word)))
-        if dt in _INTEGER_TYPES:
+        if dt in INTEGER_TYPES:
             if isinstance(raw, bool) or not isinstance(raw, int):
                 raise TypeError(f"{dt} needs an int, not {raw!r}")
             lo, hi = self._range or _INT_RANGES[dt]
@@ -715,7 +716,7 @@ class BlockDecoder:
         self._scaled = [
             (i, c.scale, c.offset)
             for i, (_, c) in enumerate(fields)
-            if (c.type in _INTEGER_TYPES or c.type in _FLOAT_TYPES) and not c.is_exact
+            if (c.type in INTEGER_TYPES or c.type in _FLOAT_TYPES) and not c.is_exact
         ]
         self._bools = [
             (i, 0xFFFF if c.bit is None else 1 << c.bit)

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
-from edgeopt.modbus.codec import DataType, TagCodec, Value
+from edgeopt.modbus.codec import INTEGER_TYPES, DataType, TagCodec, Value
 from edgeopt.modbus.planner import Table
 
 __all__ = [
@@ -34,20 +34,6 @@ FC_MASK_WRITE = 22
 _COIL_ON = 0xFF00  # FC5 puts ON as 0xFF00 on the wire, OFF as 0x0000
 _TRUE_WORDS = frozenset({"true", "on", "1", "yes"})
 _FALSE_WORDS = frozenset({"false", "off", "0", "no"})
-_INTEGER_TYPES = frozenset(
-    {
-        DataType.INT16,
-        DataType.UINT16,
-        DataType.INT32,
-        DataType.UINT32,
-        DataType.INT64,
-        DataType.UINT64,
-        DataType.INT8,
-        DataType.UINT8,
-        DataType.BCD16,
-        DataType.BCD32,
-    }
-)
 # A float read back counts as the value written when this close (relative):
 # float32 keeps about 7 digits, and scale/offset arithmetic loses the last bits.
 _FLOAT_REL_TOL = 1e-6
@@ -182,7 +168,7 @@ class WritePlan:
             return True
         if math.isnan(value) or math.isnan(written):
             return math.isnan(value) and math.isnan(written)
-        if self.codec.type in _INTEGER_TYPES:
+        if self.codec.type in INTEGER_TYPES:
             # A tiny epsilon: scale arithmetic (0.1 * 3) is not exact.
             return abs(value - float(self.requested)) <= self.tolerance * (1 + 1e-9) + 1e-12
         return math.isclose(value, written, rel_tol=_FLOAT_REL_TOL)
@@ -256,7 +242,7 @@ def plan_write(
     except (TypeError, ValueError) as exc:
         raise WriteRefused("invalid_args", f"{key}: {value!r} cannot be written: {exc}") from None
     written = codec.decode(words)
-    tolerance = abs(codec.scale) / 2 if codec.type in _INTEGER_TYPES else 0.0
+    tolerance = abs(codec.scale) / 2 if codec.type in INTEGER_TYPES else 0.0
     mask = codec.wire_mask
     if mask is not None:
         # Part of a register (a bit, a bit field, a byte): only its bits may change.

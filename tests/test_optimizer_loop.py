@@ -170,18 +170,15 @@ async def test_a_verified_write_reads_a_slowed_tag_at_its_base_rate_again() -> N
     assert opt._on_write not in sim.poller.write_listeners
 
 
+# A leader read every second, a follower configured at 5 s and slowed to 60 s.
+LEAD_FOLLOW = [
+    tag("lead", 0, interval="1s", max_staleness="10s"),
+    tag("follow", 50, interval="5s", max_staleness="60s"),
+]
+
+
 async def test_trigger_reads_follower_when_the_leader_changes() -> None:
-    cfg = config(
-        [
-            device(
-                "d",
-                [
-                    tag("lead", 0, interval="1s", max_staleness="10s"),
-                    tag("follow", 50, interval="5s", max_staleness="60s"),
-                ],
-            )
-        ]
-    )
+    cfg = config([device("d", LEAD_FOLLOW)])
     sim = Sim(cfg.devices, {"d/lead": steps(20.0), "d/follow": steps(20.0, (1.0, 2.0))})
     sim.poller.set_triggers({"d/lead": ["d/follow"]})
     sim.poller.set_intervals({"d/follow": 60.0}, 0.0)
@@ -194,17 +191,7 @@ async def test_trigger_reads_follower_when_the_leader_changes() -> None:
 
 
 async def test_a_burst_of_leader_changes_reads_followers_no_faster_than_configured() -> None:
-    cfg = config(
-        [
-            device(
-                "d",
-                [
-                    tag("lead", 0, interval="1s", max_staleness="10s"),
-                    tag("follow", 50, interval="5s", max_staleness="60s"),
-                ],
-            )
-        ]
-    )
+    cfg = config([device("d", LEAD_FOLLOW)])
     # The leader changes at every read from 30 s to 50 s, then holds.
     burst = steps(1.0)
 

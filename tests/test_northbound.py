@@ -8,6 +8,7 @@ timestamps, right payloads.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import signal
@@ -400,3 +401,50 @@ async def test_killing_edgeopt_makes_the_broker_publish_offline(tmp_path):
             await wait_for(lambda: sub.messages[-1].payload == b"offline", timeout=15)
     status = sub.messages[-1]
     assert status.topic == f"edgeopt/{GATEWAY}/status" and status.payload == b"offline"
+
+
+def _edgeoptctl(sock: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edgeopt.control.client", "--socket", str(sock), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+async def test_reload_reconnects_a_changed_target_only_and_edgeoptctl_shows_both(tmp_path):
+    require_mosquitto()
+    plant = busy_plant()
+    with broker(tmp_path / "broker") as mqtt:
+        async with serve_plant(plant) as server, subscribed(mqtt.port, "#") as sub:
+            targets = [
+                target(mqtt.port, name="keep", client_id="gw1-keep"),
+                target(mqtt.port, name="move", client_id="gw1-move", topic="a/{device}/{tag}"),
+            ]
+            path = nb_config(tmp_path, plant, server, targets)
+            config = load_config(path)
+            async with run_daemon(config) as daemon:
+                routes = daemon.northbound.routes
+                keep, move = routes["keep"].publisher, routes["move"].publisher
+                await wait_for(lambda: keep.published > 10 and move.published > 10, timeout=20)
+                cfg = yaml.safe_load(path.read_text())
+                cfg["northbound"][1]["topic"] = "b/{device}/{tag}"
+                cfg["devices"][0]["tags"][0]["unit"] = "MWh"  # new metadata for every target
+                path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+                reloaded = (await ctl(config, "reload"))["result"]
+                assert routes["keep"].publisher is keep and keep.connects == 1
+                moved = routes["move"].publisher
+                assert moved is not move
+                await wait_for(lambda: moved.connected and moved.published > 10, timeout=20)
+                table = await asyncio.to_thread(_edgeoptctl, config.daemon.socket, "northbound")
+                listed = await asyncio.to_thread(
+                    _edgeoptctl, config.daemon.socket, "--json", "northbound"
+                )
+    assert reloaded["northbound"] == {"changed": ["move"], "unchanged": ["keep"]}
+    assert any(m.topic.startswith("b/dev0/") for m in sub.messages)
+    metas = [m.json() for m in sub.messages if m.topic == PREFIX + "dev0/count0/meta"]
+    assert [m["unit"] for m in metas][-1] == "MWh"
+    assert table.returncode == 0 and "keep" in table.stdout and "connected" in table.stdout
+    rows = json.loads(listed.stdout)
+    assert [r["name"] for r in rows] == ["keep", "move"]
+    assert {"connected", "since", "outbox", "published_per_s", "dropped"} <= set(rows[0])

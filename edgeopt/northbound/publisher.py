@@ -140,7 +140,7 @@ class Publisher:
         if self._task is None:
             return
         try:
-            async with asyncio.timeout(STOP_GRACE + CONNECT_TIMEOUT):
+            async with asyncio.timeout(STOP_GRACE + 1.0):
                 await asyncio.shield(self._task)
         except TimeoutError:
             self._task.cancel()
@@ -149,12 +149,16 @@ class Publisher:
     async def run(self) -> None:
         delay = 1.0
         while not self._stop.is_set():
+            connects = self.connects
             try:
                 await self._session()
             except Exception as exc:  # every way a connection can fail: retry
                 self._lost(exc)
-            if self.connects and self.last_error is None:
-                delay = 1.0
+            else:
+                if not self._stop.is_set():
+                    self._lost(ConnectionFailed("the connection closed"))
+            if self.connects > connects:
+                delay = 1.0  # it was up: start the backoff afresh
             if self._stop.is_set():
                 break
             # Jitter, so a fleet does not reconnect in step after a broker restart.

@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -269,8 +270,13 @@ async def test_over_its_budget_the_outbox_drops_the_oldest_and_counts_them_exact
     plant = busy_plant()
     port = free_port()  # nothing listens: every message stays in the outbox
     budget = 6000
+    metrics_port = free_port()
     async with serve_plant(plant) as server:
-        config = load_config(nb_config(tmp_path, plant, server, [target(port, outbox_max=budget)]))
+        path = nb_config(tmp_path, plant, server, [target(port, outbox_max=budget)])
+        cfg = yaml.safe_load(path.read_text())
+        cfg["metrics"] = {"listen": f"127.0.0.1:{metrics_port}"}
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        config = load_config(path)
         drops: list[dict[str, Any]] = []
         async with run_daemon(config) as daemon:
             daemon.events.subscribe(
@@ -279,6 +285,8 @@ async def test_over_its_budget_the_outbox_drops_the_oldest_and_counts_them_exact
             box = daemon.northbound.outbox.boxes["hub"]  # type: ignore[union-attr]
             await wait_for(lambda: box.enqueued > 400 and box.dropped > 100, timeout=30)
             listed = (await ctl(config, "northbound"))["result"][0]
+            url = f"http://127.0.0.1:{metrics_port}/metrics"
+            scraped = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())
         # Stopped: the outbox wrote its last messages and kept to its budget.
     rows = _outbox_rows(tmp_path / "state")
     assert box.enqueued == box.dropped + len(rows)
@@ -289,6 +297,15 @@ async def test_over_its_budget_the_outbox_drops_the_oldest_and_counts_them_exact
     assert sum(d["dropped"] for d in drops) == box.dropped
     assert listed["connected"] is False and listed["dropped"] > 0
     assert listed["outbox"]["messages"] > 0  # (between flushes it may be over by a few)
+    metrics = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in scraped.decode().splitlines()
+        if line.startswith("edgeopt_northbound")
+    }
+    assert metrics['edgeopt_northbound_connected{target="hub"}'] == 0.0
+    assert metrics['edgeopt_northbound_dropped_total{target="hub"}'] > 0
+    assert metrics['edgeopt_northbound_outbox_messages{target="hub"}'] > 0
+    assert metrics['edgeopt_northbound_outbox_oldest_age_seconds{target="hub"}'] > 0
 
 
 def _openssl(*args: str, cwd: Path) -> None:

@@ -21,7 +21,7 @@ from edgeopt.config import Config, NorthboundTarget
 from edgeopt.events import EventLog
 from edgeopt.northbound.outbox import Outbox
 from edgeopt.northbound.payload import Batcher, TagRoute, meta_messages, routes
-from edgeopt.northbound.publisher import Publisher
+from edgeopt.northbound.publisher import CommandHandler, Publisher
 from edgeopt.tags import Sample
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,9 @@ class Northbound:
         self.events = events
         self.outbox: Outbox | None = None
         self.routes: dict[str, Route] = {}
+        # Device writes arriving on `.../{device}/{tag}/set` go here, for targets with
+        # `commands: true` (set it before `start`; none yet: writes are another feature).
+        self.command_handler: CommandHandler | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, config: Config) -> None:
@@ -131,6 +134,7 @@ class Northbound:
         await self.outbox.attach(target.name, target.outbox_max)
         batcher = Batcher(target.topic, gateway, target.batch.max_messages, target.batch.max_delay)
         publisher = Publisher(target, gateway, self.outbox, self.clock, self.events, meta)
+        publisher.command_handler = self.command_handler
         self.routes[target.name] = Route(target, gateway, batcher, publisher, tags)
         publisher.start()
 

@@ -62,6 +62,20 @@ class TargetBox:
     oldest_ts: float | None = None  # of the oldest undelivered, as of the last flush
 
 
+async def wait_event(event: asyncio.Event, seconds: float | None) -> None:
+    """Until `event` is set or `seconds` pass (None: no limit).
+
+    asyncio.wait, not wait_for or asyncio.timeout: on 3.11 a cancel that lands as
+    the timeout fires can surface as TimeoutError, and suppressing that would swallow
+    the cancel and keep a stopping task alive (the poller's workers do the same).
+    """
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({waiter}, timeout=seconds)
+    finally:
+        waiter.cancel()
+
+
 class Outbox:
     """Undelivered messages of every northbound target (see the module docstring)."""
 
@@ -170,24 +184,33 @@ class Outbox:
     # -- reading back ---------------------------------------------------------------
 
     async def read(self, name: str, after: int, upto: int, limit: int) -> list[Message]:
-        """Undelivered messages with after < id <= upto, oldest first."""
+        """Undelivered messages with after < id <= upto, oldest first: from disk, then the
+        newer ones not written yet (under the lock, so a flush cannot move one past us)."""
         box = self.boxes.get(name)
         if box is None:
             return []
-        if any(after < i <= upto for i in box.pending):
-            await self.flush()
-        after = max(after, box.dropped_upto)
+        out: list[Message] = []
         async with self._lock:
-            rows = await self._conn.execute_fetchall(
-                "SELECT id, ts, topic, payload FROM outbox WHERE target = ? AND id > ? AND id <= ?"
-                " ORDER BY id LIMIT ?",
-                (name, after, upto, limit),
-            )
-        out = []
-        for msg_id, ts, topic, payload in rows:
-            if msg_id in box.deletes or msg_id <= box.dropped_upto:
-                continue
-            out.append(Message(topic, bytes(payload), ts, msg_id))
+            after = max(after, box.dropped_upto)
+            if after < box.written_upto:
+                rows = list(
+                    await self._conn.execute_fetchall(
+                        "SELECT id, ts, topic, payload FROM outbox"
+                        " WHERE target = ? AND id > ? AND id <= ? ORDER BY id LIMIT ?",
+                        (name, after, min(upto, box.written_upto), limit),
+                    )
+                )
+                for msg_id, ts, topic, payload in rows:
+                    if msg_id not in box.deletes and msg_id > box.dropped_upto:
+                        out.append(Message(topic, bytes(payload), ts, msg_id))
+                    after = msg_id
+                if len(rows) >= limit:
+                    return out
+            for msg_id, message in box.pending.items():  # in id order
+                if msg_id > upto or len(out) >= limit:
+                    break
+                if msg_id > after:
+                    out.append(message)
         return out
 
     # -- the writer -------------------------------------------------------------------
@@ -195,10 +218,7 @@ class Outbox:
     async def run(self) -> None:
         """Flush every `flush_interval` (sooner when a budget is exceeded) until cancelled."""
         while True:
-            try:
-                await asyncio.wait_for(self._kick.wait(), self.flush_interval)
-            except TimeoutError:
-                pass
+            await wait_event(self._kick, self.flush_interval)
             self._kick.clear()
             try:
                 await self.flush()

@@ -11,8 +11,8 @@ The broker publishes the retained `offline` last will when the gateway vanishes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import math
 import random
 import ssl
 from collections import deque
@@ -25,7 +25,7 @@ import aiomqtt
 from edgeopt.clock import Clock
 from edgeopt.config import NorthboundTarget
 from edgeopt.events import EventLog
-from edgeopt.northbound.outbox import Outbox
+from edgeopt.northbound.outbox import Outbox, wait_event
 from edgeopt.northbound.payload import (
     COMMAND_SUFFIX,
     OFFLINE,
@@ -37,7 +37,7 @@ from edgeopt.northbound.payload import (
 log = logging.getLogger(__name__)
 
 # Messages sent and not yet acknowledged, per connection.
-MAX_INFLIGHT = 1000
+MAX_INFLIGHT = 100
 # New messages held in memory while connected; past this they wait in the outbox.
 LIVE_MAX = 20_000
 # Messages read from the outbox per step of a drain.
@@ -112,7 +112,7 @@ class Publisher:
         self._stop = asyncio.Event()
         self._backlog_after = 0  # the drain has passed every id up to here
         self._backlog_upto = 0  # ids up to here are the backlog; newer ones are live
-        self._inflight: set[int] = set()
+        self._inflight: dict[int, float] = {}  # id -> when sent (monotonic), oldest first
         self._tasks: set[asyncio.Task[None]] = set()
         self._client: aiomqtt.Client | None = None
         self._failure: asyncio.Future[None] | None = None
@@ -139,10 +139,8 @@ class Publisher:
         self._wake.set()
         if self._task is None:
             return
-        try:
-            async with asyncio.timeout(STOP_GRACE + 1.0):
-                await asyncio.shield(self._task)
-        except TimeoutError:
+        await asyncio.wait({self._task}, timeout=STOP_GRACE + 1.0)
+        if not self._task.done():
             self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
 
@@ -163,8 +161,7 @@ class Publisher:
                 break
             # Jitter, so a fleet does not reconnect in step after a broker restart.
             pause = min(delay, self.target.reconnect_max) * random.uniform(0.5, 1.0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), pause)
+            await wait_event(self._stop, pause)
             delay = min(delay * 2, self.target.reconnect_max)
 
     def _lost(self, exc: BaseException) -> None:
@@ -259,14 +256,15 @@ class Publisher:
         assert self._failure is not None
         sender = asyncio.create_task(self._send_loop(client), name=f"{self.name} send")
         watcher = asyncio.create_task(self._watch(client), name=f"{self.name} watch")
+        acks = asyncio.create_task(self._watch_acks(), name=f"{self.name} acks")
         stop = asyncio.create_task(self._stop.wait())
-        waits: set[asyncio.Future[Any]] = {sender, watcher, stop, self._failure}
+        waits: set[asyncio.Future[Any]] = {sender, watcher, acks, stop, self._failure}
         try:
             done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (sender, watcher, stop):
+            for task in (sender, watcher, acks, stop):
                 task.cancel()
-            await asyncio.gather(sender, watcher, stop, return_exceptions=True)
+            await asyncio.gather(sender, watcher, acks, stop, return_exceptions=True)
         for finished in done:
             if finished is stop or finished.cancelled():
                 continue
@@ -274,12 +272,19 @@ class Publisher:
             if exc is not None:
                 raise exc
 
+    async def _watch_acks(self) -> None:
+        """Ends the session when the oldest message in flight waits too long for its PUBACK."""
+        while True:
+            await asyncio.sleep(PUBACK_TIMEOUT / 6)
+            oldest = next(iter(self._inflight.values()), None)
+            if oldest is not None and self.clock.monotonic() - oldest > PUBACK_TIMEOUT:
+                raise ConnectionFailed(f"no PUBACK for {PUBACK_TIMEOUT:.0f} s")
+
     async def _settle(self) -> None:
         """On a clean stop: give the messages in flight a moment to be acknowledged."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(STOP_GRACE):
-                while self._tasks:
-                    await asyncio.wait(set(self._tasks))
+        deadline = self.clock.monotonic() + STOP_GRACE
+        while self._tasks and (left := deadline - self.clock.monotonic()) > 0:
+            await asyncio.wait(set(self._tasks), timeout=left)
 
     async def _end_session(self) -> None:
         tasks = list(self._tasks)
@@ -362,13 +367,12 @@ class Publisher:
                     await self._send(client, message, retain=self.target.retain_last)
             if self._backlog_after < self._backlog_upto and wait is None:
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+            await wait_event(self._wake, wait)
 
     async def _send(self, client: aiomqtt.Client, message: Message, *, retain: bool) -> None:
         assert self._window is not None
         await self._window.acquire()
-        self._inflight.add(message.id)
+        self._inflight[message.id] = self.clock.monotonic()
         task = asyncio.create_task(self._publish(client, message, retain))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -376,19 +380,17 @@ class Publisher:
     async def _publish(self, client: aiomqtt.Client, message: Message, retain: bool) -> None:
         assert self._window is not None
         try:
+            # No timeout here (it would cost a task per message): `_watch_acks` ends a
+            # session whose oldest message waits longer than PUBACK_TIMEOUT.
             await client.publish(
-                message.topic,
-                message.payload,
-                qos=self.target.qos,
-                retain=retain,
-                timeout=PUBACK_TIMEOUT,
+                message.topic, message.payload, qos=self.target.qos, retain=retain, timeout=math.inf
             )
         except aiomqtt.MqttError as exc:
             if self._failure is not None and not self._failure.done():
                 self._failure.set_exception(ConnectionFailed(f"publish failed: {exc}"))
             return
         finally:
-            self._inflight.discard(message.id)
+            self._inflight.pop(message.id, None)
             self._window.release()
         self.outbox.ack(self.name, message)
         self.published += 1

@@ -167,13 +167,17 @@ class Northbound:
             leftover = route.batcher.flush()
             if leftover and self.outbox is not None:
                 self.outbox.add(name, leftover)
-        await asyncio.gather(*(r.publisher.close() for r in self.routes.values()))
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.outbox is not None:
-            with contextlib.suppress(Exception):
-                await self.outbox.close()
+        try:
+            await asyncio.gather(
+                *(r.publisher.close() for r in self.routes.values()), return_exceptions=True
+            )
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self.outbox is not None:
+                with contextlib.suppress(Exception):  # its thread must end, or the process hangs
+                    await self.outbox.close()
 
     # -- figures ---------------------------------------------------------------------------
 

@@ -230,3 +230,16 @@ async def test_outbox_over_budget_drops_exactly_the_oldest(tmp_path):
     assert (hub.dropped, hub.messages, hub.bytes) == (21, 20, 250)
     assert drops[-1][:3] == ("hub", 6, 60)
     await box.close()
+
+
+async def test_outbox_reads_written_and_unwritten_messages_in_one_order(tmp_path):
+    box = await Outbox.open(tmp_path / "nb.db", SystemClock())
+    await box.attach("hub", 10_000)
+    box.add("hub", [msg(i) for i in range(5)])
+    await box.flush()  # 1..5 on disk
+    box.add("hub", [msg(i) for i in range(5, 9)])  # 6..9 only in memory
+    assert [m.id for m in await box.read("hub", 3, 8, 100)] == [4, 5, 6, 7, 8]
+    assert [m.id for m in await box.read("hub", 0, 9, 3)] == [1, 2, 3]
+    assert [m.id for m in await box.read("hub", 5, 9, 100)] == [6, 7, 8, 9]
+    assert box.boxes["hub"].written_upto == 5  # reading forced no write
+    await box.close()

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench clean venv systemd-tools
+.PHONY: demo test lint typecheck bench clean venv systemd-tools mosquitto-tools
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,13 +28,20 @@ systemd-tools:
 	   (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q systemd >/dev/null 2>&1)) || \
 	  echo "warning: could not install systemd-analyze; the unit-file test will fail"
 
-test: $(STAMP) lint typecheck systemd-tools
+# The northbound tests (and `make bench`) start a real mosquitto broker; fetch it if missing.
+mosquitto-tools:
+	@(command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto) || \
+	  (apt-get install -y -q mosquitto >/dev/null 2>&1 || \
+	   (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q mosquitto >/dev/null 2>&1)) || \
+	  echo "warning: could not install mosquitto; the northbound tests will fail"
+
+test: $(STAMP) lint typecheck systemd-tools mosquitto-tools
 	$(BIN)/pytest
 
 demo: $(STAMP)
 	scripts/demo.sh
 
-bench: $(STAMP)
+bench: $(STAMP) mosquitto-tools
 	$(BIN)/python -m benchmarks
 
 clean:

@@ -35,7 +35,7 @@ __all__ = [
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-SECTIONS = ("frontier", "generated", "realsocket", "overhead", "storage", "serial")
+SECTIONS = ("frontier", "generated", "realsocket", "overhead", "storage", "serial", "northbound")
 
 
 def machine_info() -> str:
@@ -144,7 +144,8 @@ and goals are defined in the project's BENCHMARK.md. Run everything with
 make bench                      # = .venv/bin/python -m benchmarks all
 .venv/bin/python -m benchmarks all --quick      # a shorter run (minutes)
 .venv/bin/python -m benchmarks frontier         # one section: frontier | generated |
-                                                #   realsocket | overhead | serial | storage
+                                                #   realsocket | overhead | serial | storage |
+                                                #   northbound
 ```
 
 Each section below was produced by the command, on the machine and at the

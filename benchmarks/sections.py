@@ -742,6 +742,19 @@ def render_headline(_: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+# ----------------------------------------------------------------- northbound
+def run_northbound(opts: Options, ui: UI) -> dict[str, Any]:
+    from .northbound import run_northbound as run
+
+    return run(opts.quick, ui.status)
+
+
+def render_northbound(data: dict[str, Any]) -> str:
+    from .northbound_report import render
+
+    return render(data)
+
+
 RUNNERS: dict[str, Callable[[Options, UI], dict[str, Any]]] = {
     "frontier": run_frontier,
     "generated": run_generated_section,
@@ -749,6 +762,7 @@ RUNNERS: dict[str, Callable[[Options, UI], dict[str, Any]]] = {
     "overhead": run_overhead,
     "serial": run_serial,
     "storage": run_storage,
+    "northbound": run_northbound,
 }
 
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
@@ -759,4 +773,5 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "overhead": render_overhead,
     "serial": render_serial,
     "storage": render_storage,
+    "northbound": render_northbound,
 }

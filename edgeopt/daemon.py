@@ -35,6 +35,8 @@ from edgeopt.events import EventLog
 from edgeopt.metrics import MetricsServer, Snapshot, loop_snapshot
 from edgeopt.modbus.transport import Endpoint, PymodbusTransport, Transport
 from edgeopt.modbus.writeplan import WriteRefused
+from edgeopt.northbound import Northbound
+from edgeopt.northbound.payload import WriteCommand
 from edgeopt.optimizer import Optimizer, build_optimizer
 from edgeopt.optimizer.persistence import LearnedStateStore
 from edgeopt.poller import (
@@ -144,6 +146,8 @@ class ReloadResult:
     changed: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     restart_needed: list[str] = field(default_factory=list)
+    # Northbound targets by fate: added, removed, changed (reconnected), unchanged.
+    northbound: dict[str, list[str]] = field(default_factory=dict)
 
     def summary(self) -> str:
         return (
@@ -178,6 +182,8 @@ class Daemon:
         self.resources = PressureMonitor(config.resources, events=self.events)
         self.optimizer: Optimizer | None = None
         self.tiers: TierManager | None = None
+        # MQTT targets: a sink like storage, with its own outbox database.
+        self.northbound = Northbound(self.state_dir, self.clock, self.events)
         self._transport_factory = transport_factory
         self._handle_signals = handle_signals
         self._stop = asyncio.Event()
@@ -201,6 +207,7 @@ class Daemon:
             events=self.events,
             audit=self._write_audit,
         )
+        self.northbound.write = self._northbound_write
         self._split_saves: set[asyncio.Task[None]] = set()
 
     @property
@@ -234,6 +241,8 @@ class Daemon:
             flush_rows=cfg.storage.flush_rows,
         )
         self.poller.sinks.append(self.store.extend)
+        await self.northbound.start(cfg)
+        self.poller.sinks.append(self.northbound.extend)
         self.tiers = TierManager.from_config(
             self.store,
             cfg.storage,
@@ -297,6 +306,7 @@ class Daemon:
         for line in list(self.lines):
             await self._stop_line(line)
         await asyncio.gather(*self._split_saves, return_exceptions=True)
+        await self.northbound.close()  # `offline`, and the unacknowledged stay in the outbox
         if self.optimizer is not None:
             await self._save_learning()
             await self.optimizer.close()
@@ -471,6 +481,8 @@ class Daemon:
         self.resources.reconfigure(new.resources)
         if self.tiers is not None:
             self.tiers.set_deviations(_deviations(new))
+        nb = await self.northbound.apply(new)
+        result.northbound = {k: v for k, v in nb.__dict__.items() if v}
         plan = self.poller.replan(self.clock.monotonic())
         if self.optimizer is not None:
             self.optimizer.config = new.optimizer
@@ -479,6 +491,11 @@ class Daemon:
             plan = self.poller.plan
         self._sync_lines()
         message = f"config reloaded: {result.summary()}; plan: {plan.summary()}"
+        if nb.added or nb.removed or nb.changed:
+            message += (
+                f"; northbound: {len(nb.added)} added, {len(nb.removed)} removed, "
+                f"{len(nb.changed)} reconnected"
+            )
         if result.restart_needed:
             message += f"; needs a restart to apply: {', '.join(result.restart_needed)}"
         log.info("%s", message)
@@ -713,6 +730,7 @@ class Daemon:
             "strategy", self._cmd_strategy, writes=lambda a: a.get("action", "list") != "list"
         )
         server.command("stats", self._cmd_stats)
+        server.command("northbound", self._cmd_northbound)
         server.command("history", self._cmd_history)
         server.command("recommendations", self._cmd_recommendations)
         return server
@@ -758,6 +776,21 @@ class Daemon:
             except (KeyError, TypeError, ValueError) as exc:
                 raise ControlError("invalid_args", str(exc)) from None
         raise ControlError("invalid_args", "action must be list, set, enable or disable")
+
+    async def _cmd_northbound(self, args: dict[str, Any], peer: Peer) -> list[dict[str, Any]]:
+        return self.northbound.status()
+
+    async def _northbound_write(
+        self, key: str, target: str, command: WriteCommand
+    ) -> dict[str, Any]:
+        """A write from a target's command topic: audited with the target's name as caller."""
+        try:
+            outcome = await self.writes.write(
+                key, command.value, caller=Caller(target), verify=command.verify
+            )
+        except WriteRefused as exc:
+            return {"tag": key, "result": "refused", "error": exc.code, "message": exc.message}
+        return outcome.to_dict()
 
     async def _cmd_stats(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
         return self._need_optimizer().get_statistics()
@@ -808,6 +841,8 @@ class Daemon:
         }
         if self.optimizer is not None:
             out["optimizer"] = self.optimizer.status()
+        if self.northbound.routes:
+            out["northbound"] = self.northbound.status()
         if self.store is not None:
             st = self.store.status()
             out["storage"] = {
@@ -860,6 +895,8 @@ class Daemon:
                 if isinstance(figures, dict) and "bytes" in figures
             } or {"hot": {"bytes": st.db_bytes, "samples": None}}
             snap["storage_buffered"] = st.buffered
+        if self.northbound.routes:
+            snap["northbound"] = self.northbound.status()
         if self.optimizer is not None:
             stats = self.optimizer.get_statistics()
             snap["optimizer_outcomes"] = {

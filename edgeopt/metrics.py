@@ -87,6 +87,41 @@ class DaemonCollector(Collector):
         buffered = GaugeMetricFamily("edgeopt_storage_buffered", "Samples waiting for a flush")
         buffered.add_metric([], snap.get("storage_buffered", 0))
         yield buffered
+        yield from _northbound_metrics(snap.get("northbound", []))
+
+
+def _northbound_metrics(targets: list[dict[str, Any]]) -> Iterator[Metric]:
+    """Per MQTT target: connection, outbox depth and age, published and dropped."""
+    label = ["target"]
+    connected = GaugeMetricFamily(
+        "edgeopt_northbound_connected", "1 if connected to the broker", labels=label
+    )
+    messages = GaugeMetricFamily(
+        "edgeopt_northbound_outbox_messages", "Undelivered messages in the outbox", labels=label
+    )
+    size = GaugeMetricFamily(
+        "edgeopt_northbound_outbox_bytes", "Undelivered topic and payload bytes", labels=label
+    )
+    age = GaugeMetricFamily(
+        "edgeopt_northbound_outbox_oldest_age_seconds",
+        "Age of the oldest undelivered message",
+        labels=label,
+    )
+    published = CounterMetricFamily(
+        "edgeopt_northbound_published", "Messages the broker acknowledged", labels=label
+    )
+    dropped = CounterMetricFamily(
+        "edgeopt_northbound_dropped", "Undelivered messages dropped over outbox_max", labels=label
+    )
+    for t in targets:
+        name = [t["name"]]
+        connected.add_metric(name, 1.0 if t["connected"] else 0.0)
+        messages.add_metric(name, t["outbox"]["messages"])
+        size.add_metric(name, t["outbox"]["bytes"])
+        age.add_metric(name, t["outbox"]["oldest_age_s"] or 0.0)
+        published.add_metric(name, t["published"])
+        dropped.add_metric(name, t["dropped"])
+    yield from (connected, messages, size, age, published, dropped)
 
 
 class MetricsServer:

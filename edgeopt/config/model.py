@@ -9,7 +9,9 @@ problem with its own sub-path (see `RULE_ERROR`); the loader turns those into
 from __future__ import annotations
 
 import codecs
+import platform
 import re
+import string
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
@@ -39,6 +41,9 @@ __all__ = [
     "DeviceConfig",
     "DeviceSettings",
     "MetricsConfig",
+    "NorthboundBatch",
+    "NorthboundTarget",
+    "NorthboundTls",
     "OptimizerConfig",
     "Priority",
     "Problem",
@@ -204,6 +209,15 @@ def _listen(value: str) -> str:
     return value
 
 
+def _topic_level(value: str) -> str:
+    # One MQTT topic level: the wildcards and the separator would change what it means.
+    if not value or any(c in value for c in "/+#") or any(c.isspace() for c in value):
+        raise ValueError(
+            f"must be one MQTT topic level (no '/', '+', '#' or spaces), got {value!r}"
+        )
+    return value
+
+
 PositiveDuration = Annotated[float, BeforeValidator(_positive_duration)]
 NonNegativeDuration = Annotated[float, BeforeValidator(_non_negative_duration)]
 PositiveSize = Annotated[int, BeforeValidator(_positive_size)]
@@ -227,17 +241,31 @@ def _none_is_empty(value: object) -> object:
     return {} if value is None else value
 
 
+def _none_is_list(value: object) -> object:
+    return [] if value is None else value
+
+
 # --- sections ------------------------------------------------------------------
 
 
 class DaemonConfig(_Model):
-    """Process-level settings: where state lives and who may use the socket."""
+    """Process-level settings: where state lives and who may use the socket.
 
+    `name` is the gateway's name in MQTT topics and its default client id; None
+    means the host name (`gateway_name`).
+    """
+
+    name: Annotated[str, AfterValidator(_topic_level)] | None = None
     state_dir: FsPath = Path("/var/lib/edgeopt")
     socket: FsPath = Path("/run/edgeopt/edgeopt.sock")
     socket_group: Word | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     admin_group: Word | None = None
+
+    @property
+    def gateway(self) -> str:
+        """The gateway's name: `name`, or the host name (up to its first dot)."""
+        return self.name or platform.node().split(".")[0] or "edgeopt"
 
 
 class StorageConfig(_Model):
@@ -358,6 +386,136 @@ class MetricsConfig(_Model):
     listen: Annotated[str, AfterValidator(_listen)] | None = None
 
 
+# --- northbound (MQTT) ----------------------------------------------------------
+
+DEFAULT_TOPIC = "edgeopt/{gateway}/{device}/{tag}"
+DEFAULT_STATUS_TOPIC = "edgeopt/{gateway}/status"
+
+
+def _template_fields(template: str) -> list[str]:
+    try:
+        return [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        raise ValueError(f"not a valid topic template ({exc}): {template!r}") from None
+
+
+def _topic_template(template: str, *, allowed: tuple[str, ...], required: tuple[str, ...]) -> str:
+    fields = _template_fields(template)
+    unknown = sorted({f for f in fields if f not in allowed})
+    if unknown:
+        names = ", ".join("{" + f + "}" for f in allowed)
+        raise ValueError(f"unknown placeholder {{{unknown[0]}}} (known: {names})")
+    missing = [f for f in required if f not in fields]
+    if missing:
+        raise ValueError(f"the template needs {{{missing[0]}}} in it, got {template!r}")
+    if any(c in template for c in "+#") or template.startswith("$") or not template.strip():
+        raise ValueError(f"a topic to publish on has no wildcards and no leading '$': {template!r}")
+    return template
+
+
+def _data_topic(template: str) -> str:
+    return _topic_template(
+        template, allowed=("gateway", "device", "tag"), required=("device", "tag")
+    )
+
+
+def _status_topic(template: str) -> str:
+    return _topic_template(template, allowed=("gateway",), required=())
+
+
+class NorthboundTls(_Model):
+    """TLS to the broker: `ca` verifies it (default: the system's CAs), `cert` and `key`
+    identify the gateway; `insecure` skips only the host name check."""
+
+    ca: FsPath | None = None
+    cert: FsPath | None = None
+    key: FsPath | None = None
+    insecure: StrictBool = False
+
+    @model_validator(mode="after")
+    def _pair(self) -> NorthboundTls:
+        problems = []
+        if self.key is not None and self.cert is None:
+            problems.append(Problem(("cert",), "key needs cert (the client certificate)"))
+        if self.cert is not None and self.key is None:
+            problems.append(Problem(("key",), "cert needs key (its private key)"))
+        _raise_problems(problems)
+        return self
+
+
+class NorthboundBatch(_Model):
+    """Pack up to `max_messages` changes of one device in one message, waiting at most
+    `max_delay` for them (0: only the changes of one read)."""
+
+    max_messages: Annotated[StrictInt, Field(ge=1, le=10000)] = 1
+    max_delay: NonNegativeDuration = 0.0
+
+
+class NorthboundTarget(_Model):
+    """One MQTT broker that tag changes are published to, through a persistent outbox.
+
+    `port` defaults to 8883 with `tls` and 1883 without. `client_id` defaults to
+    the gateway name. The password is read from `password_file`, never from here.
+    """
+
+    name: Name
+    host: Word
+    port: Annotated[StrictInt, Field(ge=1, le=65535)] | None = None
+    client_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    keepalive: Annotated[float, BeforeValidator(_positive_duration), Field(le=65535)] = 60.0
+    username: Annotated[str, Field(min_length=1)] | None = None
+    password_file: FsPath | None = None
+    tls: NorthboundTls | None = None
+    qos: Annotated[Literal[0, 1], BeforeValidator(_reject_bool)] = 1
+    retain_last: StrictBool = False
+    topic: Annotated[str, AfterValidator(_data_topic)] = DEFAULT_TOPIC
+    status_topic: Annotated[str, AfterValidator(_status_topic)] = DEFAULT_STATUS_TOPIC
+    batch: Annotated[NorthboundBatch, BeforeValidator(_none_is_empty)] = Field(
+        default_factory=NorthboundBatch
+    )
+    outbox_max: PositiveSize = 100_000_000
+    # Backlog messages per second after an outage (0: as fast as the broker acknowledges).
+    drain_rate: Annotated[StrictInt, Field(ge=0)] = 1000
+    reconnect_max: PositiveDuration = 30.0
+    # Device writes from `.../{device}/{tag}/set` (writable tags only), with the
+    # outcome on `.../set/result`; audited with the target's name as the caller.
+    commands: StrictBool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_password(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "password" in data:
+            raise PydanticCustomError(
+                RULE_ERROR,
+                "{summary}",
+                {
+                    "summary": "password: not allowed inline",
+                    "problems": [
+                        Problem(
+                            ("password",),
+                            "an inline password is not allowed (status would show it); "
+                            "put it in a file and set password_file",
+                        )
+                    ],
+                },
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _check_target(self) -> NorthboundTarget:
+        problems = []
+        if self.password_file is not None and self.username is None:
+            problems.append(Problem(("password_file",), "needs username"))
+        _raise_problems(problems)
+        return self
+
+    @property
+    def broker_port(self) -> int:
+        if self.port is not None:
+            return self.port
+        return 8883 if self.tls is not None else 1883
+
+
 # --- tags ----------------------------------------------------------------------
 
 
@@ -402,6 +560,7 @@ class TagConfig(_Model):
     scale: Annotated[Number, AfterValidator(_non_zero)] = 1.0
     offset: Number = 0.0
     unit: str | None = None
+    description: str | None = None
     interval: PositiveDuration = DEFAULT_INTERVAL
     # These two defaults apply only when `interval` itself is invalid: the
     # before-validator below derives the real ones from it.
@@ -414,6 +573,8 @@ class TagConfig(_Model):
     compression_deviation: Annotated[Number, Field(gt=0)] | None = None
     writable: StrictBool = False
     write: WriteConfig | None = None
+    # Sent to the northbound targets (with the device's own `publish`).
+    publish: StrictBool = True
 
     @property
     def write_settings(self) -> WriteConfig:
@@ -626,6 +787,8 @@ class DeviceSettings(_Model):
     # A slow device: after its reply the line stays quiet this long before the
     # next request (to any device on the line).
     turnaround: NonNegativeDuration = 0.0
+    # false: none of this device's tags goes to the northbound targets.
+    publish: StrictBool = True
 
     @property
     def line_key(self) -> str:
@@ -841,12 +1004,21 @@ class Config(_Model):
     metrics: Annotated[MetricsConfig, BeforeValidator(_none_is_empty)] = Field(
         default_factory=MetricsConfig
     )
+    northbound: Annotated[list[NorthboundTarget], BeforeValidator(_none_is_list)] = Field(
+        default_factory=list
+    )
     devices: list[DeviceConfig] = Field(min_length=1)
     source: str = "<string>"
 
     @model_validator(mode="after")
     def _check_devices(self) -> Config:
         _raise_problems(config_device_problems(list(enumerate(self.devices))))
+        return self
+
+    @model_validator(mode="after")
+    def _check_northbound(self) -> Config:
+        names = [(index, target.name) for index, target in enumerate(self.northbound)]
+        _raise_problems(duplicate_name_problems("northbound", "northbound target", names))
         return self
 
 

@@ -135,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-verify", dest="verify", action="store_false", help="do not read the value back"
     )
     write.add_argument("--timeout", help="how long the read-back may wait for the value (2s)")
+    sub.add_parser("northbound", help="MQTT targets: connection, outbox, published/s, dropped")
     top = sub.add_parser("top", help="live view of devices, bus load and busiest tags")
     top.add_argument("--interval", type=float, default=1.0)
     top.add_argument("--iterations", type=int, default=0, help="stop after N refreshes")
@@ -404,6 +405,8 @@ def render(command: str, result: Any, args: argparse.Namespace) -> None:
                 "-" if improvement is None else f"{improvement * 100:+.1f}%",
             )
         console.print(table)
+    elif command == "northbound":
+        console.print(_northbound_table(result))
     elif command == "recommendations":
         if not result:
             print("no recommendations: nothing to change")
@@ -438,6 +441,28 @@ def _recommendation(r: dict[str, Any]) -> str:
     elif impact is not None:
         text += f" ({_cell(impact)})"
     return text
+
+
+def _northbound_table(targets: list[dict[str, Any]]) -> Table:
+    table = Table(
+        "target", "broker", "state", "since", "outbox", "oldest s", "published/s", "dropped"
+    )
+    for t in targets:
+        box = t.get("outbox") or {}
+        state = "connected" if t.get("connected") else "disconnected"
+        if not t.get("connected") and t.get("last_error"):
+            state += f" ({t['last_error']})"
+        table.add_row(
+            t["name"],
+            f"{t.get('host')}:{t.get('port')}",
+            state,
+            _ts(t.get("since")),
+            f"{box.get('messages', 0)} ({box.get('bytes', 0)} B)",
+            _value(box.get("oldest_age_s")),
+            _value(t.get("published_per_s")),
+            str(t.get("dropped", 0)),
+        )
+    return table
 
 
 def _cell(value: Any) -> str:
@@ -692,6 +717,13 @@ def _render_status(console: Console, s: dict[str, Any]) -> None:
         console.print(f"plan: {s['plan']['summary']}")
     for line, load in sorted(s.get("bus_load", {}).items()):
         console.print(f"bus {line}: {load * 100:.1f}% busy")
+    for t in s.get("northbound") or []:
+        box = t.get("outbox") or {}
+        console.print(
+            f"northbound {t['name']}: {'connected' if t['connected'] else 'disconnected'}, "
+            f"outbox {box.get('messages', 0)}, {t.get('published_per_s', 0):.1f} published/s, "
+            f"{t.get('dropped', 0)} dropped"
+        )
     storage = s.get("storage")
     if storage:
         console.print(

@@ -1,4 +1,4 @@
-"""`python -m benchmarks [all|frontier|generated|realsocket|overhead|serial|storage] [--quick]`.
+"""`python -m benchmarks [SECTION] [--quick]`: all sections, or one (see SECTION_ORDER).
 
 Runs the chosen sections with progress on the console, prints each one's
 tables, saves its figures under `benchmarks/results/` and rebuilds
@@ -19,7 +19,7 @@ from rich.markdown import Markdown
 from .report import Stamp, save_result, write_benchmarks_md
 from .sections import RENDERERS, RUNNERS, UI, Options
 
-SECTION_ORDER = ("frontier", "generated", "realsocket", "overhead", "storage", "serial")
+SECTION_ORDER = ("frontier", "generated", "realsocket", "overhead", "storage", "serial", "peers")
 
 
 class RichUI(UI):

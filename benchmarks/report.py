@@ -35,7 +35,7 @@ __all__ = [
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-SECTIONS = ("frontier", "generated", "realsocket", "overhead", "storage", "serial")
+SECTIONS = ("frontier", "generated", "realsocket", "overhead", "storage", "serial", "peers")
 
 
 def machine_info() -> str:

@@ -742,6 +742,111 @@ def render_headline(_: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+# --------------------------------------------------------------------- peers
+def run_peers(opts: Options, ui: UI) -> dict[str, Any]:
+    from . import peers
+
+    if opts.quick:
+        sizes: tuple[tuple[int, int], ...] = ((1000, 10),)
+        return peers.measure_peers(sizes, warmup=5, seconds=15, progress=ui.status)
+    sizes = ((1000, 10), (5000, 50), (10_000, 100))
+    return peers.measure_peers(sizes, warmup=10, seconds=30, progress=ui.status)
+
+
+def render_peers(data: dict[str, Any]) -> str:
+    from .peers import TB_VERSION
+
+    stamp = Stamp.from_dict(data["stamp"])
+    out = ["## 6. Peers, side by side\n"]
+    out.append(
+        f"ThingsBoard IoT Gateway {TB_VERSION} (PyPI, in its own venv made by the benchmark) "
+        "and edgeopt poll the same simulated plant (the gap-free large plant, every tag at "
+        "1 s; one simulator process each, same plant and clock) at the same time, and are "
+        "measured over the same window. The gateway's Modbus connector config is generated "
+        "from edgeopt's (one timeseries key per tag); everything else is its shipped "
+        "default. edgeopt runs with its optimizer off, so both make their configured reads: "
+        "edgeopt merges neighbouring tags into block reads, the gateway reads each key on "
+        "its own. *Kept up*: requests/s ≥ 97 % of the product's own plan. *CPU per tag "
+        "value*: CPU time over the tag values delivered (decoded) in the window. Goal: "
+        "edgeopt's CPU per tag value ≤ 0.2× the gateway's (moonshot 0.1×). How the gateway "
+        "runs offline here (pinned pymodbus, a `getSessionLimits` responder on a local "
+        "Mosquitto, no update check) is in `benchmarks/peers.py`.\n"
+    )
+    if data.get("skipped"):
+        out.append(f"**Not measured:** {data['skipped']}\n")
+    rows = []
+    for p in data["points"]:
+        for side in ("edgeopt", "peer"):
+            m = p[side]
+            rows.append(
+                [
+                    f"{p['n_tags']:,}",
+                    m["name"],
+                    f"{m['reads_per_s']:.0f} of {m['planned_reads_per_s']:.0f}",
+                    f"{m['registers'] / m['seconds']:.0f}",
+                    "yes" if m["kept_up"] else "**no**",
+                    f"{m['cpu_pct']:.1f} %",
+                    f"{m['rss_mb']:.0f} MB",
+                    f"{m['cpu_ms_per_value']:.4f} ms",
+                    "–" if m.get("published_per_s") is None else f"{m['published_per_s']:.0f}",
+                ]
+            )
+    if rows:
+        out.append(
+            md_table(
+                [
+                    "tags",
+                    "product",
+                    "requests/s (of planned)",
+                    "registers/s",
+                    "kept up",
+                    "CPU (one core)",
+                    "RSS",
+                    "CPU per tag value",
+                    "values published/s",
+                ],
+                rows,
+            )
+        )
+        ratios = [
+            [
+                f"{p['n_tags']:,}",
+                f"{p['cpu_per_value_ratio']:.2f}×",
+                "met" if p["cpu_per_value_ratio"] <= 0.2 else "not met",
+                f"{p['edgeopt']['rss_mb'] / p['peer']['rss_mb']:.2f}×",
+                f"{p['edgeopt']['cpu_pct'] / max(p['peer']['cpu_pct'], 1e-9):.2f}×",
+            ]
+            for p in data["points"]
+        ]
+        out.append(
+            "\n"
+            + md_table(
+                [
+                    "tags",
+                    "CPU per tag value, edgeopt / gateway",
+                    "goal ≤ 0.2×",
+                    "RSS, edgeopt / gateway",
+                    "CPU, edgeopt / gateway",
+                ],
+                ratios,
+            )
+        )
+    wrong = [p for p in data["points"] if p["peer"].get("bit_registers_all_equal", 0) > 0]
+    if wrong:
+        p = wrong[-1]["peer"]
+        out.append(
+            f"\n**Where the gateway is wrong, not only slow.** Of the {p['bit_registers']} "
+            "registers whose status bits are separate bool tags (12 bits each; `type: bits`, "
+            f"`objectsCount: 1`, `bit: N` in its config), {p['bit_registers_all_equal']} "
+            "had the gateway publish one value for all their bits at the end of the window "
+            "(counted by the benchmark's MQTT responder), while the bits differ on the plant "
+            "and in edgeopt's store (e.g. `1 0 0 0 1 0 0 0 1 0 0 0`): with "
+            "`objectsCount: 1` its decoder does not pick bit N of the register.\n"
+        )
+    out.append("\n" + stamp.line() + "\n")
+    return "\n".join(out)
+
+
 RUNNERS: dict[str, Callable[[Options, UI], dict[str, Any]]] = {
     "frontier": run_frontier,
     "generated": run_generated_section,
@@ -749,6 +854,7 @@ RUNNERS: dict[str, Callable[[Options, UI], dict[str, Any]]] = {
     "overhead": run_overhead,
     "serial": run_serial,
     "storage": run_storage,
+    "peers": run_peers,
 }
 
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
@@ -759,4 +865,5 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "overhead": render_overhead,
     "serial": render_serial,
     "storage": render_storage,
+    "peers": render_peers,
 }

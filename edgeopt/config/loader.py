@@ -9,6 +9,7 @@ recording the line of every mapping key and sequence item on the way.
 from __future__ import annotations
 
 import difflib
+import functools
 import pickle
 import sys
 import typing
@@ -54,16 +55,10 @@ class _Loader(_BaseLoader):
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
-        self._resolved: dict[tuple[str, tuple[bool, bool]], str] = {}
-
-    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
-        if kind is not ScalarNode:
-            return super().resolve(kind, value, implicit)
-        key = (value, implicit)
-        tag = self._resolved.get(key)
-        if tag is None:
-            tag = self._resolved[key] = super().resolve(kind, value, implicit)
-        return tag
+        # An instance attribute over the method: libyaml's composer calls
+        # `self.resolve` for every node, and the C-level cache answers it
+        # without a Python frame (the cache goes with the loader).
+        self.resolve = functools.lru_cache(maxsize=None)(super().resolve)
 
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"

@@ -8,6 +8,10 @@
     per register and the ratios to the bare loop: a before/after figure
     measured in one run.
 
+`python -m benchmarks.footprint startup [--base REV]`
+    Start-up to first poll (spawn → the simulator's first request) of the
+    daemon at REV and of this work tree, alternately, three first starts each.
+
 `python -m benchmarks.footprint profile [--tags N --devices D --seconds S]`
     Samples the running daemon with py-spy (`pip install py-spy`) and
     prints the functions with the largest share of samples, by self time
@@ -108,6 +112,52 @@ def ab(base: str, n_tags: int, n_devices: int, warmup: float, seconds: float) ->
         *(_row(name, m, bare) for name, m in measured),
         _row("bare pymodbus loop", bare, bare),
     ]
+    return "\n".join(lines)
+
+
+def _first_request(log: Path, since: float, timeout: float = 30.0) -> float:
+    """Seconds from `since` to the first request in the simulator's log (inf: none)."""
+    from .procs import iter_requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        first = next((float(r["ts"]) for r in iter_requests(log) if float(r["ts"]) >= since), None)
+        if first is not None:
+            return first - since
+    return float("inf")
+
+
+def startup(base: str, n_tags: int, n_devices: int, runs: int = 3) -> str:
+    """Spawn → first request, the daemon at `base` and this tree's, alternately, `runs` each."""
+    times: dict[str, list[float]] = {f"daemon at {base}": [], "daemon, work tree": []}
+    with _steady_plant(n_tags, n_devices, "edgeopt-startup-") as steady, export_rev(base) as src:
+        assert steady.sim.request_log is not None
+        for i in range(runs):
+            for name in times:
+                state = steady.work / "state"
+                shutil.rmtree(state, ignore_errors=True)  # a first start, every time
+                time.sleep(1.5)  # the simulator's log is flushed every second
+                spawned = time.time()
+                log = steady.work / f"start-{i}.log"
+                if name.startswith("daemon at"):
+                    proc = _daemon_at(src, steady.config, log)
+                else:
+                    proc = start_daemon(steady.config, log)
+                try:
+                    times[name].append(_first_request(steady.sim.request_log, spawned))
+                finally:
+                    stop_process(proc)
+    lines = [
+        f"{n_tags} tags on {n_devices} devices, a first start (empty state) each time, "
+        f"{runs} starts each, alternating",
+        "",
+        "| daemon | start-up to first poll, median | each start |",
+        "|:--|--:|--:|",
+    ]
+    for name, ts in times.items():
+        each = ", ".join(f"{t:.2f}" for t in ts)
+        lines.append(f"| {name} | {sorted(ts)[len(ts) // 2]:.2f} s | {each} |")
     return "\n".join(lines)
 
 
@@ -226,21 +276,36 @@ def rss(n_tags: int, n_devices: int, seconds: float, every: float = 30.0) -> str
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.footprint", description=__doc__)
-    ap.add_argument("what", choices=("ab", "profile", "memory", "rss"))
+    ap.add_argument("what", choices=("ab", "startup", "profile", "memory", "rss"))
     ap.add_argument("--base", default="HEAD", help="ab: the revision to compare against")
     ap.add_argument("--tags", type=int, default=10_000)
     ap.add_argument("--devices", type=int, default=100)
     ap.add_argument("--warmup", type=float, default=8.0)
     ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument(
+        "--save",
+        action="store_true",
+        help="keep the table in benchmarks/results (BENCHMARKS.md §2 shows it)",
+    )
     args = ap.parse_args(argv)
     if args.what == "ab":
-        print(ab(args.base, args.tags, args.devices, args.warmup, args.seconds))
+        text = ab(args.base, args.tags, args.devices, args.warmup, args.seconds)
+    elif args.what == "startup":
+        text = startup(args.base, args.tags, args.devices)
     elif args.what == "profile":
-        print(profile(args.tags, args.devices, args.warmup, args.seconds))
+        text = profile(args.tags, args.devices, args.warmup, args.seconds)
     elif args.what == "memory":
-        print(memory(args.tags, args.devices, args.seconds))
+        text = memory(args.tags, args.devices, args.seconds)
     else:
-        print(rss(args.tags, args.devices, args.seconds))
+        text = rss(args.tags, args.devices, args.seconds)
+    print(text)
+    if args.save:
+        from .report import Stamp, machine_info, save_result
+
+        given = list(sys.argv[1:] if argv is None else argv)
+        command = " ".join(["python -m benchmarks.footprint", *given])
+        stamp = Stamp(machine_info(), command, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+        save_result(f"footprint_{args.what}", {"markdown": text}, stamp)
     return 0
 
 

@@ -265,12 +265,18 @@ class Poller:
             current = self.tags.get(key)
             if current is None or current.config != tag:
                 self.tags[key] = _tag_runtime(runtime.name, tag, self._codecs)
+        self._forget_decoders(device.name)  # they hold the tags they decode into
+
+    def _forget_decoders(self, device: str) -> None:
+        for key in [k for k in self._decoders if k[0] == device]:
+            del self._decoders[key]
 
     def remove_device(self, name: str) -> None:
         if self.devices.pop(name, None) is None:
             return
         for key in [k for k, t in self.tags.items() if t.device == name]:
             del self.tags[key]
+        self._forget_decoders(name)
         self._drop_unused_schedules()
 
     def _drop_unused_schedules(self) -> None:
@@ -330,8 +336,8 @@ class Poller:
             tag_count=len(self.tags),
             costs={name: d.cost for name, d in self.devices.items()},
         )
-        for key in [k for k in self._decoders if k[0] in devices]:
-            del self._decoders[key]
+        for name in devices:
+            self._forget_decoders(name)
         self._schedule({self.devices[name].line for name in devices}, now)
         return self.plan
 

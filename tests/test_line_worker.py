@@ -84,3 +84,16 @@ async def test_a_cancelled_worker_leaves_no_timer() -> None:
     await asyncio.gather(task, return_exceptions=True)
     assert task.cancelled()
     assert _timers(loop) == before
+
+
+def test_a_reconfigured_device_decodes_into_its_new_tags_before_any_replan() -> None:
+    poller = Poller(parse_config(CONFIG).devices)
+    poller.replan(0.0)
+    (read,) = poller.plan.reads
+    poller.apply(read, ReadResult(values=[7], latency=0.001), 100.0, 0.0, 0.0)
+    assert poller.tags["meter1/power"].state.value == 7
+    scaled = CONFIG.replace("type: uint16,", "type: uint16, scale: 10,")
+    (device,) = parse_config(scaled).devices
+    poller.update_device(device)  # a new TagRuntime for the changed tag
+    poller.apply(read, ReadResult(values=[7], latency=0.001), 101.0, 1.0, 1.0)
+    assert poller.tags["meter1/power"].state.value == 70

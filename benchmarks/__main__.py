@@ -1,4 +1,4 @@
-"""`python -m benchmarks [all|SECTION] [--quick]`, a section being one of SECTION_ORDER.
+"""`python -m benchmarks [SECTION] [--quick]`: all sections, or one (see SECTION_ORDER).
 
 Runs the chosen sections with progress on the console, prints each one's
 tables, saves its figures under `benchmarks/results/` and rebuilds
@@ -27,6 +27,7 @@ SECTION_ORDER = (
     "storage",
     "serial",
     "northbound",
+    "peers",
 )
 
 

@@ -240,6 +240,35 @@ def _steady_plant(n_tags: int, n_devices: int, prefix: str) -> Iterator[SteadyPl
             stop_process(sim.proc)
 
 
+def measure_bare(steady: SteadyPlant, warmup: float, seconds: float) -> Measured:
+    """The bare pymodbus loop making the daemon's planned reads, measured like the daemon."""
+    plan = {
+        "devices": {
+            name: {"host": ep.host, "port": ep.port, "unit": ep.unit}
+            for name, ep in steady.sim.endpoints.items()
+        },
+        "reads": steady.reads,
+    }
+    plan_path = steady.work / "plan.json"
+    plan_path.write_text(json.dumps(plan), encoding="utf-8")
+    bare = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.bareloop",
+            str(plan_path),
+            # Longer than the window: it is stopped once measured.
+            str(warmup + seconds + 60),
+        ],
+        stdout=subprocess.PIPE,
+        cwd=str(Path(__file__).resolve().parent.parent),
+    )
+    try:
+        return _measure(bare, steady.sim, warmup, seconds, settle_limit=0)
+    finally:
+        stop_process(bare)
+
+
 @dataclass
 class OverheadRatio:
     plant: str
@@ -273,33 +302,9 @@ def measure_ratio(
             d = _measure(daemon, sim, warmup, seconds)
         finally:
             stop_process(daemon)
-        plan = {
-            "devices": {
-                name: {"host": ep.host, "port": ep.port, "unit": ep.unit}
-                for name, ep in sim.endpoints.items()
-            },
-            "reads": reads,
-        }
-        plan_path = work / "plan.json"
-        plan_path.write_text(json.dumps(plan), encoding="utf-8")
         if progress:
             progress("bare pymodbus loop")
-        bare = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "benchmarks.bareloop",
-                str(plan_path),
-                # Longer than the window: it is stopped once measured.
-                str(warmup + seconds + 60),
-            ],
-            stdout=subprocess.PIPE,
-            cwd=str(Path(__file__).resolve().parent.parent),
-        )
-        try:
-            b = _measure(bare, sim, warmup, seconds, settle_limit=0)
-        finally:
-            stop_process(bare)
+        b = measure_bare(steady, warmup, seconds)
     plant = steady.plant
     return OverheadRatio(plant.name, plant.n_tags, len(plant.devices), planned, d, b)
 

@@ -35,7 +35,16 @@ __all__ = [
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-SECTIONS = ("frontier", "generated", "realsocket", "overhead", "storage", "serial", "northbound")
+SECTIONS = (
+    "frontier",
+    "generated",
+    "realsocket",
+    "overhead",
+    "storage",
+    "serial",
+    "northbound",
+    "peers",
+)
 
 
 def machine_info() -> str:

@@ -42,7 +42,7 @@ from edgeopt.modbus.transport import (
     Transport,
 )
 from edgeopt.schedule import ReadSchedule
-from edgeopt.tags import Sample, TagState, Value
+from edgeopt.tags import Quality, Sample, TagState, Value
 
 log = logging.getLogger(__name__)
 
@@ -155,13 +155,33 @@ def _device_runtime(device: DeviceConfig) -> DeviceRuntime:
     return DeviceRuntime(device, endpoint_of(device), limits, default_cost(device))
 
 
-def _tag_runtime(device: str, tag: TagConfig) -> TagRuntime:
+def _codec_spec(tag: TagConfig) -> tuple[object, ...]:
+    """What a tag's codec is made of: tags that agree on it can share one (it is frozen)."""
+    return (
+        tag.type,
+        tag.bit,
+        tag.length,
+        tag.byte_order,
+        tag.word_order,
+        tag.scale,
+        tag.offset,
+        getattr(tag, "string_encoding", None),
+    )
+
+
+def _tag_runtime(
+    device: str, tag: TagConfig, codecs: dict[tuple[object, ...], TagCodec]
+) -> TagRuntime:
     key = f"{device}/{tag.name}"
+    spec = _codec_spec(tag)
+    codec = codecs.get(spec)
+    if codec is None:
+        codec = codecs[spec] = codec_for(tag)
     return TagRuntime(
         key=key,
         device=device,
         config=tag,
-        codec=codec_for(tag),
+        codec=codec,
         table=Table(tag.table),
         state=TagState(key, float(tag.deadband), float(tag.max_staleness)),
         interval=float(tag.interval),
@@ -220,8 +240,11 @@ class Poller:
         self.lag: dict[str, LineLag] = {}  # line -> how late its reads start
         # Built once per planned read (Telegraf builds its decoders at config time too).
         self._decoders: dict[
-            tuple[str, Table, int, int], tuple[list[TagRuntime], BlockDecoder]
+            tuple[str, Table, int, int], tuple[list[TagRuntime], BlockDecoder | None]
         ] = {}
+        # One codec per distinct (type, orders, scale, ...): a plant has a few
+        # dozen, not one per tag (a codec holds compiled structs and closures).
+        self._codecs: dict[tuple[object, ...], TagCodec] = {}
         for device in devices:
             self.add_device(device)
 
@@ -232,7 +255,7 @@ class Poller:
         self.devices[runtime.name] = runtime
         self.schedules.setdefault(runtime.line, ReadSchedule())
         for tag in device.tags:
-            runtime_tag = _tag_runtime(runtime.name, tag)
+            runtime_tag = _tag_runtime(runtime.name, tag, self._codecs)
             self.tags[runtime_tag.key] = runtime_tag
 
     def update_device(self, device: DeviceConfig) -> None:
@@ -262,13 +285,19 @@ class Poller:
         for key, tag in wanted.items():
             current = self.tags.get(key)
             if current is None or current.config != tag:
-                self.tags[key] = _tag_runtime(runtime.name, tag)
+                self.tags[key] = _tag_runtime(runtime.name, tag, self._codecs)
+        self._forget_decoders(device.name)  # they hold the tags they decode into
+
+    def _forget_decoders(self, device: str) -> None:
+        for key in [k for k in self._decoders if k[0] == device]:
+            del self._decoders[key]
 
     def remove_device(self, name: str) -> None:
         if self.devices.pop(name, None) is None:
             return
         for key in [k for k, t in self.tags.items() if t.device == name]:
             del self.tags[key]
+        self._forget_decoders(name)
         self._drop_unused_schedules()
 
     def _drop_unused_schedules(self) -> None:
@@ -328,8 +357,8 @@ class Poller:
             tag_count=len(self.tags),
             costs={name: d.cost for name, d in self.devices.items()},
         )
-        for key in [k for k in self._decoders if k[0] in devices]:
-            del self._decoders[key]
+        for name in devices:
+            self._forget_decoders(name)
         self._schedule({self.devices[name].line for name in devices}, now)
         return self.plan
 
@@ -432,9 +461,10 @@ class Poller:
             quiet = device.config.turnaround if device.config.transport in SERIAL_TRANSPORTS else 0
             device.cost_samples.append((units, result.latency + quiet))
             self._health_ok(device, wall, now)
-            samples = self._decode(read, result.values, wall)
-            if self.triggers or self.change_listeners:
-                self._changes(read, wall, now)
+            events: list[TagRuntime] = []
+            samples = self._decode(read, result.values, wall, events)
+            if events and (self.triggers or self.change_listeners):
+                self._changes(read, events, wall, now)
         elif result.exception_code == ILLEGAL_DATA_ADDRESS and self._split(device, read, now):
             # The split reads run at once; the tags keep their state. The device
             # answered (alive), and the refusal is its last error until a good read.
@@ -459,12 +489,10 @@ class Poller:
         schedule.complete(read, due, now)
         self._emit(samples)
 
-    def _changes(self, read: Read, wall: float, now: float) -> None:
-        """Tell listeners about change events, and run the reads their triggers ask for."""
+    def _changes(self, read: Read, events: list[TagRuntime], wall: float, now: float) -> None:
+        """Tell listeners about `read`'s change events, and run the reads their triggers ask for."""
         wanted: dict[tuple[str, Table, int, int], Read] = {}
-        for tag in self._members(read):
-            if not tag.state.event:
-                continue
+        for tag in events:
             for listener in self.change_listeners:
                 try:
                     listener(tag, wall, now)
@@ -518,29 +546,49 @@ class Poller:
 
     def check_stale(self, wall: float) -> None:
         samples: list[Sample] = []
-        for tag in self.tags.values():
-            samples.extend(tag.state.check_stale(wall))
+        good = Quality.GOOD
+        for tag in self.tags.values():  # every second over every tag: look before calling
+            state = tag.state
+            if (
+                state.quality is good
+                and state.ts is not None
+                and wall - state.ts > state.max_staleness
+            ):
+                samples.extend(state.check_stale(wall))
         self._emit(samples)
 
-    def _decode(self, read: Read, values: list[int] | list[bool], wall: float) -> list[Sample]:
+    def _decode(
+        self, read: Read, values: list[int] | list[bool], wall: float, events: list[TagRuntime]
+    ) -> list[Sample]:
+        """Decode a block into its tags' state; the tags with a change event go to `events`."""
         samples: list[Sample] = []
-        if read.table.is_bits:
-            for tag in self._members(read):
-                offset = int(tag.config.address) - read.start
-                bit = tag.codec.decode_bits([bool(values[offset])])
-                samples.extend(tag.state.observe(bit, wall))
-            return samples
         members, decoder = self._decoder(read)
+        if read.table.is_bits:
+            for tag in members:
+                bit = tag.codec.decode_bits([bool(values[int(tag.config.address) - read.start])])
+                tag.state.observe_into(bit, wall, samples)
+                if tag.state.event:
+                    events.append(tag)
+            return samples
+        assert decoder is not None  # registers always have one
         try:
             decoded = decoder.decode(values)
         except (DecodeError, ValueError):
-            return self._decode_each(read, members, values, wall)
+            return self._decode_each(read, members, values, wall, events)
         for tag, value in zip(members, decoded, strict=True):
-            samples.extend(tag.state.observe(value, wall))
+            state = tag.state
+            state.observe_into(value, wall, samples)
+            if state.event:
+                events.append(tag)
         return samples
 
     def _decode_each(
-        self, read: Read, members: list[TagRuntime], values: list[int] | list[bool], wall: float
+        self,
+        read: Read,
+        members: list[TagRuntime],
+        values: list[int] | list[bool],
+        wall: float,
+        events: list[TagRuntime],
     ) -> list[Sample]:
         """Slow path after a block failed to decode: find the tags at fault."""
         samples: list[Sample] = []
@@ -552,18 +600,24 @@ class Poller:
             except (DecodeError, ValueError) as exc:
                 samples.extend(tag.state.fail(f"decode error: {exc}", wall))
                 continue
-            samples.extend(tag.state.observe(value, wall))
+            tag.state.observe_into(value, wall, samples)
+            if tag.state.event:
+                events.append(tag)
         return samples
 
     def _members(self, read: Read) -> list[TagRuntime]:
         return [self.tags[k] for k in read.tags if k in self.tags]
 
-    def _decoder(self, read: Read) -> tuple[list[TagRuntime], BlockDecoder]:
+    def _decoder(self, read: Read) -> tuple[list[TagRuntime], BlockDecoder | None]:
+        """The read's member tags and block decoder (None for bits), built once per read."""
         cached = self._decoders.get(read.key)
         if cached is None:
             members = self._members(read)
-            fields = [(int(t.config.address) - read.start, t.codec) for t in members]
-            cached = (members, BlockDecoder(read.count, fields))
+            decoder = None
+            if not read.table.is_bits:
+                fields = [(int(t.config.address) - read.start, t.codec) for t in members]
+                decoder = BlockDecoder(read.count, fields)
+            cached = (members, decoder)
             self._decoders[read.key] = cached
         return cached
 
@@ -655,6 +709,11 @@ def _span(read: Read) -> str:
     return f"{read.table} {read.start}+{read.count}"
 
 
+def _wake_up(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class LineWorker:
     """Runs one line's reads, one request in flight at a time.
 
@@ -667,14 +726,16 @@ class LineWorker:
         self._poller = poller
         self._transport = transport
         self._clock = clock
-        self._wake = asyncio.Event()
+        # The sleeping worker's future (None while it works: it looks at the
+        # schedule again before it next sleeps, so a wake then needs no note).
+        self._waiter: asyncio.Future[None] | None = None
         self._stopped = False
         self._jobs: deque[_LineJob] = deque()
 
     def stop(self) -> None:
         """Finish after the read in flight (if any); `run` then returns."""
         self._stopped = True
-        self._wake.set()
+        self.wake()
         while self._jobs:  # nobody will run them: their callers must not wait forever
             job = self._jobs.popleft()
             if not job.done.done():
@@ -687,7 +748,7 @@ class LineWorker:
             done.set_exception(RuntimeError(f"line {self.line} stopped"))
             return done
         self._jobs.append(_LineJob(work, done))
-        self._wake.set()
+        self.wake()
         return done
 
     async def _run_job(self, job: _LineJob) -> None:
@@ -707,7 +768,9 @@ class LineWorker:
 
     def wake(self) -> None:
         """Look at the schedule again now (after a re-plan)."""
-        self._wake.set()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def run(self) -> None:
         clock, poller = self._clock, self._poller
@@ -730,18 +793,24 @@ class LineWorker:
             poller.apply(read, result, clock.now(), clock.monotonic(), due)
 
     async def _sleep_until_due(self, now: float) -> None:
+        """Sleep until the line's next deadline, or until `wake`.
+
+        One future and one timer handle per sleep: cheaper than a task
+        waiting on an Event under `asyncio.wait` (the poll loop sleeps between
+        most reads), and a cancel simply raises out of the `await`.
+        """
         schedule = self._poller.schedules.get(self.line)
         due = schedule.next_due() if schedule else None
-        self._wake.clear()
-        timeout = None if due is None else max(0.0, due - now)
-        # asyncio.wait, not asyncio.timeout: on 3.11 a cancel that lands as the
-        # timeout fires can surface as TimeoutError, and suppressing that would
-        # swallow the cancel and keep a stopping worker alive.
-        waiter = asyncio.ensure_future(self._wake.wait())
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        timer = None if due is None else loop.call_later(max(0.0, due - now), _wake_up, waiter)
+        self._waiter = waiter
         try:
-            await asyncio.wait({waiter}, timeout=timeout)
+            await waiter
         finally:
-            waiter.cancel()
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
 
     async def close(self) -> None:
         await self._transport.close()

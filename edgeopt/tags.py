@@ -8,9 +8,11 @@ before it, so trends stay true), or a heartbeat once `max_staleness` passes.
 from __future__ import annotations
 
 import math
-from collections import deque
+from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
+from itertools import chain
 
 Value = int | float | str | bool
 
@@ -19,6 +21,9 @@ class Quality(StrEnum):
     GOOD = "good"
     STALE = "stale"
     BAD = "bad"
+
+
+_GOOD = Quality.GOOD.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +68,18 @@ class RunningStats:
         self.low = min(self.low, x)
         self.high = max(self.high, x)
 
+    def add_repeated(self, x: float, k: int) -> None:
+        """`add(x)` k times, in O(1) (Chan et al.'s merge of a constant batch)."""
+        if k <= 0:
+            return
+        n_before = self.n
+        self.n += k
+        delta = x - self.mean
+        self.mean += delta * k / self.n
+        self.m2 += delta * delta * n_before * k / self.n
+        self.low = min(self.low, x)
+        self.high = max(self.high, x)
+
     @property
     def variance(self) -> float:
         return self.m2 / (self.n - 1) if self.n > 1 else 0.0
@@ -70,6 +87,51 @@ class RunningStats:
     @property
     def std(self) -> float:
         return math.sqrt(self.variance)
+
+
+class EventTimes:
+    """The last `maxlen` event times, oldest first: a ring of C doubles.
+
+    Reads like the `deque(maxlen=...)` it replaces (len, iteration, indexing
+    from either end, `maxlen`, `append`), at 8 bytes an event instead of a
+    float object and a deque slot (32), and 80 bytes empty instead of 760: at
+    10k tags with full histories of 512, about 42 MB instead of 170 MB.
+    """
+
+    __slots__ = ("_start", "_times", "maxlen")
+
+    def __init__(self, maxlen: int) -> None:
+        self.maxlen = maxlen
+        self._times = array("d")
+        self._start = 0  # index of the oldest once the ring is full
+
+    def append(self, t: float) -> None:
+        times = self._times
+        if len(times) < self.maxlen:
+            times.append(t)
+        else:
+            times[self._start] = t
+            self._start = (self._start + 1) % self.maxlen
+
+    def __len__(self) -> int:
+        return len(self._times)
+
+    def __getitem__(self, i: int) -> float:
+        n = len(self._times)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("event index out of range")
+        return self._times[(self._start + i) % n]
+
+    def __iter__(self) -> Iterator[float]:
+        start, times = self._start, self._times
+        if start == 0:
+            return iter(times)
+        return chain(times[start:], times[:start])
+
+    def __repr__(self) -> str:
+        return f"EventTimes({list(self)!r}, maxlen={self.maxlen})"
 
 
 @dataclass(slots=True)
@@ -90,15 +152,52 @@ class TagStats:
     last_event_ts: float | None = None
     last_event_value: Value | None = None
     inter_change: RunningStats = field(default_factory=RunningStats)
-    spread: RunningStats = field(default_factory=RunningStats)
-    # |value - previous value| between consecutive reads: the tag's read-to-read noise.
-    steps: RunningStats = field(default_factory=RunningStats)
     previous_value: Value | None = None
     # Recent event times, for rate estimates, correlation and activity profiles.
-    recent_events: deque[float] = field(default_factory=lambda: deque(maxlen=512))
+    recent_events: EventTimes = field(default_factory=lambda: EventTimes(512))
+    # The value spread and the read-to-read steps (`spread`, `steps`), kept up to
+    # date lazily: most reads of a quiet tag repeat the previous value, and those
+    # are only counted here and merged into both in one step when next looked at.
+    _spread: RunningStats = field(default_factory=RunningStats)
+    _steps: RunningStats = field(default_factory=RunningStats)
+    _repeats: int = 0
+
+    @property
+    def spread(self) -> RunningStats:
+        """Running statistics of the (numeric, finite) values read."""
+        if self._repeats:
+            self._merge_repeats()
+        return self._spread
+
+    @property
+    def steps(self) -> RunningStats:
+        """|value - previous value| between consecutive reads: the read-to-read noise."""
+        if self._repeats:
+            self._merge_repeats()
+        return self._steps
+
+    def _merge_repeats(self) -> None:
+        k, self._repeats = self._repeats, 0
+        x = self.previous_value
+        if isinstance(x, int | float) and math.isfinite(x):
+            self._spread.add_repeated(float(x), k)
+            self._steps.add_repeated(0.0, k)
+
+    def repeat(self, ts: float) -> None:
+        """Count one good read of the same value as the previous read (never an event).
+
+        The caller has checked that the value equals `previous_value` (same
+        type, not NaN): such a read moves nothing beyond any deadband, so it
+        only counts, which is what makes a quiet tag's read cheap.
+        """
+        self.reads += 1
+        self.last_read_ts = ts
+        self._repeats += 1
 
     def observe(self, value: Value, ts: float, deadband: float) -> bool:
         """Count one good read; returns whether it was a change event."""
+        if self._repeats:
+            self._merge_repeats()
         self.reads += 1
         if self.first_read_ts is None:
             self.first_read_ts = ts
@@ -107,9 +206,9 @@ class TagStats:
         if previous is not None and moved_beyond(previous, value, deadband):
             self.jumps += 1
         if isinstance(value, int | float) and math.isfinite(value):
-            self.spread.add(float(value))
+            self._spread.add(float(value))
             if isinstance(previous, int | float) and math.isfinite(previous):
-                self.steps.add(abs(float(value) - float(previous)))
+                self._steps.add(abs(float(value) - float(previous)))
         if self.last_event_ts is None:
             self.last_event_ts, self.last_event_value = ts, value
             return False
@@ -143,38 +242,67 @@ class TagState:
     changed_ts: float | None = None  # epoch of the last stored change
     stats: TagStats = field(default_factory=TagStats)
     event: bool = False  # whether the last observe() was a change event
-    # The recorder's memory: the last stored sample and the last read since.
+    # The recorder's memory: the last stored sample, and the last read since
+    # (value, time, quality), kept as plain fields: most reads store nothing.
     _stored_value: Value | None = None
     _stored_ts: float | None = None
-    _held: Sample | None = None
+    _held_value: Value | None = None
+    _held_ts: float | None = None
+    _held_quality: str = ""
 
     def observe(self, value: Value, ts: float) -> list[Sample]:
         """Apply one good read; returns the samples worth storing (maybe none)."""
+        out: list[Sample] = []
+        self.observe_into(value, ts, out)
+        return out
+
+    def observe_into(self, value: Value, ts: float, out: list[Sample]) -> None:
+        """`observe`, appending the samples worth storing to `out` (the poller's hot path)."""
+        stats = self.stats
+        previous = stats.previous_value
+        if (
+            self.quality is Quality.GOOD
+            and value == previous
+            and type(value) is type(previous)
+            and self._stored_ts is not None
+        ):
+            # The same value again (NaN never equals itself, so never here): no
+            # event, no change beyond any deadband; a heartbeat at most.
+            self.value, self.ts, self.event = value, ts, False
+            stats.repeat(ts)
+            if ts - self._stored_ts >= self.max_staleness:
+                out.append(Sample(self.key, ts, value, _GOOD))
+                self._stored_value, self._stored_ts = value, ts
+                self.changed_ts = ts
+                self._held_ts = None
+            else:
+                self._held_value, self._held_ts, self._held_quality = value, ts, _GOOD
+            return
         was_good = self.quality is Quality.GOOD
         nan = isinstance(value, float) and math.isnan(value)
         self.quality = Quality.BAD if nan else Quality.GOOD
         self.reason = "device reports not-a-number" if nan else ""
         self.value, self.ts = value, ts
-        self.event = False if nan else self.stats.observe(value, ts, self.deadband)
-        sample = Sample(self.key, ts, value, self.quality.value)
-        out: list[Sample] = []
+        self.event = False if nan else stats.observe(value, ts, self.deadband)
+        quality = self.quality.value
+        n = len(out)
         if self._stored_ts is None or not was_good:
-            out.append(sample)
+            out.append(Sample(self.key, ts, value, quality))
         elif moved_beyond(self._stored_value, value, self.deadband):
             # Keep the value held just before the change, so a plot of the
             # stored points shows a step here rather than a slow ramp.
-            if self._held is not None and self._held.ts > self._stored_ts:
-                out.append(self._held)
-            out.append(sample)
+            held_ts = self._held_ts
+            if held_ts is not None and held_ts > self._stored_ts:
+                out.append(Sample(self.key, held_ts, self._held_value, self._held_quality))
+            out.append(Sample(self.key, ts, value, quality))
         elif ts - self._stored_ts >= self.max_staleness:
-            out.append(sample)  # heartbeat: proves the value is still current
-        if out:
+            out.append(Sample(self.key, ts, value, quality))  # heartbeat: still current
+        if len(out) > n:
             self._stored_value, self._stored_ts = value, ts
             self.changed_ts = ts
-            self._held = None
+            self._held_ts = None
         else:
-            self._held = sample
-        return out
+            self._held_value, self._held_ts, self._held_quality = value, ts, quality
 
     def fail(self, reason: str, ts: float) -> list[Sample]:
         """Mark the tag bad after a failed read; stores one sample on the transition."""
@@ -183,7 +311,7 @@ class TagState:
             return []
         first = self.quality is not Quality.BAD
         self.quality, self.reason = Quality.BAD, reason
-        self._held = None
+        self._held_ts = None
         return [Sample(self.key, ts, None, Quality.BAD.value)] if first else []
 
     def check_stale(self, now: float) -> list[Sample]:
@@ -195,5 +323,5 @@ class TagState:
             return []
         self.quality = Quality.STALE
         self.reason = f"not read for {age:.1f}s (max_staleness {self.max_staleness:g}s)"
-        self._held = None
+        self._held_ts = None
         return [Sample(self.key, now, self.value, Quality.STALE.value)]

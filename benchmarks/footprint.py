@@ -1,0 +1,313 @@
+"""Where the daemon's CPU and memory go (issue 11), and what a change bought.
+
+`python -m benchmarks.footprint ab [--base REV] [--tags N --devices D]`
+    One simulator (the gap-free large plant, every tag at 1 s, optimizer
+    off); against it, one after the other: the daemon at REV (exported with
+    `git archive` into a temporary folder), the daemon of this work tree,
+    and the bare pymodbus loop making the same reads. Prints each one's CPU
+    per register and the ratios to the bare loop: a before/after figure
+    measured in one run.
+
+`python -m benchmarks.footprint startup [--base REV]`
+    Start-up to first poll (spawn → the simulator's first request) of the
+    daemon at REV and of this work tree, alternately, three first starts each.
+
+`python -m benchmarks.footprint profile [--tags N --devices D --seconds S]`
+    Samples the running daemon with py-spy (`pip install py-spy`) and
+    prints the functions with the largest share of samples, by self time
+    and inclusive time.
+
+`python -m benchmarks.footprint memory [--tags N --devices D --seconds S]`
+    Runs the daemon in this process under tracemalloc for S seconds and
+    prints the source lines holding the most memory (the simulator runs in
+    its own process, so its plant does not count).
+
+`python -m benchmarks.footprint rss [--tags N --devices D --seconds S]`
+    The daemon's RSS over a longer run, one line every 30 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import gc
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from .overhead import Measured, _measure, _steady_plant, measure_bare
+from .procs import start_daemon, stop_process
+
+__all__ = ["export_rev", "main", "profile_summary"]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def export_rev(rev: str) -> Iterator[Path]:
+    """The source tree at `rev`, exported into a temporary folder."""
+    with tempfile.TemporaryDirectory(prefix="edgeopt-rev-") as tmp:
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        yield Path(tmp)
+
+
+def _daemon_at(src: Path, config: Path, log: Path) -> subprocess.Popen[bytes]:
+    """`edgeopt run` from the source tree `src` (its edgeopt package first on the path)."""
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    cmd = [sys.executable, "-m", "edgeopt.cli", "run", "--config", str(config)]
+    with log.open("wb") as handle:
+        return subprocess.Popen(
+            [*cmd, "--log-level", "warning"],
+            cwd=str(src),
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _row(name: str, m: Measured, bare: Measured) -> str:
+    ratio = bare.registers_per_cpu_s / m.registers_per_cpu_s
+    return (
+        f"| {name} | {m.reads_per_s:.1f} | {m.cpu_pct:.1f} % | {m.registers_per_cpu_s:,.0f} | "
+        f"{m.rss_mb:.0f} MB | {ratio:.2f}× |"
+    )
+
+
+def ab(base: str, n_tags: int, n_devices: int, warmup: float, seconds: float) -> str:
+    with _steady_plant(n_tags, n_devices, "edgeopt-ab-") as steady, export_rev(base) as src:
+        measured: list[tuple[str, Measured]] = []
+        for name, spawn in (
+            (f"daemon at {base}", lambda: _daemon_at(src, steady.config, steady.work / "a.log")),
+            ("daemon, work tree", lambda: start_daemon(steady.config, steady.work / "b.log")),
+        ):
+            print(f"measuring {name} …", file=sys.stderr)
+            proc = spawn()
+            try:
+                measured.append((name, _measure(proc, steady.sim, warmup, seconds)))
+            finally:
+                stop_process(proc)
+        print("measuring the bare pymodbus loop …", file=sys.stderr)
+        bare = measure_bare(steady, warmup, seconds)
+    lines = [
+        f"{n_tags} tags on {n_devices} TCP devices, every tag at 1 s, optimizer off; "
+        f"{seconds:.0f} s window after {warmup:.0f} s",
+        "",
+        "| process | reads/s | CPU (one core) | registers per CPU-s | RSS | CPU/register vs bare |",
+        "|:--|--:|--:|--:|--:|--:|",
+        *(_row(name, m, bare) for name, m in measured),
+        _row("bare pymodbus loop", bare, bare),
+    ]
+    return "\n".join(lines)
+
+
+def _first_request(log: Path, since: float, timeout: float = 30.0) -> float:
+    """Seconds from `since` to the first request in the simulator's log (inf: none)."""
+    from .procs import iter_requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        first = next((float(r["ts"]) for r in iter_requests(log) if float(r["ts"]) >= since), None)
+        if first is not None:
+            return first - since
+    return float("inf")
+
+
+def startup(base: str, n_tags: int, n_devices: int, runs: int = 3) -> str:
+    """Spawn → first request, the daemon at `base` and this tree's, alternately, `runs` each."""
+    times: dict[str, list[float]] = {f"daemon at {base}": [], "daemon, work tree": []}
+    with _steady_plant(n_tags, n_devices, "edgeopt-startup-") as steady, export_rev(base) as src:
+        assert steady.sim.request_log is not None
+        for i in range(runs):
+            for name in times:
+                state = steady.work / "state"
+                shutil.rmtree(state, ignore_errors=True)  # a first start, every time
+                time.sleep(1.5)  # the simulator's log is flushed every second
+                spawned = time.time()
+                log = steady.work / f"start-{i}.log"
+                if name.startswith("daemon at"):
+                    proc = _daemon_at(src, steady.config, log)
+                else:
+                    proc = start_daemon(steady.config, log)
+                try:
+                    times[name].append(_first_request(steady.sim.request_log, spawned))
+                finally:
+                    stop_process(proc)
+    lines = [
+        f"{n_tags} tags on {n_devices} devices, a first start (empty state) each time, "
+        f"{runs} starts each, alternating",
+        "",
+        "| daemon | start-up to first poll, median | each start |",
+        "|:--|--:|--:|",
+    ]
+    for name, ts in times.items():
+        each = ", ".join(f"{t:.2f}" for t in ts)
+        lines.append(f"| {name} | {sorted(ts)[len(ts) // 2]:.2f} s | {each} |")
+    return "\n".join(lines)
+
+
+def _py_spy() -> str | None:
+    here = Path(sys.executable).parent / "py-spy"
+    return str(here) if here.exists() else shutil.which("py-spy")
+
+
+def profile_summary(raw: Path, top: int = 25) -> str:
+    """Self and inclusive shares of the functions in a py-spy `--format raw` file."""
+    own: collections.Counter[str] = collections.Counter()
+    incl: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        stack, _, count = line.rpartition(" ")
+        n = int(count)
+        names = []
+        for frame in stack.split(";"):
+            func, _, where = frame.strip().partition(" (")
+            path = where.rstrip(")").rpartition(":")[0]
+            path = path.split("site-packages/")[-1].split(f"{ROOT.name}/")[-1]
+            names.append(f"{func} ({path})" if path else func)
+        total += n
+        own[names[-1]] += n
+        for name in set(names):
+            incl[name] += n
+    out = [f"{total} samples", "", "| self | function |", "|--:|:--|"]
+    out += [f"| {100 * v / total:.1f} % | `{k}` |" for k, v in own.most_common(top)]
+    out += ["", "| inclusive | function |", "|--:|:--|"]
+    out += [f"| {100 * v / total:.1f} % | `{k}` |" for k, v in incl.most_common(top + 10)]
+    return "\n".join(out)
+
+
+def profile(n_tags: int, n_devices: int, warmup: float, seconds: float) -> str:
+    spy = _py_spy()
+    if spy is None:
+        return "py-spy is not installed: `.venv/bin/pip install py-spy`"
+    with _steady_plant(n_tags, n_devices, "edgeopt-profile-") as steady:
+        daemon = start_daemon(steady.config, steady.work / "daemon.log")
+        try:
+            time.sleep(warmup)
+            raw = steady.work / "profile.txt"
+            record = ["record", "-p", str(daemon.pid), "-d", str(int(seconds)), "-r", "200"]
+            subprocess.run(
+                [spy, *record, "-f", "raw", "-o", str(raw), "--nonblocking"],
+                check=True,
+                capture_output=True,
+            )
+        finally:
+            stop_process(daemon)
+        return profile_summary(raw)
+
+
+def memory(n_tags: int, n_devices: int, seconds: float, top: int = 30) -> str:
+    """tracemalloc's top lines after `seconds` of the daemon running in this process."""
+    import logging
+
+    from edgeopt.config import load_config
+    from edgeopt.daemon import Daemon
+
+    logging.basicConfig(level=logging.ERROR)
+    with _steady_plant(n_tags, n_devices, "edgeopt-memory-") as steady:
+        tracemalloc.start(4)
+        config = load_config(steady.config)
+        daemon = Daemon(config)
+
+        async def run() -> tracemalloc.Snapshot:
+            task = asyncio.create_task(daemon.run())
+            await asyncio.sleep(seconds)
+            gc.collect()
+            snap = tracemalloc.take_snapshot()
+            daemon.stop()
+            await task
+            return snap
+
+        snap = asyncio.run(run())
+        tracemalloc.stop()
+    stats = snap.filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)]).statistics(
+        "lineno"
+    )
+    total = sum(s.size for s in stats)
+    out = [f"traced: {total / 2**20:.1f} MiB", "", "| MiB | blocks | where |", "|--:|--:|:--|"]
+    for s in stats[:top]:
+        frame = s.traceback[0]
+        where = frame.filename.split("site-packages/")[-1].split(f"{ROOT.name}/")[-1]
+        out.append(f"| {s.size / 2**20:.2f} | {s.count:,} | `{where}:{frame.lineno}` |")
+    return "\n".join(out)
+
+
+def rss(n_tags: int, n_devices: int, seconds: float, every: float = 30.0) -> str:
+    with _steady_plant(n_tags, n_devices, "edgeopt-rss-") as steady:
+        daemon = start_daemon(steady.config, steady.work / "daemon.log")
+        ps = psutil.Process(daemon.pid)
+        t0 = time.monotonic()
+        points: list[dict[str, Any]] = []
+        try:
+            while (elapsed := time.monotonic() - t0) < seconds:
+                time.sleep(min(every, max(0.1, seconds - elapsed)))
+                points.append(
+                    {
+                        "s": round(time.monotonic() - t0),
+                        "rss_mb": round(ps.memory_info().rss / 2**20, 1),
+                        "cpu_s": round(sum(ps.cpu_times()[:2]), 1),
+                    }
+                )
+                print(json.dumps(points[-1]), file=sys.stderr, flush=True)
+        finally:
+            stop_process(daemon)
+    return "\n".join(
+        ["| seconds | RSS | CPU-s |", "|--:|--:|--:|"]
+        + [f"| {p['s']} | {p['rss_mb']} MB | {p['cpu_s']} |" for p in points]
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.footprint", description=__doc__)
+    ap.add_argument("what", choices=("ab", "startup", "profile", "memory", "rss"))
+    ap.add_argument("--base", default="HEAD", help="ab: the revision to compare against")
+    ap.add_argument("--tags", type=int, default=10_000)
+    ap.add_argument("--devices", type=int, default=100)
+    ap.add_argument("--warmup", type=float, default=8.0)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument(
+        "--save",
+        action="store_true",
+        help="keep the table in benchmarks/results (BENCHMARKS.md §2 shows it)",
+    )
+    args = ap.parse_args(argv)
+    if args.what == "ab":
+        text = ab(args.base, args.tags, args.devices, args.warmup, args.seconds)
+    elif args.what == "startup":
+        text = startup(args.base, args.tags, args.devices)
+    elif args.what == "profile":
+        text = profile(args.tags, args.devices, args.warmup, args.seconds)
+    elif args.what == "memory":
+        text = memory(args.tags, args.devices, args.seconds)
+    else:
+        text = rss(args.tags, args.devices, args.seconds)
+    print(text)
+    if args.save:
+        from .report import Stamp, machine_info, save_result
+
+        given = list(sys.argv[1:] if argv is None else argv)
+        command = " ".join(["python -m benchmarks.footprint", *given])
+        stamp = Stamp(machine_info(), command, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+        save_result(f"footprint_{args.what}", {"markdown": text}, stamp)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""The tag state's fast path for repeated values changes nothing that callers see.
+
+`TagState.observe_into` skips the statistics and the recorder's checks when a
+read repeats the previous value, and `TagStats` merges such repeats into its
+spread and step statistics only when they are looked at. Against a plain
+re-statement of the rules (every read through every check), the samples
+stored, the events and the statistics must come out the same.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgeopt.tags import RunningStats, Sample, TagState, moved_beyond
+
+
+class _Reference:
+    """The recorder and statistics without any fast path (the rules as documented)."""
+
+    def __init__(self, deadband: float, max_staleness: float) -> None:
+        self.deadband, self.max_staleness = deadband, max_staleness
+        self.good = False
+        self.stored: tuple[object, float] | None = None
+        self.held: Sample | None = None
+        self.previous: object = None
+        self.last_event: object = None
+        self.started = False
+        self.spread, self.steps = RunningStats(), RunningStats()
+        self.events = 0
+
+    def observe(self, value: object, ts: float) -> list[Sample]:
+        nan = isinstance(value, float) and math.isnan(value)
+        quality = "bad" if nan else "good"
+        event = False
+        if not nan:
+            previous, self.previous = self.previous, value
+            if isinstance(value, int | float) and math.isfinite(value):
+                self.spread.add(float(value))
+                if isinstance(previous, int | float) and math.isfinite(previous):
+                    self.steps.add(abs(float(value) - float(previous)))
+            if not self.started:
+                self.started, self.last_event = True, value
+            elif moved_beyond(self.last_event, value, self.deadband):  # type: ignore[arg-type]
+                event, self.last_event = True, value
+        self.events += event
+        sample = Sample("d/x", ts, value, quality)  # type: ignore[arg-type]
+        out: list[Sample] = []
+        if self.stored is None or not self.good:
+            out.append(sample)
+        elif moved_beyond(self.stored[0], value, self.deadband):  # type: ignore[arg-type]
+            if self.held is not None and self.held.ts > self.stored[1]:
+                out.append(self.held)
+            out.append(sample)
+        elif ts - self.stored[1] >= self.max_staleness:
+            out.append(sample)
+        self.good = not nan
+        if out:
+            self.stored, self.held = (value, ts), None
+        else:
+            self.held = sample
+        return out
+
+
+values = st.one_of(
+    st.sampled_from([0, 1, 2, 5]),
+    st.sampled_from([0.0, 0.25, 1.0, 1.5, float("nan")]),
+    st.booleans(),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    seq=st.lists(st.tuples(values, st.integers(1, 4)), min_size=1, max_size=40),
+    deadband=st.sampled_from([0.0, 0.5, 2.0]),
+    max_staleness=st.sampled_from([3.0, 10.0]),
+)
+def test_repeats_store_and_count_like_the_plain_rules(
+    seq: list[tuple[object, int]], deadband: float, max_staleness: float
+) -> None:
+    tag = TagState("d/x", deadband, max_staleness)
+    ref = _Reference(deadband, max_staleness)
+    ts = 0.0
+    for value, repeat in seq:
+        for _ in range(repeat):  # runs of one value: what the fast path takes
+            ts += 1.0
+            got = tag.observe(value, ts)  # type: ignore[arg-type]
+            want = ref.observe(value, ts)
+            assert [(s.ts, s.quality) for s in got] == [(s.ts, s.quality) for s in want]
+            assert [repr(s.value) for s in got] == [repr(s.value) for s in want]
+    assert tag.stats.changes == ref.events
+    for mine, theirs in ((tag.stats.spread, ref.spread), (tag.stats.steps, ref.steps)):
+        assert mine.n == theirs.n
+        assert mine.mean == pytest.approx(theirs.mean, abs=1e-9)
+        assert mine.variance == pytest.approx(theirs.variance, abs=1e-9)
+        assert (mine.low, mine.high) == (theirs.low, theirs.high)
+
+
+def test_a_quiet_tag_counts_every_read_but_stores_only_heartbeats() -> None:
+    tag = TagState("d/x", deadband=0.0, max_staleness=10.0)
+    stored = [s.ts for t in range(31) for s in tag.observe(7, float(t))]
+    assert stored == [0.0, 10.0, 20.0, 30.0]
+    assert tag.stats.reads == 31 and tag.stats.changes == 0
+    assert tag.stats.spread.n == 31 and tag.stats.spread.variance == 0.0
+    assert tag.stats.steps.n == 30 and tag.stats.steps.mean == 0.0
+
+
+def test_running_stats_add_repeated_equals_adding_one_by_one() -> None:
+    a, b = RunningStats(), RunningStats()
+    for x in (3.0, -1.0, 2.5):
+        a.add(x)
+        b.add(x)
+    for _ in range(7):
+        a.add(4.0)
+    b.add_repeated(4.0, 7)
+    assert (a.n, a.low, a.high) == (b.n, b.low, b.high)
+    assert a.mean == pytest.approx(b.mean) and a.variance == pytest.approx(b.variance)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    times=st.lists(st.floats(0, 1e9, allow_nan=False), max_size=40),
+    maxlen=st.integers(1, 8),
+)
+def test_event_times_read_like_a_bounded_deque(times: list[float], maxlen: int) -> None:
+    from collections import deque
+
+    from edgeopt.tags import EventTimes
+
+    ring, reference = EventTimes(maxlen), deque(maxlen=maxlen)
+    for t in times:
+        ring.append(t)
+        reference.append(t)
+        assert len(ring) == len(reference) and list(ring) == list(reference)
+        assert [ring[i] for i in range(-len(ring), len(ring))] == [
+            reference[i] for i in range(-len(reference), len(reference))
+        ]
+    assert ring.maxlen == reference.maxlen
+    with pytest.raises(IndexError):
+        ring[len(ring)]
+
+
+def test_a_full_history_of_event_times_stays_bounded() -> None:
+    import sys
+
+    from edgeopt.tags import EventTimes
+
+    ring = EventTimes(512)
+    for i in range(10_000):
+        ring.append(float(i))
+    assert len(ring) == 512 and ring[0] == 10_000 - 512 and ring[-1] == 9_999.0
+    assert sys.getsizeof(ring._times) < 512 * 8 + 1024  # doubles, not float objects

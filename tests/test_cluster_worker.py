@@ -7,6 +7,7 @@ Number of distinct clusters (2) found smaller than n_clusters (3)".
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
 import numpy as np
@@ -56,3 +57,21 @@ async def test_duplicate_rows_cluster_quietly_in_the_worker(
         assert len(set(labels[g * copies : (g + 1) * copies])) == 1  # copies stay together
     assert len(set(labels)) == result.k
     assert "sklearn" not in sys.modules
+
+
+async def test_the_worker_exits_when_idle_and_comes_back_when_needed() -> None:
+    runner = ClusterRunner(idle_exit=0.5)
+    try:
+        await runner.run(duplicated_groups(2, 3), max_k=4, seed=0)
+        assert runner._pool is not None
+        [worker] = list(runner._pool._processes.values())
+        await runner.run(duplicated_groups(2, 3), max_k=4, seed=0)  # reused while busy
+        assert list(runner._pool._processes.values()) == [worker]
+        await asyncio.sleep(1.0)
+        assert not runner.started
+        await asyncio.to_thread(worker.join, 10)
+        assert not worker.is_alive()  # its memory (scikit-learn's too) is back
+        again = await runner.run(duplicated_groups(3, 3), max_k=4, seed=0)
+        assert again.k == 3 and runner.started
+    finally:
+        runner.close()

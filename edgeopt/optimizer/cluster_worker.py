@@ -6,7 +6,8 @@ worker process ever loads it (about 100 MB the daemon never holds).
 
 `ClusterRunner` owns the pool: one worker, created on first use with the
 `spawn` start method (a fresh interpreter, not a fork of the daemon), reused
-across runs, and shut down with `close()`.
+by runs close together, and shut down when idle for `idle_exit` seconds (or
+on `close()`): between hourly full cycles its memory goes back to the system.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# A worker unused this long exits; the next run starts a new one (about 0.7 s).
+IDLE_EXIT = 120.0
 # Below this silhouette score no split is better than keeping the tags together.
 MIN_SILHOUETTE = 0.25
 # Features are rounded to this many decimals before clustering: rows equal but
@@ -112,14 +115,19 @@ def cluster_tags(indicators: np.ndarray, max_k: int = 12, seed: int = 0) -> Clus
 class ClusterRunner:
     """A lazily started one-process pool for `cluster_tags`."""
 
-    def __init__(self) -> None:
+    def __init__(self, idle_exit: float = IDLE_EXIT) -> None:
+        self.idle_exit = idle_exit
         self._pool: ProcessPoolExecutor | None = None
+        self._idle: asyncio.TimerHandle | None = None
 
     @property
     def started(self) -> bool:
         return self._pool is not None
 
     async def run(self, indicators: np.ndarray, max_k: int, seed: int) -> ClusterResult:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
                 max_workers=1, mp_context=multiprocessing.get_context("spawn")
@@ -130,9 +138,15 @@ class ClusterRunner:
         except BrokenProcessPool:
             self._pool = None  # the worker died; the next run starts a new one
             raise
+        finally:
+            if self._pool is not None:
+                self._idle = loop.call_later(self.idle_exit, self.close)
 
     def close(self) -> None:
         """Stop the worker (it is started again when next needed)."""
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None

@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import logging
+import statistics
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -26,11 +27,17 @@ from .report import RESULTS, Stamp
 # Development seeds with TCP devices only: a pty carries RS-485 at any speed,
 # so a serial line's timing would not be the replay's 9600 baud.
 SEEDS = (1, 4, 5)
+# The replay is also run from these many seconds later: one learner's own spread.
+SHIFTS = (1.3, 2.7, 4.1, 5.9)
 
 
 def _row(seed: int, r: RealSocketResult) -> dict[str, Any]:
     def ratio(a: float, b: float) -> float:
         return a / b if b else float("nan")
+
+    replays = [r.replay, *r.shifted]
+    reads = sorted(s.reads_per_s for s in replays)
+    bus = sorted(s.bus_load_9600 for s in replays)
 
     return {
         "plant": f"gen:{seed}",
@@ -50,12 +57,23 @@ def _row(seed: int, r: RealSocketResult) -> dict[str, Any]:
         "reads_ratio": ratio(r.real.reads_per_s, r.replay.reads_per_s),
         "bus_ratio": ratio(r.real.bus_load_9600, r.replay.bus_load_9600),
         "outcomes": r.outcomes,
+        # Every replay (the first from the real run's start, then shifted): the
+        # learner's own spread, and the real run against its median.
+        "replays": {"reads_per_s": reads, "bus_load_9600": bus},
+        "reads_vs_median": ratio(r.real.reads_per_s, statistics.median(reads)),
+        "bus_vs_median": ratio(r.real.bus_load_9600, statistics.median(bus)),
     }
 
 
 async def confirm(seeds: Sequence[int], seconds: float) -> list[dict[str, Any]]:
     runs = [
-        run_realsocket(f"gen:{s}", seconds, plant_start=START, optimizer=dict(FAST_CADENCE))
+        run_realsocket(
+            f"gen:{s}",
+            seconds,
+            plant_start=START,
+            optimizer=dict(FAST_CADENCE),
+            replay_shifts=SHIFTS,
+        )
         for s in seeds
     ]
     results = await asyncio.gather(*runs)
@@ -81,7 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{row['plant']}: reads/s real {row['real']['reads_per_s']:.3f} replay "
             f"{row['replay']['reads_per_s']:.3f} ({row['reads_ratio']:.3f}x); bus real "
             f"{row['real']['bus_load_9600']:.4f} replay {row['replay']['bus_load_9600']:.4f} "
-            f"({row['bus_ratio']:.3f}x)"
+            f"({row['bus_ratio']:.3f}x); replays' reads/s {row['replays']['reads_per_s']}, "
+            f"real / median {row['reads_vs_median']:.3f}x"
         )
     return 0
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,9 @@ class RealSocketResult:
     replay: Score
     outcomes: dict[str, int]
     replay_optimizer: str
+    # With `replay_shifts`: one more replay per shift (seconds later, the same
+    # length), each scored over its own window: how far one learner's path varies.
+    shifted: list[Score] = field(default_factory=list)
 
 
 async def run_realsocket(
@@ -49,11 +52,14 @@ async def run_realsocket(
     plant_start: float,
     progress: Callable[[str, float], None] | None = None,
     optimizer: dict[str, Any] | None = None,
+    replay_shifts: Sequence[float] = (),
 ) -> RealSocketResult:
     """Run daemon + simulator for `duration` wall seconds from plant time `plant_start`.
 
     optimizer: `optimizer:` keys for both the daemon's config and the replay
-    (e.g. a faster cadence), so the two run the same learner.
+    (e.g. a faster cadence), so the two run the same learner. replay_shifts:
+    also replay from these many seconds later (a learner with an optimizer
+    takes a different path when its cycles fall a few seconds apart).
     """
     plant = build_plant(plant_name)
     with tempfile.TemporaryDirectory(prefix="edgeopt-realsocket-") as tmp:
@@ -107,6 +113,18 @@ async def run_realsocket(
     )
     truth = GroundTruth.from_plant(plant, t0, t1)
     window = (t0 + duration / 3, t1)
+    shifted: list[Score] = []
+    for shift in replay_shifts:
+        other = await replay(
+            plant,
+            duration,
+            start=t0 + shift,
+            optimizer_factory=None if daemon_optimizer else False,
+            optimizer_config=dict(optimizer or {}),
+            name=f"edgeopt (replay +{shift:g} s)",
+        )
+        moved = GroundTruth.from_plant(plant, t0 + shift, t1 + shift)
+        shifted.append(score(other.log, moved, window=(window[0] + shift, t1 + shift)))
     return RealSocketResult(
         plant=plant.name,
         duration=duration,
@@ -117,6 +135,7 @@ async def run_realsocket(
         replay=score(rep.log, truth, window=window),
         outcomes=outcomes,
         replay_optimizer=rep.optimizer,
+        shifted=shifted,
     )
 
 

@@ -235,6 +235,8 @@ def _render_confirmation(confirm: dict[str, Any]) -> str:
     rows = []
     for p in confirm["plants"]:
         real, rep = p["real"], p["replay"]
+        spread = p.get("replays") or {}
+        reads = spread.get("reads_per_s") or [rep["reads_per_s"]]
         rows.append(
             [
                 p["plant"],
@@ -242,9 +244,12 @@ def _render_confirmation(confirm: dict[str, Any]) -> str:
                 f"{real['reads_per_s']:.2f}",
                 f"{rep['reads_per_s']:.2f}",
                 f"{p['reads_ratio']:.3f}×",
+                f"{min(reads):.2f} – {max(reads):.2f} ({len(reads)})",
+                f"{p.get('reads_vs_median', p['reads_ratio']):.3f}×",
                 f"{real['bus_load_9600']:.4f}",
                 f"{rep['bus_load_9600']:.4f}",
                 f"{p['bus_ratio']:.3f}×",
+                f"{p.get('bus_vs_median', p['bus_ratio']):.3f}×",
                 f"{real['sla']:.4f} / {rep['sla']:.4f}",
             ]
         )
@@ -255,13 +260,16 @@ def _render_confirmation(confirm: dict[str, Any]) -> str:
             "reads/s real",
             "replay",
             "real / replay",
+            "replays (range, runs)",
+            "real / median",
             "bus real",
             "replay",
             "real / replay",
+            "real / median",
             "SLA real / replay",
         ],
         rows,
-        "llrrrrrrr",
+        "llrrrrrrrrrr",
     )
     return (
         "### Real sockets confirm the replay\n\n"
@@ -269,7 +277,13 @@ def _render_confirmation(confirm: dict[str, Any]) -> str:
         "cadence, scored from the simulator's own request log over the last two thirds; "
         "then the same plant times replayed in virtual time with the same learner. "
         "Development seeds with TCP devices only (a pty carries RS-485 at any speed). "
-        "The goal is agreement within 10 %; where a plant misses it, the two learners "
-        "took different paths (real jitter moves cycle times, and an A/B split is drawn "
-        "per change).\n\n" + table + "\n\n" + Stamp.from_dict(confirm["stamp"]).line() + "\n"
+        "The goal is agreement within 10 %. One replay is one path of the learner: the "
+        "same plant replayed from a few seconds later (its cycles, probes and A/B "
+        "splits then fall differently) can end in another plan, so the replay is also "
+        "run from 1.3, 2.7, 4.1 and 5.9 s later, and the real run is set against the "
+        "median of the five, with their range beside it.\n\n"
+        + table
+        + "\n\n"
+        + Stamp.from_dict(confirm["stamp"]).line()
+        + "\n"
     )

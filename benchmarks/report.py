@@ -154,7 +154,7 @@ make bench                      # = .venv/bin/python -m benchmarks all
 .venv/bin/python -m benchmarks all --quick      # a shorter run (minutes)
 .venv/bin/python -m benchmarks frontier         # one section: frontier | generated |
                                                 #   realsocket | overhead | serial | storage |
-                                                #   northbound
+                                                #   northbound | peers
 ```
 
 Each section below was produced by the command, on the machine and at the

@@ -165,7 +165,8 @@ def driven_group_plant(seed: int) -> tuple[Plant, DrivenGroup]:
     and fast words, and which tags those are.
 
     The plant is drawn like `generated_plant(seed)` except that its first
-    device is on TCP and gets, before its usual modules: a group of 6–20
+    device (a PV inverter, meter, PLC, HVAC controller or drive, each with a
+    group of its own kind) is on TCP and gets, before its usual modules: a group of 6–20
     followers of one leader (hidden or exposed), a static config block of
     10–40 Constant registers with max_staleness >= 120 s, and 3–5 fast
     words. Named "gen-driven:SEED".

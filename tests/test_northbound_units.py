@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 
@@ -239,3 +241,9 @@ async def test_outbox_reads_written_and_unwritten_messages_in_one_order(tmp_path
     assert [m.id for m in await box.read("hub", 5, 9, 100)] == [6, 7, 8, 9]
     assert box.boxes["hub"].written_upto == 5  # reading forced no write
     await box.close()
+
+
+def test_a_daemon_without_targets_never_imports_the_mqtt_client():
+    code = "import sys, edgeopt.daemon; print('aiomqtt' in sys.modules, 'paho' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"], out

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,9 @@ OFFLINE = b"offline"
 META_SUFFIX = "/meta"
 # Where device writes will arrive, below each tag's topic (see `command_topic`).
 COMMAND_SUFFIX = "/set"
+# Receives (topic, payload) of a message on a command topic (a device write) and
+# returns the payload of its result, published on the topic + "/result".
+CommandHandler = Callable[[str, bytes], Awaitable[bytes | None]]
 RESULT_SUFFIX = "/result"
 
 

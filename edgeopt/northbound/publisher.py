@@ -16,7 +16,6 @@ import math
 import random
 import ssl
 from collections import deque
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +29,7 @@ from edgeopt.northbound.payload import (
     COMMAND_SUFFIX,
     OFFLINE,
     ONLINE,
+    CommandHandler,
     Message,
     result_topic,
     status_topic,
@@ -48,10 +48,6 @@ CONNECT_TIMEOUT = 10.0
 # Seconds a stopping publisher waits for the acknowledgements of what it sent.
 STOP_GRACE = 2.0
 RATE_WINDOW = 10.0
-
-# Receives (topic, payload) of a message on a command topic (a device write) and
-# returns the payload of its result, published on the topic + "/result".
-CommandHandler = Callable[[str, bytes], Awaitable[bytes | None]]
 
 
 @dataclass

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeopt.clock import Clock
 from edgeopt.config import Config, NorthboundTarget
@@ -22,6 +22,7 @@ from edgeopt.events import EventLog
 from edgeopt.northbound.outbox import Outbox
 from edgeopt.northbound.payload import (
     Batcher,
+    CommandHandler,
     TagRoute,
     WriteCommand,
     command_tag,
@@ -30,8 +31,10 @@ from edgeopt.northbound.payload import (
     parse_command,
     routes,
 )
-from edgeopt.northbound.publisher import CommandHandler, Publisher
 from edgeopt.tags import Sample
+
+if TYPE_CHECKING:  # the publisher imports aiomqtt: only when a target exists
+    from edgeopt.northbound.publisher import Publisher
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +148,8 @@ class Northbound:
         assert self.outbox is not None
         await self.outbox.attach(target.name, target.outbox_max)
         batcher = Batcher(target.topic, gateway, target.batch.max_messages, target.batch.max_delay)
+        from edgeopt.northbound.publisher import Publisher
+
         publisher = Publisher(target, gateway, self.outbox, self.clock, self.events, meta)
         if self.write is not None:
             publisher.command_handler = self._commands_of(target.name)

@@ -50,7 +50,7 @@ from edgeopt.optimizer.guard import Breach, CostGuard
 from edgeopt.optimizer.model import BURST, PROBE, SNAP, PlanModel, PlanSnapshot
 from edgeopt.optimizer.probes import Probe, choose_probes, probe_finding, probe_verdict
 from edgeopt.optimizer.records import OptimizationRecord, WindowMetrics
-from edgeopt.optimizer.state import LearnedState, tag_fingerprint
+from edgeopt.optimizer.state import LearnedState, export_tags, restore_tags
 from edgeopt.optimizer.strategies import (
     STRATEGIES,
     ClusterStrategy,
@@ -1113,19 +1113,7 @@ class Optimizer:
     def export_state(self, profiles: bool = True, only_dirty: bool = False) -> LearnedState:
         now, wall = self.clock.monotonic(), self.clock.now()
         exported = self.activity.export_profiles() if profiles else {}
-        tags = {
-            key: {
-                "fingerprint": tag_fingerprint(tag),
-                "allocated": self.model.allocated.get(key, tag.base_interval),
-                "rate": self.model.rates.get(key),
-                "reference": list(self.model.reference_rates[key])
-                if key in self.model.reference_rates
-                else None,
-                "profile": exported.get(key),
-                "miss": self.model.misses.get(key),
-            }
-            for key, tag in self.poller.tags.items()
-        }
+        tags = export_tags(self.poller.tags, self.model, exported)
         return LearnedState(
             meta={
                 "last_quick": self.last_quick,
@@ -1176,28 +1164,7 @@ class Optimizer:
             except ValueError as exc:
                 log.warning("ignoring saved parameters of strategy %s: %s", name, exc)
             strategy.learning.load_json(dict(saved.get("learning", {})), now, wall)
-        valid: set[str] = set()
-        for key, saved_tag in state.tags.items():
-            tag = self.poller.tags.get(key)
-            if tag is None or saved_tag.get("fingerprint") != tag_fingerprint(tag):
-                continue
-            valid.add(key)
-            self.model.allocated[key] = float(saved_tag.get("allocated", tag.base_interval))
-            rate = saved_tag.get("rate")
-            if rate is not None:
-                self.model.rates[key] = float(rate)
-            reference = saved_tag.get("reference")
-            if isinstance(reference, list) and len(reference) == 2:
-                self.model.reference_rates[key] = (float(reference[0]), float(reference[1]))
-            miss = saved_tag.get("miss")
-            if miss is not None:
-                self.model.misses[key] = float(miss)
-        self.model.triggers = {
-            leader: frozenset(f for f in followers if f in valid)
-            for leader, followers in state.triggers.items()
-            if leader in valid
-        }
-        self.model.triggers = {k: v for k, v in self.model.triggers.items() if v}
+        valid = restore_tags(self.poller.tags, self.model, state.tags, state.triggers)
         self._leader_of = self.model.followers()
         self.activity.sync(self.poller)
         profiles = {

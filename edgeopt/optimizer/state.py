@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from edgeopt.optimizer.model import PlanModel
 from edgeopt.poller import TagRuntime
 
-__all__ = ["LearnedState", "tag_fingerprint"]
+__all__ = ["LearnedState", "export_tags", "restore_tags", "tag_fingerprint"]
 
 
 @dataclass
@@ -16,7 +18,8 @@ class LearnedState:
 
     meta: dict[str, Any]
     strategies: dict[str, dict[str, Any]]
-    tags: dict[str, dict[str, Any]]  # key -> fingerprint, allocated, rate, profile
+    # key -> fingerprint, allocated, rate, reference, miss, profile
+    tags: dict[str, dict[str, Any]]
     triggers: dict[str, list[str]]
     records: list[dict[str, Any]]
 
@@ -42,3 +45,55 @@ def tag_fingerprint(tag: TagRuntime) -> str:
             *(f"{name}={value}" for name, value in (("byte", c.byte), ("bits", c.bits)) if value),
         )
     )
+
+
+def export_tags(
+    tags: Mapping[str, TagRuntime], model: PlanModel, profiles: Mapping[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """Each tag's learned share: what `restore_tags` takes back."""
+    return {
+        key: {
+            "fingerprint": tag_fingerprint(tag),
+            "allocated": model.allocated.get(key, tag.base_interval),
+            "rate": model.rates.get(key),
+            "reference": list(model.reference_rates[key]) if key in model.reference_rates else None,
+            "profile": profiles.get(key),
+            "miss": model.misses.get(key),
+        }
+        for key, tag in tags.items()
+    }
+
+
+def restore_tags(
+    tags: Mapping[str, TagRuntime],
+    model: PlanModel,
+    saved: Mapping[str, Mapping[str, Any]],
+    triggers: Mapping[str, list[str]],
+) -> set[str]:
+    """Take back each tag's learned share, and the triggers among them; returns the valid keys.
+
+    A tag whose config changed (another fingerprint) or that is gone starts afresh.
+    """
+    valid: set[str] = set()
+    for key, saved_tag in saved.items():
+        tag = tags.get(key)
+        if tag is None or saved_tag.get("fingerprint") != tag_fingerprint(tag):
+            continue
+        valid.add(key)
+        model.allocated[key] = float(saved_tag.get("allocated", tag.base_interval))
+        rate = saved_tag.get("rate")
+        if rate is not None:
+            model.rates[key] = float(rate)
+        reference = saved_tag.get("reference")
+        if isinstance(reference, list) and len(reference) == 2:
+            model.reference_rates[key] = (float(reference[0]), float(reference[1]))
+        miss = saved_tag.get("miss")
+        if miss is not None:
+            model.misses[key] = float(miss)
+    restored = {
+        leader: frozenset(f for f in followers if f in valid)
+        for leader, followers in triggers.items()
+        if leader in valid
+    }
+    model.triggers = {k: v for k, v in restored.items() if v}
+    return valid

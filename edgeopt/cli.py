@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from edgeopt import __version__
 from edgeopt.config import ConfigError, load_config
+from edgeopt.logs import library_log_levels
 
 EXIT_OK = 0
 EXIT_FATAL = 1
@@ -37,19 +38,6 @@ def setup_logging(level: str) -> None:
         force=True,
     )
     library_log_levels(level)
-
-
-def library_log_levels(level: str) -> None:
-    """Keep the libraries' routine chatter out of an INFO log (also applied on reload)."""
-    debug = level.lower() == "debug"
-    # pymodbus logs frames at debug and routine late replies at error; the
-    # transport already reports every failed read with its device.
-    logging.getLogger("pymodbus").setLevel(logging.INFO if debug else logging.CRITICAL)
-    logging.getLogger("aiosqlite").setLevel(logging.WARNING)
-    # APScheduler logs every job run ("Running job", "executed successfully") at
-    # INFO: nearly all of a day's log. Its warnings and errors still come through,
-    # and failed or missed jobs are also logged by the daemon with their name.
-    logging.getLogger("apscheduler").setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

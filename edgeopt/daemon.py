@@ -26,12 +26,12 @@ from typing import Any, TextIO
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from edgeopt.cli import library_log_levels
 from edgeopt.clock import Clock, SystemClock
 from edgeopt.config import Config, ConfigError, load_config
 from edgeopt.control.commands import DaemonView, register
 from edgeopt.control.server import ControlError, ControlServer, Peer
 from edgeopt.events import EventLog
+from edgeopt.logs import library_log_levels
 from edgeopt.metrics import MetricsServer, Snapshot, loop_snapshot
 from edgeopt.modbus.transport import Endpoint, PymodbusTransport, Transport
 from edgeopt.modbus.writeplan import WriteRefused

@@ -47,8 +47,8 @@ from edgeopt.optimizer.demand import (
 from edgeopt.optimizer.evaluation import Outcome, Verdict, decide
 from edgeopt.optimizer.experiment import AB, BEFORE_AFTER, MIN_UNITS, gap_series, split_units
 from edgeopt.optimizer.guard import Breach, CostGuard
-from edgeopt.optimizer.model import BURST, PROBE, SNAP, PlanModel, PlanSnapshot
-from edgeopt.optimizer.probes import Probe, choose_probes, probe_finding, probe_verdict
+from edgeopt.optimizer.model import BURST, SNAP, PlanModel, PlanSnapshot
+from edgeopt.optimizer.probes import ProbeBook, probe_verdict
 from edgeopt.optimizer.records import OptimizationRecord, WindowMetrics
 from edgeopt.optimizer.state import LearnedState, export_tags, restore_tags
 from edgeopt.optimizer.strategies import (
@@ -121,11 +121,7 @@ class Optimizer:
         self._lock = asyncio.Lock()
         self._plan_changed_at = 0  # activity window index since which the plan is unchanged
         self._record_from = 0  # first window that counts as "after" for the pending record
-        self._probes: dict[str, Probe] = {}
-        self._probed: set[int] = set()
-        # Record id -> (start, end) of its probes (monotonic): windows they overlap
-        # read the probed tags at their configured rate, so they judge nothing.
-        self._probing: dict[int, tuple[float, float]] = {}
+        self.probes = ProbeBook()
         self._leader_of: dict[str, str] = {}
         # Lines the last allocation had to shed load on (ShedReport.to_dict rows).
         self.shed_reports: list[dict[str, Any]] = []
@@ -580,9 +576,7 @@ class Optimizer:
         now, wall = self.clock.monotonic(), self.clock.now()
         self._follow_pressure(now)
         for key in self.model.expire(now):
-            probe = self._probes.pop(key, None)
-            if probe is not None:
-                self._finish_probe(probe, now)
+            self.probes.finish(key, self.poller.tags, self.records, self.model, now, wall)
         if self.model.sync():
             self.model.push(now)
         if not self.activity.sample(self.poller, now, wall):
@@ -591,13 +585,7 @@ class Optimizer:
         if record is not None and self.activity.closed > self._record_from:
             last = self.activity.recent_slots(1)
             sample = self.activity.samples[last[0]]
-            probing = self._probing.get(record.id)
-            if (
-                probing is not None
-                and sample is not None
-                and sample.start < probing[1]
-                and sample.end > probing[0]
-            ):
+            if sample is not None and self.probes.overlaps(record.id, sample.start, sample.end):
                 sample = None
             if sample is not None:
                 fid = self._fidelity(last, self._fidelity_keys(record.changed))[0]
@@ -607,9 +595,14 @@ class Optimizer:
                 )
                 record.dirty = True
             elapsed = wall - record.started
-            if record.id not in self._probed and elapsed >= float(self.config.evaluate_after) / 2:
-                self._probed.add(record.id)
-                self._start_probes(record, now)
+            if (
+                record.id not in self.probes.probed
+                and elapsed >= float(self.config.evaluate_after) / 2
+            ):
+                duration = min(120.0, max(10.0, float(self.config.evaluate_after) / 4))
+                self.probes.start(
+                    record, self.poller.tags, self.model, self._effective_period, duration, now
+                )
         # Anomaly checks are optional work: critical machine pressure defers them (a while).
         resources = self.resources
         if self.enabled and not (
@@ -821,51 +814,6 @@ class Optimizer:
             loud = anomaly.severity == "critical" and anomaly.busier
             (log.warning if loud else log.info)("anomaly: %s", message)
             self.events.emit(wall, "anomaly", message, **data)
-
-    # -- probes --------------------------------------------------------------------------
-
-    def _start_probes(self, record: OptimizationRecord, now: float) -> None:
-        """Read a few of the tags this change slowed at their configured rate for a while."""
-        tags = self.poller.tags
-        duration = min(120.0, max(10.0, float(self.config.evaluate_after) / 4))
-        for key in choose_probes(record, tags, self._effective_period, self.model.rates):
-            self._probing = {record.id: (now, now + duration)}  # only the pending one matters
-            tag = tags[key]
-            stats = tag.state.stats
-            self._probes[key] = Probe(
-                key,
-                record.id,
-                slow=self._effective_period(key),
-                base=tag.base_interval,
-                before=record.before.intervals.get(key, tag.base_interval),
-                start=now,
-                until=now + duration,
-                reads=stats.reads,
-                jumps=stats.changes,
-            )
-            self.model.override(key, tag.base_interval, now + duration, PROBE, now)
-
-    def _finish_probe(self, probe: Probe, now: float) -> None:
-        tag = self.poller.tags.get(probe.key)
-        record = next((r for r in self.records if r.id == probe.record), None)
-        if tag is None or record is None:
-            return
-        stats = tag.state.stats
-        reads = stats.reads - probe.reads
-        rate, finding = probe_finding(
-            probe,
-            reads,
-            stats.changes - probe.jumps,
-            now - probe.start,
-            self.model.rates.get(probe.key, 0.0),
-        )
-        record.dirty = True
-        record.probes[probe.key] = finding
-        if rate > self.model.rates.get(probe.key, 0.0):
-            self.model.rates[probe.key] = rate
-        # Read at its configured rate for a while: an unbiased measurement.
-        if reads >= 5:
-            self.model.reference_rates[probe.key] = (rate, self.clock.now())
 
     # -- evaluation ---------------------------------------------------------------------
 

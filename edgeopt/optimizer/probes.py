@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from edgeopt.optimizer.activity import corrected_rate
 from edgeopt.optimizer.evaluation import Outcome, Verdict
+from edgeopt.optimizer.model import PROBE, PlanModel
 from edgeopt.optimizer.records import OptimizationRecord
 from edgeopt.poller import TagRuntime
 
@@ -22,6 +23,7 @@ __all__ = [
     "PROBE_ALPHA",
     "PROBE_TAGS",
     "Probe",
+    "ProbeBook",
     "choose_probes",
     "poisson_sf",
     "probe_finding",
@@ -136,3 +138,77 @@ def probe_verdict(record: OptimizationRecord, verdict: Verdict, limit: float) ->
         max(verdict.fidelity_loss, loss),
         verdict.confidence,
     )
+
+
+@dataclass
+class ProbeBook:
+    """The probes running now, the records already probed, and when the pending one's ran."""
+
+    running: dict[str, Probe] = field(default_factory=dict)
+    probed: set[int] = field(default_factory=set)
+    # Record id -> (start, end) of its probes (monotonic): windows they overlap read
+    # the probed tags at their configured rate, so they judge nothing.
+    windows: dict[int, tuple[float, float]] = field(default_factory=dict)
+
+    def start(
+        self,
+        record: OptimizationRecord,
+        tags: Mapping[str, TagRuntime],
+        model: PlanModel,
+        effective_period: Callable[[str], float],
+        duration: float,
+        now: float,
+    ) -> None:
+        """Read a few of the tags `record` slowed at their configured rate for `duration`."""
+        self.probed.add(record.id)
+        for key in choose_probes(record, tags, effective_period, model.rates):
+            self.windows = {record.id: (now, now + duration)}  # only the pending one matters
+            tag = tags[key]
+            stats = tag.state.stats
+            self.running[key] = Probe(
+                key,
+                record.id,
+                slow=effective_period(key),
+                base=tag.base_interval,
+                before=record.before.intervals.get(key, tag.base_interval),
+                start=now,
+                until=now + duration,
+                reads=stats.reads,
+                jumps=stats.changes,
+            )
+            model.override(key, tag.base_interval, now + duration, PROBE, now)
+
+    def finish(
+        self,
+        key: str,
+        tags: Mapping[str, TagRuntime],
+        records: list[OptimizationRecord],
+        model: PlanModel,
+        now: float,
+        wall: float,
+    ) -> None:
+        """A probe's time is up (its override expired): record what it saw."""
+        probe = self.running.pop(key, None)
+        tag = tags.get(key)
+        if probe is None or tag is None:
+            return
+        record = next((r for r in records if r.id == probe.record), None)
+        if record is None:
+            return
+        stats = tag.state.stats
+        reads = stats.reads - probe.reads
+        rate, finding = probe_finding(
+            probe, reads, stats.changes - probe.jumps, now - probe.start, model.rates.get(key, 0.0)
+        )
+        record.dirty = True
+        record.probes[key] = finding
+        if rate > model.rates.get(key, 0.0):
+            model.rates[key] = rate
+        # Read at its configured rate for a while: an unbiased measurement.
+        if reads >= 5:
+            model.reference_rates[key] = (rate, wall)
+
+    def overlaps(self, record_id: int, start: float, end: float) -> bool:
+        """Whether `record_id`'s probes ran in [start, end) (monotonic)."""
+        window = self.windows.get(record_id)
+        return window is not None and start < window[1] and end > window[0]

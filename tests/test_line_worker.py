@@ -29,7 +29,7 @@ class CountingTransport:
         return ReadResult(values=[7] * count, latency=0.001)
 
     async def write(self, request: object, unit: int) -> ReadResult:  # pragma: no cover
-        raise NotImplementedError
+        raise AssertionError("these tests make no writes")
 
     async def close(self) -> None:
         pass

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,17 +94,7 @@ def command_tag(topic: str, tags: dict[str, TagRoute]) -> str | None:
 
 def encode_result(result: dict[str, Any]) -> bytes:
     """A command's result as JSON (non-finite numbers as null, like the payloads)."""
-    return json.dumps(_finite(result), separators=(",", ":")).encode()
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
+    return json.dumps(_json_value(result), separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,21 +129,31 @@ def parse_command(payload: bytes) -> WriteCommand:
 def routes(devices: Iterable[DeviceConfig], template: str, gateway: str) -> dict[str, TagRoute]:
     """The published tags by key (DEVICE/NAME): `publish: false` on a device or tag leaves
     it out."""
-    out: dict[str, TagRoute] = {}
+    return {
+        f"{device.name}/{tag.name}": TagRoute(device.name, tag.name, topic, tag.unit)
+        for device, tag, topic in _published(devices, template, gateway)
+    }
+
+
+def _published(
+    devices: Iterable[DeviceConfig], template: str, gateway: str
+) -> Iterator[tuple[DeviceConfig, TagConfig, str]]:
+    """Each published tag with its topic (`publish: false` on a device or tag leaves it out)."""
     for device in devices:
-        if not device.publish:
-            continue
-        for tag in device.tags:
-            if tag.publish:
-                topic = render_topic(template, gateway, device.name, tag.name)
-                out[f"{device.name}/{tag.name}"] = TagRoute(device.name, tag.name, topic, tag.unit)
-    return out
+        if device.publish:
+            for tag in device.tags:
+                if tag.publish:
+                    yield device, tag, render_topic(template, gateway, device.name, tag.name)
 
 
 def _json_value(value: object) -> object:
     # JSON has no NaN or infinity: a bad float travels as null (its quality says why).
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value]
     return value
 
 
@@ -200,15 +200,10 @@ def meta_payload(tag: TagConfig) -> bytes:
 
 def meta_messages(devices: Iterable[DeviceConfig], template: str, gateway: str) -> dict[str, bytes]:
     """Retained meta payload by topic, for every published tag."""
-    out: dict[str, bytes] = {}
-    for device in devices:
-        if not device.publish:
-            continue
-        for tag in device.tags:
-            if tag.publish:
-                topic = render_topic(template, gateway, device.name, tag.name)
-                out[meta_topic(topic)] = meta_payload(tag)
-    return out
+    return {
+        meta_topic(topic): meta_payload(tag)
+        for _, tag, topic in _published(devices, template, gateway)
+    }
 
 
 @dataclass

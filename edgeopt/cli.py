@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import sys
 from collections.abc import Sequence
 
 from edgeopt import __version__
-from edgeopt.config import ConfigError, load_config
+from edgeopt.config import ConfigError, ConfigLoad, load_config
 from edgeopt.logs import library_log_levels
 
 EXIT_OK = 0
@@ -75,19 +76,22 @@ def check_config(path: str) -> int:
 
 
 def run_daemon(path: str, log_level: str | None) -> int:
-    from edgeopt.daemon import Daemon, DaemonError
-
     try:
-        config = load_config(path)
+        # The file is parsed in a child while this process imports the daemon.
+        pending = ConfigLoad(path)
+        from edgeopt.daemon import Daemon, DaemonError
+
+        config = pending.result()
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_CONFIG
-    except OSError as exc:
-        print(f"{path}: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_CONFIG
     setup_logging(log_level or config.daemon.log_level)
     try:
-        asyncio.run(Daemon(config).run())
+        daemon = Daemon(config)
+        # What exists now (modules, config, tags) lives as long as the daemon:
+        # the collector need not walk it again on every full collection.
+        gc.freeze()
+        asyncio.run(daemon.run())
     except DaemonError as exc:
         logging.getLogger("edgeopt").error("%s", exc)
         return EXIT_FATAL

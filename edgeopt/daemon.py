@@ -21,7 +21,7 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -32,7 +32,6 @@ from edgeopt.control.commands import DaemonView, register
 from edgeopt.control.server import ControlError, ControlServer, Peer
 from edgeopt.events import EventLog
 from edgeopt.logs import library_log_levels
-from edgeopt.metrics import MetricsServer, Snapshot, loop_snapshot
 from edgeopt.modbus.transport import Endpoint, PymodbusTransport, Transport
 from edgeopt.modbus.writeplan import WriteRefused
 from edgeopt.northbound import Northbound
@@ -51,6 +50,9 @@ from edgeopt.storage import HotStore, TierManager
 from edgeopt.storage.device_memory import load_barriers, save_barriers
 from edgeopt.systemd import SystemdNotifier
 from edgeopt.writes import Caller, WriteService
+
+if TYPE_CHECKING:
+    from edgeopt.metrics import MetricsServer, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -860,6 +862,9 @@ class Daemon:
         listen = self.config.metrics.listen
         if not listen:
             return
+        # prometheus_client (0.1 s, 3 MB) is imported only when the endpoint is on.
+        from edgeopt.metrics import MetricsServer, loop_snapshot
+
         self._metrics = MetricsServer(
             listen, loop_snapshot(asyncio.get_running_loop(), self.metrics_snapshot)
         )

@@ -416,3 +416,51 @@ def test_parse_size(text: str | int, size: int) -> None:
 def test_parse_size_rejects(text: Any) -> None:
     with pytest.raises(ValueError, match="invalid size"):
         parse_size(text)
+
+
+# --- the daemon's isolated load ----------------------------------------------------
+
+
+def test_isolated_load_gives_the_same_config(tmp_path: Path) -> None:
+    # The daemon parses in a forked child; what comes back must be the same config.
+    assert load_config(REFERENCE, isolated=True) == load_config(REFERENCE)
+    demo = TESTS.parent / "config" / "demo.yaml"
+    assert load_config(demo, isolated=True) == load_config(demo)
+
+
+@pytest.mark.parametrize("case", ["overlap_registers", "duplicate_yaml_key", "bad_yaml_tag"])
+def test_isolated_load_reports_the_same_issues(case: str, tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text((CASES / case / "config.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    with pytest.raises(ConfigError) as here:
+        load_config(path)
+    with pytest.raises(ConfigError) as isolated:
+        load_config(path, isolated=True)
+    assert isolated.value.issues == here.value.issues
+    assert isolated.value.issues  # each case has at least one
+
+
+def test_isolated_load_falls_back_when_it_cannot_fork(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_fork() -> int:
+        raise OSError("fork refused")
+
+    monkeypatch.setattr(loader_module.os, "fork", no_fork)
+    assert load_config(REFERENCE, isolated=True) == load_config(REFERENCE)
+
+
+def test_tags_share_equal_parts_and_stay_independent() -> None:
+    # Two tags given the same keys share one field set (6 MB at 10k tags), and
+    # a copy of one with a change leaves the other as it was.
+    text = MINIMAL.replace(
+        "      - {name: power, table: input, address: 8, type: float32}",
+        "      - {name: power, table: input, address: 8, type: float32}\n"
+        "      - {name: energy, table: input, address: 10, type: float32}",
+    )
+    config = parse_config(text)
+    power, energy = config.devices[0].tags
+    assert power.__pydantic_fields_set__ is energy.__pydantic_fields_set__
+    changed = power.model_copy(update={"unit": "kW"})
+    assert "unit" in changed.model_fields_set
+    assert "unit" not in energy.model_fields_set and energy.unit is None

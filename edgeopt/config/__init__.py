@@ -8,6 +8,7 @@ from edgeopt.config.durations import format_duration, parse_duration, parse_size
 from edgeopt.config.loader import (
     ConfigError,
     ConfigIssue,
+    ConfigLoad,
     check_config_main,
     load_config,
     parse_config,
@@ -35,6 +36,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "ConfigIssue",
+    "ConfigLoad",
     "DaemonConfig",
     "DeviceConfig",
     "MetricsConfig",

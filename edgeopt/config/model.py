@@ -9,6 +9,7 @@ problem with its own sub-path (see `RULE_ERROR`); the loader turns those into
 from __future__ import annotations
 
 import codecs
+import functools
 import platform
 import re
 import string
@@ -128,6 +129,18 @@ def _reject_bool(value: object) -> object:
 
 
 def _duration(value: object, *, allow_zero: bool) -> float:
+    if type(value) is str:
+        # A plant repeats a few durations ("1s") across thousands of tags.
+        return _text_duration(value, allow_zero)
+    return _checked_duration(value, allow_zero)
+
+
+@functools.lru_cache(maxsize=1024)
+def _text_duration(value: str, allow_zero: bool) -> float:
+    return _checked_duration(value, allow_zero)
+
+
+def _checked_duration(value: object, allow_zero: bool) -> float:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ValueError(f"expected a duration like 250ms, 10s or 5m, got {value!r}")
     seconds = parse_duration(value)
@@ -233,7 +246,9 @@ Number = StrictFloat
 class _Model(BaseModel):
     """Shared settings: frozen, unknown keys are errors, no NaN or infinity."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # defer_build: the daemon takes its config from a forked parse (see the
+    # loader) and never validates itself, so it need not hold the schemas.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
 
 
 def _none_is_empty(value: object) -> object:

@@ -41,6 +41,7 @@ from edgeopt.modbus.transport import (
     ReadResult,
     Transport,
 )
+from edgeopt.rings import CostSamples
 from edgeopt.schedule import ReadSchedule
 from edgeopt.tags import Quality, Sample, TagState, Value
 
@@ -103,9 +104,7 @@ class DeviceRuntime:
     stats: ReadStats = field(default_factory=ReadStats)
     # (registers, latency) of recent good reads (bit reads as 16 bits a register):
     # the optimizer fits its cost model α + β·n to them.
-    cost_samples: deque[tuple[int, float]] = field(
-        default_factory=lambda: deque(maxlen=COST_SAMPLES)
-    )
+    cost_samples: CostSamples = field(default_factory=lambda: CostSamples(COST_SAMPLES))
 
     @property
     def name(self) -> str:

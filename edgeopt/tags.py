@@ -8,11 +8,10 @@ before it, so trends stay true), or a heartbeat once `max_staleness` passes.
 from __future__ import annotations
 
 import math
-from array import array
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
-from itertools import chain
+
+from edgeopt.rings import FloatRing
 
 Value = int | float | str | bool
 
@@ -89,51 +88,6 @@ class RunningStats:
         return math.sqrt(self.variance)
 
 
-class EventTimes:
-    """The last `maxlen` event times, oldest first: a ring of C doubles.
-
-    Reads like the `deque(maxlen=...)` it replaces (len, iteration, indexing
-    from either end, `maxlen`, `append`), at 8 bytes an event instead of a
-    float object and a deque slot (32), and 80 bytes empty instead of 760: at
-    10k tags with full histories of 512, about 42 MB instead of 170 MB.
-    """
-
-    __slots__ = ("_start", "_times", "maxlen")
-
-    def __init__(self, maxlen: int) -> None:
-        self.maxlen = maxlen
-        self._times = array("d")
-        self._start = 0  # index of the oldest once the ring is full
-
-    def append(self, t: float) -> None:
-        times = self._times
-        if len(times) < self.maxlen:
-            times.append(t)
-        else:
-            times[self._start] = t
-            self._start = (self._start + 1) % self.maxlen
-
-    def __len__(self) -> int:
-        return len(self._times)
-
-    def __getitem__(self, i: int) -> float:
-        n = len(self._times)
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError("event index out of range")
-        return self._times[(self._start + i) % n]
-
-    def __iter__(self) -> Iterator[float]:
-        start, times = self._start, self._times
-        if start == 0:
-            return iter(times)
-        return chain(times[start:], times[:start])
-
-    def __repr__(self) -> str:
-        return f"EventTimes({list(self)!r}, maxlen={self.maxlen})"
-
-
 @dataclass(slots=True)
 class TagStats:
     """Online change statistics: what the strategies learn from.
@@ -154,7 +108,7 @@ class TagStats:
     inter_change: RunningStats = field(default_factory=RunningStats)
     previous_value: Value | None = None
     # Recent event times, for rate estimates, correlation and activity profiles.
-    recent_events: EventTimes = field(default_factory=lambda: EventTimes(512))
+    recent_events: FloatRing = field(default_factory=lambda: FloatRing(512))
     # The value spread and the read-to-read steps (`spread`, `steps`), kept up to
     # date lazily: most reads of a quiet tag repeat the previous value, and those
     # are only counted here and merged into both in one step when next looked at.

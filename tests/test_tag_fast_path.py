@@ -118,38 +118,3 @@ def test_running_stats_add_repeated_equals_adding_one_by_one() -> None:
     b.add_repeated(4.0, 7)
     assert (a.n, a.low, a.high) == (b.n, b.low, b.high)
     assert a.mean == pytest.approx(b.mean) and a.variance == pytest.approx(b.variance)
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    times=st.lists(st.floats(0, 1e9, allow_nan=False), max_size=40),
-    maxlen=st.integers(1, 8),
-)
-def test_event_times_read_like_a_bounded_deque(times: list[float], maxlen: int) -> None:
-    from collections import deque
-
-    from edgeopt.tags import EventTimes
-
-    ring, reference = EventTimes(maxlen), deque(maxlen=maxlen)
-    for t in times:
-        ring.append(t)
-        reference.append(t)
-        assert len(ring) == len(reference) and list(ring) == list(reference)
-        assert [ring[i] for i in range(-len(ring), len(ring))] == [
-            reference[i] for i in range(-len(reference), len(reference))
-        ]
-    assert ring.maxlen == reference.maxlen
-    with pytest.raises(IndexError):
-        ring[len(ring)]
-
-
-def test_a_full_history_of_event_times_stays_bounded() -> None:
-    import sys
-
-    from edgeopt.tags import EventTimes
-
-    ring = EventTimes(512)
-    for i in range(10_000):
-        ring.append(float(i))
-    assert len(ring) == 512 and ring[0] == 10_000 - 512 and ring[-1] == 9_999.0
-    assert sys.getsizeof(ring._times) < 512 * 8 + 1024  # doubles, not float objects

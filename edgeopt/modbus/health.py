@@ -16,6 +16,8 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from edgeopt.rings import FloatRing
+
 
 class DeviceState(StrEnum):
     ONLINE = "online"
@@ -136,7 +138,7 @@ class ReadStats:
     errors_by_kind: Counter[str] = field(default_factory=Counter)
     # Latency of each read from its first request to its last answer, resends
     # included: a read that needed a resend counts as slow as it was.
-    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=2048))
+    latencies: FloatRing = field(default_factory=lambda: FloatRing(2048))
     retried: int = 0  # reads that needed more than one request
     resends: int = 0  # the extra requests those reads sent
     reconnects: int = 0  # reads that had to open the connection again first

@@ -19,9 +19,9 @@ from edgeopt.clock import Clock
 #: two windows, which bounds how far back a query looks for chunks reaching
 #: into its range. Part of the on-disk layout (queries rely on it).
 CHUNK_SECONDS = 3600.0
-#: Most samples in one chunk (one transaction). A tag polled at 10 Hz makes
-#: 36k samples an hour; cutting at 8192 keeps each move's transaction and
-#: decode buffer small, while compression has long gained what it can
+#: Most samples in one chunk, and in one hot → warm transaction. A tag polled
+#: at 10 Hz makes 36k samples an hour; cutting at 8192 keeps each move's
+#: transaction and decode buffer small, while compression has long gained what it can
 #: (the ratio barely improves beyond a few thousand samples).
 MAX_CHUNK_SAMPLES = 8192
 #: Width of a cold block: an aligned UTC day (also part of the layout).

@@ -18,11 +18,12 @@
 Every move is one small transaction through `HotStore.transaction()` (so it
 never interleaves with a flush): read a few tag-hours (up to MAX_CHUNK_SAMPLES
 rows in all) or one tag-day, encode them in a worker thread, delete the
-source rows and insert the chunks, commit, then yield to the event loop. Source and destination change in the same commit,
-so a kill -9 at any moment leaves each sample in exactly one tier. The delete
-comes before the insert: on a full disk the pages it frees can hold the
-(smaller) chunk. A failed move (SQLITE_FULL, I/O error) rolls back, is
-reported, and is retried on the next run.
+source rows and insert the chunks, commit, then yield to the event loop.
+Source and destination change in the same commit, so a kill -9 at any moment
+leaves each sample in exactly one tier. The delete comes before the insert:
+on a full disk the pages it frees can hold the (smaller) chunks. A failed
+move (SQLITE_FULL, I/O error) rolls back, is reported, and is retried on the
+next run.
 
 Archive moves span two files, so they are two commits: the block is written
 to the archive file (fsync'd) before it is deleted here. A crash in between

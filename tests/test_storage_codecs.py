@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import math
 import struct
 
@@ -287,6 +288,24 @@ def test_hot_rows_come_back_as_the_same_sample_values() -> None:
     assert decoded[:3] == [True, False, 2**70] and type(decoded[0]) is bool
     assert math.isnan(decoded[3]) and decoded[4] is None  # type: ignore[arg-type]
     assert struct.pack("<d", decoded[5]) == struct.pack("<d", -0.0)  # type: ignore[arg-type]
+
+
+def test_subclassed_values_are_stored_by_their_base_class() -> None:
+    class Level(enum.IntEnum):
+        LOW = 1
+
+    n = 4
+    ts = T0 + np.arange(n, dtype=np.float64)
+    zeros = np.zeros(n, np.uint8)
+    plain = [1.5, 1, 1, "x"]
+    odd = [np.float64(1.5), Level.LOW, True, "x"]  # float and int subclasses (bool is one)
+    encoded = encode_samples(Rows(ts, odd, zeros, zeros))  # type: ignore[arg-type]
+    assert encoded.blob == encode_samples(Rows(ts, plain, zeros, zeros)).blob  # type: ignore[arg-type]
+    assert decode_samples(encoded.blob).values == plain
+    alone = encode_samples(Rows(ts[:2], [np.float64(0.5), np.float64(2.5)], zeros[:2], zeros[:2]))  # type: ignore[list-item]
+    assert alone.blob == encode_samples(Rows(ts[:2], [0.5, 2.5], zeros[:2], zeros[:2])).blob
+    with pytest.raises(TypeError, match="bytes"):
+        encode_samples(Rows(ts[:1], [b"raw"], zeros[:1], zeros[:1]))  # type: ignore[list-item]
 
 
 def test_chunk_codec_choice_is_the_smallest_of_every_candidate_and_compressor() -> None:

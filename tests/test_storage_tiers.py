@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import os
 import random
@@ -26,6 +27,7 @@ from edgeopt.storage import HotStore, Sample
 from edgeopt.storage import archive as archive_files
 from edgeopt.storage.aggregates import aggregate_points
 from edgeopt.storage.chunks import decode_aggregates, decode_samples
+from edgeopt.storage.hot_to_warm import MOVE_BATCH_SAMPLES, move_batches
 from edgeopt.storage.tiers import CHUNK_SECONDS, MAX_CHUNK_SAMPLES, TierManager
 
 HOUR = 3600.0
@@ -216,6 +218,71 @@ async def test_hot_rows_become_chunks_that_hold_exactly_the_same_rows(tmp_path: 
     assert sum(c["samples"] for c in figures["warm"]["codecs"].values()) == len(samples)
     await tiers.close()
     await store.close()
+
+
+async def test_many_tags_move_together_and_a_busy_tag_in_chunks_of_max_samples(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "edgeopt.db"
+    clock = VirtualClock(D0)
+    store = await open_store(db, clock)
+    busy = [Sample("a/busy", D0 + i * 0.175, round(i * 0.01, 2), "good") for i in range(20_000)]
+    mid = [Sample("b/mid", D0 + i * 0.5, float(i % 97), "good") for i in range(6_000)]
+    # Quiet tags that only start late in the hour (not in its first bucket).
+    quiet = [
+        Sample(f"c/q{k:02d}", D0 + 1800 + k + i * 30.0, k + i / 10, "good")
+        for k in range(40)
+        for i in range(50)
+    ]
+    rng = np.random.default_rng(9)
+    walk = 50 + np.cumsum(rng.normal(0, 0.05, 3600))
+    lossy = [Sample("d/lossy", D0 + i, float(v), "good") for i, v in enumerate(walk)]
+    samples = sorted(busy + mid + quiet + lossy, key=lambda s: s.ts)
+    await write(store, samples)
+    before = hot_records(db)
+    tiers = tiers_for(store, clock, tmp_path, hot_retention=HOUR, deviations={"d/lossy": 0.25})
+    clock.advance(2 * HOUR)
+    report = await tiers.run_lifecycle()
+    assert report.errors == [] and report.hot_to_warm == len(samples)
+    assert hot_records(db) == {}
+    conn = sqlite3.connect(db)
+    chunks: dict[str, list[tuple[float, float, int]]] = {}
+    after: dict[str, list[tuple[Any, ...]]] = {}
+    for name, start, end, count, blob in conn.execute(
+        "SELECT t.name, c.start_ts, c.end_ts, c.count, c.blob FROM chunks c "
+        "JOIN tags t ON t.id = c.tag_id ORDER BY c.start_ts"
+    ):
+        chunks.setdefault(name, []).append((start, end, count))
+        after.setdefault(name, []).extend(decode_samples(blob).records())
+    conn.close()
+    # The busy tag: its oldest MAX_CHUNK_SAMPLES first, chunks that do not overlap.
+    assert [c for _, _, c in chunks["a/busy"]] == [MAX_CHUNK_SAMPLES, MAX_CHUNK_SAMPLES, 3_616]
+    spans = chunks["a/busy"]
+    assert all(a[1] < b[0] for a, b in itertools.pairwise(spans))
+    # Every other tag: one chunk, holding exactly its rows (the lossy tag thinned).
+    for tag in before:
+        if tag != "a/busy":
+            assert len(chunks[tag]) == 1, tag
+        if tag != "d/lossy":
+            assert after[tag] == before[tag], tag
+    assert report.chunks_written == sum(len(c) for c in chunks.values()) == 3 + 1 + 40 + 1
+    kept = len(after["d/lossy"])
+    assert kept < 3600 and report.swinging_door_dropped == 3600 - kept
+    await tiers.close()
+    await store.close()
+
+
+def test_move_batches_group_consecutive_tags_up_to_the_batch_size() -> None:
+    n = MOVE_BATCH_SAMPLES
+    counts = [(1, n // 2), (2, n // 4), (3, n // 4), (4, 1), (5, n + 1), (6, 10), (7, n)]
+    assert move_batches(counts) == [
+        (1, 3, n),
+        (4, 4, 1),
+        (5, 5, n + 1),
+        (6, 6, 10),
+        (7, 7, n),
+    ]
+    assert move_batches([]) == []
 
 
 async def test_hot_windows_younger_than_retention_stay_and_late_samples_get_their_own_chunk(

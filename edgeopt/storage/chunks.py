@@ -79,6 +79,26 @@ def _class_of(value: object) -> int:
     raise TypeError(f"cannot store a {type(value).__name__} in a chunk: {value!r}")
 
 
+# The storage class of each exact type SQLite hands back; anything else
+# (subclasses, foreign types) goes through `_class_of`.
+_CLASS_OF_TYPE: dict[type, int] = {
+    type(None): StorageClass.NULL,
+    int: StorageClass.INTEGER,
+    bool: StorageClass.INTEGER,
+    float: StorageClass.REAL,
+    str: StorageClass.TEXT,
+}
+
+
+def _classes(values: Sequence[StoredValue]) -> npt.NDArray[np.uint8]:
+    """The storage class of every value (a dict lookup per value, not isinstance chains)."""
+    try:
+        codes = list(map(_CLASS_OF_TYPE.__getitem__, map(type, values)))
+    except KeyError:
+        codes = [_class_of(v) for v in values]
+    return np.array(codes, dtype=np.uint8)
+
+
 @dataclass(frozen=True, slots=True)
 class Rows:
     """One tag's rows as the hot tier stores them, column by column.
@@ -277,10 +297,13 @@ def encode_samples(rows: Rows, *, compressors: Sequence[Compressor] = ALL_COMPRE
     n = len(rows)
     if n == 0:
         raise ValueError("a chunk needs at least one row")
-    classes = np.fromiter((_class_of(v) for v in rows.values), dtype=np.uint8, count=n)
+    classes = _classes(rows.values)
     by_class: dict[int, list[StoredValue]] = {c: [] for c in StorageClass}
-    for cls, value in zip(classes.tolist(), rows.values, strict=True):
-        by_class[cls].append(value)
+    if int(classes.min()) == int(classes.max()):  # the usual case: one class
+        by_class[int(classes[0])] = rows.values
+    else:
+        for cls, value in zip(classes.tolist(), rows.values, strict=True):
+            by_class[cls].append(value)
     ints, floats, texts = (
         by_class[StorageClass.INTEGER],
         by_class[StorageClass.REAL],

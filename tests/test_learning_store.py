@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import aiosqlite
@@ -110,3 +111,54 @@ async def test_two_raw_saves_on_one_connection_do_collide(tmp_path: Path) -> Non
         store = LearnedStateStore(conn)
         assert all(await asyncio.gather(*(store.save(opt.export_state) for _ in range(4))))
     await opt.close()
+
+
+async def test_profiles_are_written_a_chunk_at_a_time(tmp_path: Path) -> None:
+    # At 10k tags every profile at once is ~45 MB of Python floats; a save asks
+    # for them a chunk of tags at a time and still writes every one.
+    from edgeopt.optimizer.persistence import PROFILE_CHUNK, load_state
+    from edgeopt.optimizer.state import LearnedState
+
+    n = 2 * PROFILE_CHUNK + 17
+    keys = [f"d/t{i}" for i in range(n)]
+    asked: list[int] = []
+
+    def profiles_of(chunk: Sequence[str]) -> dict[str, dict[str, list[float]]]:
+        names = list(chunk)
+        asked.append(len(names))
+        # One tag is gone by the time its chunk is asked for (a reload meanwhile).
+        return {k: {"hod_jumps": [float(k[3:])]} for k in names if k != "d/t3"}
+
+    state = LearnedState(
+        meta={"saved": 1.0},
+        strategies={},
+        tags={k: {"fingerprint": "f", "allocated": 1.0, "rate": None} for k in keys},
+        triggers={},
+        records=[],
+        profiles_of=profiles_of,
+    )
+    async with aiosqlite.connect(tmp_path / "s.db", isolation_level=None) as conn:
+        await create_tables(conn)
+        await save_state(conn, state)
+        loaded = await load_state(conn)
+    assert asked and max(asked) <= PROFILE_CHUNK and sum(asked) == n
+    assert loaded is not None and set(loaded.tags) == set(keys)
+    assert loaded.tags["d/t3"]["profile"] is None
+    assert all(
+        loaded.tags[k]["profile"] == {"hod_jumps": [float(k[3:])]} for k in keys if k != "d/t3"
+    )
+
+
+async def test_the_optimizers_save_streams_its_profiles(tmp_path: Path) -> None:
+    sim, opt = plant()
+    await sim.run(600.0, opt)
+    store = await LearnedStateStore.open(tmp_path / "edgeopt.db")
+    await create_tables(store.conn)
+    opt.attach(store)
+    await opt.save(profiles=True)
+    from edgeopt.optimizer.persistence import load_state
+
+    loaded = await load_state(store.conn)
+    await store.close()
+    assert loaded is not None
+    assert {k: v["profile"] for k, v in loaded.tags.items()} == opt.activity.export_profiles()

@@ -386,10 +386,15 @@ class ActivityTracker:
 
     # -- persistence -------------------------------------------------------------
 
-    def export_profiles(self) -> dict[str, dict[str, list[float]]]:
-        """Per-tag learned profiles, for the state database."""
+    def export_profiles(
+        self, keys: Iterable[str] | None = None
+    ) -> dict[str, dict[str, list[float]]]:
+        """Per-tag learned profiles (of `keys` still tracked; default all), for the state store."""
         out: dict[str, dict[str, list[float]]] = {}
-        for i, key in enumerate(self.keys):
+        for key in self.keys if keys is None else keys:
+            i = self.index.get(key)
+            if i is None:
+                continue
             out[key] = {
                 "hod_jumps": self.hod_jumps[i].tolist(),
                 "hod_reads": self.hod_reads[i].tolist(),

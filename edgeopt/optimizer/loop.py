@@ -204,7 +204,7 @@ class Optimizer:
         exported: list[OptimizationRecord] = []
 
         def export() -> LearnedState:
-            state = self.export_state(profiles=profiles, only_dirty=True)
+            state = self.export_state(profiles=profiles, only_dirty=True, profiles_later=True)
             # Clean as of this export: a change while the write runs dirties them again.
             for record in self.records:
                 if record.dirty:
@@ -1058,9 +1058,12 @@ class Optimizer:
 
     # -- learned state ----------------------------------------------------------------------
 
-    def export_state(self, profiles: bool = True, only_dirty: bool = False) -> LearnedState:
+    def export_state(
+        self, profiles: bool = True, only_dirty: bool = False, *, profiles_later: bool = False
+    ) -> LearnedState:
+        """What `restore` takes back; `profiles_later`: profiles come from `profiles_of`."""
         now, wall = self.clock.monotonic(), self.clock.now()
-        exported = self.activity.export_profiles() if profiles else {}
+        exported = self.activity.export_profiles() if profiles and not profiles_later else {}
         tags = export_tags(self.poller.tags, self.model, exported)
         return LearnedState(
             meta={
@@ -1085,6 +1088,7 @@ class Optimizer:
             tags=tags,
             triggers={k: sorted(v) for k, v in self.model.triggers.items()},
             records=[r.to_json() for r in self.records if r.dirty or not only_dirty],
+            profiles_of=self.activity.export_profiles if profiles and profiles_later else None,
         )
 
     def restore(self, state: LearnedState) -> None:

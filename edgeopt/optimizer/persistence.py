@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,8 @@ EXTRAS_KEY = "tag_extras"
 RECORDS_KEPT = 1000
 # How long a save waits for another connection's write (the hot tier's flush).
 BUSY_TIMEOUT_MS = 5000
+# Tags whose rows (with their profiles) are built and written at a time.
+PROFILE_CHUNK = 500
 
 
 class LearnedStateStore:
@@ -116,6 +118,37 @@ async def create_tables(conn: aiosqlite.Connection) -> None:
     await conn.executescript(OPTIMIZER_SCHEMA_SQL)
 
 
+_UPSERT_TAG = (
+    "INSERT INTO optimizer_tags (tag, fingerprint, allocated, rate, profile, updated) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tag) DO UPDATE SET "
+    "fingerprint = excluded.fingerprint, allocated = excluded.allocated, "
+    "rate = excluded.rate, updated = excluded.updated, "
+    "profile = CASE WHEN excluded.profile IS NULL AND "
+    "optimizer_tags.fingerprint = excluded.fingerprint "
+    "THEN optimizer_tags.profile ELSE excluded.profile END"
+)
+
+
+def _tag_rows(
+    state: LearnedState, keys: list[str], profiles: Mapping[str, Any], saved: float
+) -> list[tuple[Any, ...]]:
+    rows = []
+    for key in keys:
+        t = state.tags[key]
+        profile = profiles.get(key, t.get("profile"))
+        rows.append(
+            (
+                key,
+                str(t["fingerprint"]),
+                float(t["allocated"]),
+                t.get("rate"),
+                None if profile is None else json.dumps(profile),
+                saved,
+            )
+        )
+    return rows
+
+
 async def save_state(conn: aiosqlite.Connection, state: LearnedState) -> None:
     """Write `state` in one transaction. Tags saved without a profile keep their stored one."""
     saved = float(state.meta.get("saved") or 0.0)
@@ -148,26 +181,11 @@ async def save_state(conn: aiosqlite.Connection, state: LearnedState) -> None:
             "DELETE FROM optimizer_tags WHERE tag NOT IN (SELECT value FROM json_each(?))",
             (json.dumps(list(state.tags)),),
         )
-        await conn.executemany(
-            "INSERT INTO optimizer_tags (tag, fingerprint, allocated, rate, profile, updated) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tag) DO UPDATE SET "
-            "fingerprint = excluded.fingerprint, allocated = excluded.allocated, "
-            "rate = excluded.rate, updated = excluded.updated, "
-            "profile = CASE WHEN excluded.profile IS NULL AND "
-            "optimizer_tags.fingerprint = excluded.fingerprint "
-            "THEN optimizer_tags.profile ELSE excluded.profile END",
-            [
-                (
-                    key,
-                    str(t["fingerprint"]),
-                    float(t["allocated"]),
-                    t.get("rate"),
-                    None if t.get("profile") is None else json.dumps(t["profile"]),
-                    saved,
-                )
-                for key, t in state.tags.items()
-            ],
-        )
+        keys = list(state.tags)
+        for start in range(0, len(keys), PROFILE_CHUNK):
+            chunk = keys[start : start + PROFILE_CHUNK]
+            profiles = state.profiles_of(chunk) if state.profiles_of is not None else {}
+            await conn.executemany(_UPSERT_TAG, _tag_rows(state, chunk, profiles, saved))
         await conn.execute("DELETE FROM optimizer_triggers")
         await conn.executemany(
             "INSERT INTO optimizer_triggers (leader, follower) VALUES (?, ?)",

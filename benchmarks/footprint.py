@@ -1,10 +1,11 @@
 """Where the daemon's CPU and memory go (issue 11), and what a change bought.
 
-`python -m benchmarks.footprint ab [--base REV] [--tags N --devices D]`
-    One simulator (the gap-free large plant, every tag at 1 s, optimizer
-    off); against it, one after the other: the daemon at REV (exported with
-    `git archive` into a temporary folder), the daemon of this work tree,
-    and the bare pymodbus loop making the same reads. Prints each one's CPU
+`python -m benchmarks.footprint ab [--base REV] [--tags N --devices D] [--optimizer on|off]`
+    One simulator (the gap-free large plant, every tag at 1 s, the
+    daemon's optimizer off unless `--optimizer on`); against it, one after
+    the other: the daemon at REV (exported with `git archive` into a
+    temporary folder), the daemon of this work tree, and the bare pymodbus
+    loop making the same reads. Prints each one's CPU
     per register and the ratios to the bare loop: a before/after figure
     measured in one run.
 
@@ -22,8 +23,17 @@
     prints the source lines holding the most memory (the simulator runs in
     its own process, so its plant does not count).
 
-`python -m benchmarks.footprint rss [--tags N --devices D --seconds S]`
-    The daemon's RSS over a longer run, one line every 30 s.
+`python -m benchmarks.footprint rss [--tags N --devices D --seconds S] [--optimizer on|off]`
+    The daemon's RSS over a longer run, one line every 30 s (optimizer off
+    unless `--optimizer on`: its defaults, as an installed daemon runs).
+
+`python -m benchmarks.footprint worker [--tags N --devices D --seconds S --full-every F]`
+    The daemon with its optimizer on (defaults, but the full cycle, which
+    runs the cluster strategy, every F seconds instead of every hour, and
+    never deferred for machine pressure), its
+    child processes watched every 0.5 s: when each started and exited, its
+    peak RSS and CPU seconds, and the daemon's own RSS before, while and
+    after the cluster worker lived.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ import collections
 import contextlib
 import gc
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -47,8 +58,8 @@ from typing import Any
 
 import psutil
 
-from .overhead import Measured, _measure, _steady_plant, measure_bare
-from .procs import start_daemon, stop_process
+from .overhead import Measured, SteadyPlant, _measure, _steady_plant, measure_bare
+from .procs import start_daemon, stop_process, write_config
 
 __all__ = ["export_rev", "main", "profile_summary"]
 
@@ -88,12 +99,24 @@ def _row(name: str, m: Measured, bare: Measured) -> str:
     )
 
 
-def ab(base: str, n_tags: int, n_devices: int, warmup: float, seconds: float) -> str:
+def _optimizer_config(steady: SteadyPlant, optimizer: str) -> Path:
+    """The steady plant's config with the optimizer `on` (its defaults) or `off` (as written)."""
+    if optimizer == "off":
+        return steady.config
+    return write_config(
+        steady.plant, steady.sim.endpoints, steady.work, sections={"optimizer": {"enabled": True}}
+    )
+
+
+def ab(
+    base: str, n_tags: int, n_devices: int, warmup: float, seconds: float, optimizer: str = "off"
+) -> str:
     with _steady_plant(n_tags, n_devices, "edgeopt-ab-") as steady, export_rev(base) as src:
+        config = _optimizer_config(steady, optimizer)
         measured: list[tuple[str, Measured]] = []
         for name, spawn in (
-            (f"daemon at {base}", lambda: _daemon_at(src, steady.config, steady.work / "a.log")),
-            ("daemon, work tree", lambda: start_daemon(steady.config, steady.work / "b.log")),
+            (f"daemon at {base}", lambda: _daemon_at(src, config, steady.work / "a.log")),
+            ("daemon, work tree", lambda: start_daemon(config, steady.work / "b.log")),
         ):
             print(f"measuring {name} …", file=sys.stderr)
             proc = spawn()
@@ -104,8 +127,13 @@ def ab(base: str, n_tags: int, n_devices: int, warmup: float, seconds: float) ->
         print("measuring the bare pymodbus loop …", file=sys.stderr)
         bare = measure_bare(steady, warmup, seconds)
     lines = [
-        f"{n_tags} tags on {n_devices} TCP devices, every tag at 1 s, optimizer off; "
-        f"{seconds:.0f} s window after {warmup:.0f} s",
+        f"{n_tags} tags on {n_devices} TCP devices, every tag at 1 s, optimizer {optimizer}; "
+        f"{seconds:.0f} s window after {warmup:.0f} s"
+        + (
+            " (the bare loop makes the configured reads; the daemon's optimizer may make fewer)"
+            if optimizer == "on"
+            else ""
+        ),
         "",
         "| process | reads/s | CPU (one core) | registers per CPU-s | RSS | CPU/register vs bare |",
         "|:--|--:|--:|--:|--:|--:|",
@@ -249,9 +277,12 @@ def memory(n_tags: int, n_devices: int, seconds: float, top: int = 30) -> str:
     return "\n".join(out)
 
 
-def rss(n_tags: int, n_devices: int, seconds: float, every: float = 30.0) -> str:
+def rss(
+    n_tags: int, n_devices: int, seconds: float, every: float = 30.0, optimizer: str = "off"
+) -> str:
     with _steady_plant(n_tags, n_devices, "edgeopt-rss-") as steady:
-        daemon = start_daemon(steady.config, steady.work / "daemon.log")
+        config = _optimizer_config(steady, optimizer)
+        daemon = start_daemon(config, steady.work / "daemon.log")
         ps = psutil.Process(daemon.pid)
         t0 = time.monotonic()
         points: list[dict[str, Any]] = []
@@ -269,19 +300,149 @@ def rss(n_tags: int, n_devices: int, seconds: float, every: float = 30.0) -> str
         finally:
             stop_process(daemon)
     return "\n".join(
-        ["| seconds | RSS | CPU-s |", "|--:|--:|--:|"]
+        [f"optimizer {optimizer}", "", "| seconds | RSS | CPU-s |", "|--:|--:|--:|"]
         + [f"| {p['s']} | {p['rss_mb']} MB | {p['cpu_s']} |" for p in points]
     )
 
 
+WATCH_EVERY = 0.5  # seconds between looks at the daemon's children
+
+
+def _watch_children(
+    daemon: subprocess.Popen[bytes], seconds: float
+) -> tuple[dict[int, dict[str, Any]], list[tuple[float, float]]]:
+    """Every WATCH_EVERY s for `seconds`: the daemon's RSS, and each child's RSS and CPU.
+
+    Returns per child pid: command, first and last time seen (s after the
+    daemon started), peak RSS (MiB), CPU seconds at the last look and whether
+    it was still running at the end; and the daemon's (s, RSS MiB) samples.
+    """
+    ps = psutil.Process(daemon.pid)
+    t0 = time.monotonic()
+    children: dict[int, dict[str, Any]] = {}
+    own: list[tuple[float, float]] = []
+    while (t := time.monotonic() - t0) < seconds and daemon.poll() is None:
+        with contextlib.suppress(psutil.Error):
+            own.append((t, ps.memory_info().rss / 2**20))
+        alive: set[int] = set()
+        for child in ps.children(recursive=True):
+            try:
+                with child.oneshot():
+                    rss_mb = child.memory_info().rss / 2**20
+                    cpu = sum(child.cpu_times()[:2])
+                    cmd = " ".join(child.cmdline())
+            except psutil.Error:
+                continue
+            alive.add(child.pid)
+            row = children.setdefault(
+                child.pid, {"cmd": cmd, "first": t, "peak_mb": 0.0, "cpu_s": 0.0}
+            )
+            row.update(last=t, peak_mb=max(row["peak_mb"], rss_mb), cpu_s=cpu)
+        for pid, row in children.items():
+            row["running"] = pid in alive
+        time.sleep(WATCH_EVERY)
+    return children, own
+
+
+def _last(values: list[float]) -> float:
+    return values[-1]
+
+
+def _kind(cmd: str) -> str:
+    if "resource_tracker" in cmd:
+        return "multiprocessing resource tracker"
+    if "spawn_main" in cmd or "forkserver" in cmd:
+        return "cluster worker"
+    return cmd[:60]
+
+
+def worker(n_tags: int, n_devices: int, seconds: float, full_every: float) -> str:
+    """The cluster worker's life and peak RSS beside the daemon's own RSS (optimizer on)."""
+    with _steady_plant(n_tags, n_devices, "edgeopt-worker-") as steady:
+        # The cluster strategy is heavy work: on a busy (shared) machine CPU
+        # pressure would defer it to a later full cycle, and by then a change
+        # of the interval strategy may be in evaluation: it would not run at all.
+        sections: dict[str, dict[str, Any]] = {
+            "optimizer": {"enabled": True, "full_every": full_every},
+            "resources": {"max_deferrals": 0},
+        }
+        config = write_config(steady.plant, steady.sim.endpoints, steady.work, sections=sections)
+        daemon = start_daemon(config, steady.work / "daemon.log")
+        try:
+            children, own = _watch_children(daemon, seconds)
+        finally:
+            stop_process(daemon)
+        log_tail = (steady.work / "daemon.log").read_text(encoding="utf-8", errors="replace")
+    if log_tail.strip():
+        print(log_tail[-3000:], file=sys.stderr)
+    lines = [
+        f"{n_tags} tags on {n_devices} TCP devices, every tag at 1 s, optimizer on with its "
+        f"defaults but `full_every: {full_every:.0f}s` (default 1 h: the cluster strategy runs "
+        "in the full cycle) and `resources.max_deferrals: 0` (heavy work never deferred); "
+        f"watched every {WATCH_EVERY} s for {seconds:.0f} s",
+        "",
+        "| child process | started | exited | lived | peak RSS | CPU |",
+        "|:--|--:|--:|--:|--:|--:|",
+    ]
+    workers: list[tuple[float, float]] = []
+    for pid, row in sorted(children.items(), key=lambda kv: kv[1]["first"]):
+        kind = _kind(row["cmd"])
+        end = float(row["last"]) + WATCH_EVERY
+        exited = "still running" if row["running"] else f"{end:.1f} s"
+        lived = float(row["last"]) - float(row["first"]) + (0 if row["running"] else WATCH_EVERY)
+        lines.append(
+            f"| {kind} (pid {pid}) | {row['first']:.1f} s | {exited} | {lived:.0f} s | "
+            f"{row['peak_mb']:.0f} MB | {row['cpu_s']:.1f} s |"
+        )
+        if kind == "cluster worker":
+            workers.append((float(row["first"]), end if not row["running"] else math.inf))
+    if not children:
+        lines.append("| (no child process seen) | | | | | |")
+
+    def rss_in(a: float, b: float, pick: Any) -> str:
+        values = [r for t, r in own if a <= t < b]
+        return f"{pick(values):.0f} MB" if values else "–"
+
+    end = own[-1][0] + 1 if own else 0.0
+    if workers:
+        first, last = workers[0][0], max(w[1] for w in workers)
+        during = [(a, b) for a, b in workers]
+        while_alive = [r for t, r in own if any(a <= t < b for a, b in during)]
+        lines += [
+            "",
+            "| daemon RSS | |",
+            "|:--|--:|",
+            f"| before the first worker (last sample) | {rss_in(0, first, _last)} |",
+            "| peak while a worker lived | "
+            + (f"{max(while_alive):.0f} MB |" if while_alive else "– |"),
+            f"| after the last worker exited (last sample) | {rss_in(last, end, _last)} |",
+            f"| peak over the run | {rss_in(0, end, max)} |",
+        ]
+    else:
+        lines += ["", f"daemon RSS at the end: {rss_in(0, end, _last)}"]
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.footprint", description=__doc__)
-    ap.add_argument("what", choices=("ab", "startup", "profile", "memory", "rss"))
+    ap.add_argument("what", choices=("ab", "startup", "profile", "memory", "rss", "worker"))
     ap.add_argument("--base", default="HEAD", help="ab: the revision to compare against")
     ap.add_argument("--tags", type=int, default=10_000)
     ap.add_argument("--devices", type=int, default=100)
     ap.add_argument("--warmup", type=float, default=8.0)
     ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument(
+        "--optimizer",
+        choices=("on", "off"),
+        default="off",
+        help="ab, rss: the daemon's optimizer on (its defaults) or off (ab: the bare loop's reads)",
+    )
+    ap.add_argument(
+        "--full-every",
+        type=float,
+        default=240.0,
+        help="worker: seconds between the optimizer's full cycles (the config's default is 3600)",
+    )
     ap.add_argument(
         "--save",
         action="store_true",
@@ -289,15 +450,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     if args.what == "ab":
-        text = ab(args.base, args.tags, args.devices, args.warmup, args.seconds)
+        text = ab(args.base, args.tags, args.devices, args.warmup, args.seconds, args.optimizer)
     elif args.what == "startup":
         text = startup(args.base, args.tags, args.devices)
     elif args.what == "profile":
         text = profile(args.tags, args.devices, args.warmup, args.seconds)
     elif args.what == "memory":
         text = memory(args.tags, args.devices, args.seconds)
+    elif args.what == "worker":
+        text = worker(args.tags, args.devices, args.seconds, args.full_every)
     else:
-        text = rss(args.tags, args.devices, args.seconds)
+        text = rss(args.tags, args.devices, args.seconds, optimizer=args.optimizer)
     print(text)
     if args.save:
         from .report import Stamp, machine_info, save_result

@@ -75,3 +75,20 @@ async def test_the_worker_exits_when_idle_and_comes_back_when_needed() -> None:
         assert again.k == 3 and runner.started
     finally:
         runner.close()
+
+
+async def test_the_worker_does_not_import_the_parents_main_module() -> None:
+    """Spawned, a worker would run the parent's main module first: the daemon's
+    `edgeopt.cli` (pydantic, pymodbus, ...) or here pytest's."""
+    assert "pytest" in sys.modules and sys.modules["__main__"].__name__ == "__main__"
+    runner = ClusterRunner()
+    try:
+        await runner.run(duplicated_groups(2, 3), max_k=4, seed=0)
+        assert runner._pool is not None
+        loop = asyncio.get_running_loop()
+        loaded = await loop.run_in_executor(runner._pool, eval, "sorted(__import__('sys').modules)")
+    finally:
+        runner.close()
+    assert "edgeopt.optimizer.cluster_worker" in loaded and "sklearn" in loaded
+    assert not {"pytest", "_pytest", "pydantic", "pymodbus", "edgeopt.cli"} & set(loaded)
+    assert sys.modules["__main__"].__name__ == "__main__"  # the parent's is back

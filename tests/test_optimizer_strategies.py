@@ -244,12 +244,12 @@ def test_pattern_flags_an_hour_far_busier_than_its_profile() -> None:
     i = tracker.index["d/busy"]
     tracker.dow_exposure[:] = 3600.0  # every weekday seen, all alike
     tracker.hourly_n[:] = 5
-    tracker.hourly_s1[i, :] = 5 * 10.0  # mean 10 changes/h
-    tracker.hourly_s2[i, :] = 5 * 101.0  # sd 1
+    s1, s2 = tracker.hourly_sums()
+    s1[i, :] = 5 * 10.0  # mean 10 changes/h
+    s2[i, :] = 5 * 101.0  # sd 1
     tracker.hour_seconds = 1200.0
     tracker.hour_reads[:] = 1200.0
     tracker.hour_jumps[i] = 40.0  # ~120 changes/h
-    tracker.hourly_s1[i, :] = 5 * 10.0
     strategy = PatternStrategy(StrategyConfig(cooldown=21600))
     ctx = StrategyContext(poller, PlanModel(poller), tracker, 1200.0, MONDAY + 1200)
     found = strategy.anomalies(ctx)

@@ -40,6 +40,13 @@ MAX_JUMP_SHARE = 0.95
 # Prior pseudo-counts: a tag never seen to change is not known never to change.
 PRIOR_JUMPS = 0.02
 PRIOR_READS = 1.0
+# A window's counts (one tag's reads and change events in one window) are whole
+# numbers, held in the narrowest of these that holds every count seen so far:
+# uint8 while none exceeds 255 (a tag read every second shows about 60 in a
+# 60 s window), widened, exactly, the first time one does not fit. Never
+# saturated, so every sum over windows is what float32 counts gave (float32
+# holds whole numbers exactly up to 2**24).
+COUNT_TYPES = (np.uint8, np.uint16, np.uint32, np.uint64)
 
 FloatArray = np.ndarray
 
@@ -93,6 +100,17 @@ class TagWindowStats:
     jumps: FloatArray
 
 
+def _fitting(counts: np.ndarray, values: FloatArray) -> np.ndarray:
+    """`counts`, widened to the narrowest of COUNT_TYPES that also holds `values` (whole, >= 0)."""
+    top = float(values.max()) if values.size else 0.0
+    if top <= np.iinfo(counts.dtype).max:
+        return counts
+    for dtype in COUNT_TYPES:
+        if top <= np.iinfo(dtype).max:
+            return counts.astype(dtype)
+    raise OverflowError(f"a window count of {top:.0f} does not fit 64 bits")
+
+
 class ActivityTracker:
     """Windows of per-tag and per-device activity, plus the learned profiles."""
 
@@ -104,8 +122,9 @@ class ActivityTracker:
         self.keys: list[str] = []
         self.index: dict[str, int] = {}
         n = 0
-        self._reads = np.zeros((n, slots), np.float32)
-        self._jumps = np.zeros((n, slots), np.float32)
+        # Window counts per tag, a ring of `slots` windows (see COUNT_TYPES).
+        self._reads = np.zeros((n, slots), COUNT_TYPES[0])
+        self._jumps = np.zeros((n, slots), COUNT_TYPES[0])
         self._last = np.zeros((n, 2), np.float64)  # cumulative reads, change events
         self.samples: list[WindowSample | None] = [None] * slots
         self.closed = 0  # windows closed so far (the ring position is closed % slots)
@@ -124,8 +143,10 @@ class ActivityTracker:
         self.hour_reads = np.zeros(n, np.float32)
         self.hour_seconds = 0.0
         self.hourly_n = np.zeros(HOURS_PER_DAY, np.float64)
-        self.hourly_s1 = np.zeros((n, HOURS_PER_DAY), np.float32)
-        self.hourly_s2 = np.zeros((n, HOURS_PER_DAY), np.float32)
+        # Sums of the counts and of their squares: allocated when the first whole
+        # hour closes or saved sums are restored (None reads as zeros until then).
+        self.hourly_s1: FloatArray | None = None
+        self.hourly_s2: FloatArray | None = None
         # Hourly jump totals per device (autocorrelation of shift cycles).
         self.device_series: dict[str, list[float]] = {}
         self._device_hour: dict[str, float] = {}
@@ -152,7 +173,8 @@ class ActivityTracker:
         self.hod_jumps, self.hod_reads = remap(self.hod_jumps), remap(self.hod_reads)
         self.dow_jumps, self.dow_reads = remap(self.dow_jumps), remap(self.dow_reads)
         self.hour_jumps, self.hour_reads = remap(self.hour_jumps), remap(self.hour_reads)
-        self.hourly_s1, self.hourly_s2 = remap(self.hourly_s1), remap(self.hourly_s2)
+        if self.hourly_s1 is not None and self.hourly_s2 is not None:
+            self.hourly_s1, self.hourly_s2 = remap(self.hourly_s1), remap(self.hourly_s2)
         last = remap(self._last)
         for new, old in enumerate(take):
             if old < 0:  # a new tag: count from what it has now
@@ -185,6 +207,8 @@ class ActivityTracker:
         delta = np.maximum(counts - self._last, 0.0)
         self._last = counts
         slot = self.closed % self.slots
+        self._reads = _fitting(self._reads, delta[:, 0])
+        self._jumps = _fitting(self._jumps, delta[:, 1])
         self._reads[:, slot] = delta[:, 0]
         self._jumps[:, slot] = delta[:, 1]
         self.samples[slot] = self._bus_sample(poller, self._window_start, now, wall)
@@ -246,9 +270,10 @@ class ActivityTracker:
         # Only (nearly) whole hours describe an hour of day.
         if self.hour_seconds >= 0.9 * 3600:
             counts = self.hour_rates() * 3600.0
+            s1, s2 = self.hourly_sums()
             self.hourly_n[hod] += 1
-            self.hourly_s1[:, hod] += counts
-            self.hourly_s2[:, hod] += counts * counts
+            s1[:, hod] += counts
+            s2[:, hod] += counts * counts
         for device, total in self._device_hour.items():
             series = self.device_series.setdefault(device, [])
             series.append(total)
@@ -257,6 +282,31 @@ class ActivityTracker:
         self.hour_jumps[:] = 0
         self.hour_reads[:] = 0
         self.hour_seconds = 0.0
+
+    def hourly_sums(self) -> tuple[FloatArray, FloatArray]:
+        """`hourly_s1`, `hourly_s2`, allocated (zeros) if they were not yet."""
+        if self.hourly_s1 is None or self.hourly_s2 is None:
+            shape = (len(self.keys), HOURS_PER_DAY)
+            self.hourly_s1 = np.zeros(shape, np.float32)
+            self.hourly_s2 = np.zeros(shape, np.float32)
+        return self.hourly_s1, self.hourly_s2
+
+    def nbytes(self) -> int:
+        """Bytes of the per-tag arrays held (what grows with the tag count)."""
+        arrays: list[np.ndarray | None] = [
+            self._reads,
+            self._jumps,
+            self._last,
+            self.hod_jumps,
+            self.hod_reads,
+            self.dow_jumps,
+            self.dow_reads,
+            self.hour_jumps,
+            self.hour_reads,
+            self.hourly_s1,
+            self.hourly_s2,
+        ]
+        return sum(a.nbytes for a in arrays if a is not None)
 
     # -- queries -----------------------------------------------------------------
 
@@ -340,7 +390,8 @@ class ActivityTracker:
         n = int(self.hourly_n[hod])
         if n < 2:
             return None
-        s1, s2 = float(self.hourly_s1[i, hod]), float(self.hourly_s2[i, hod])
+        s1 = 0.0 if self.hourly_s1 is None else float(self.hourly_s1[i, hod])
+        s2 = 0.0 if self.hourly_s2 is None else float(self.hourly_s2[i, hod])
         mean = s1 / n
         var = max(0.0, (s2 - n * mean * mean) / (n - 1))
         return mean, math.sqrt(var), n
@@ -378,8 +429,8 @@ class ActivityTracker:
         if n < 2:
             zeros = np.zeros(len(self.keys))
             return zeros, zeros, n
-        s1 = self.hourly_s1[:, hod].astype(np.float64)
-        s2 = self.hourly_s2[:, hod].astype(np.float64)
+        s1, s2 = self.hourly_sums()
+        s1, s2 = s1[:, hod].astype(np.float64), s2[:, hod].astype(np.float64)
         mean = s1 / n
         var = np.maximum(0.0, (s2 - n * mean * mean) / (n - 1))
         return mean, np.sqrt(var), n
@@ -391,6 +442,7 @@ class ActivityTracker:
     ) -> dict[str, dict[str, list[float]]]:
         """Per-tag learned profiles (of `keys` still tracked; default all), for the state store."""
         out: dict[str, dict[str, list[float]]] = {}
+        none = [0.0] * HOURS_PER_DAY  # hourly sums not allocated yet: zeros, as saved before
         for key in self.keys if keys is None else keys:
             i = self.index.get(key)
             if i is None:
@@ -400,8 +452,8 @@ class ActivityTracker:
                 "hod_reads": self.hod_reads[i].tolist(),
                 "dow_jumps": self.dow_jumps[i].tolist(),
                 "dow_reads": self.dow_reads[i].tolist(),
-                "hourly_s1": self.hourly_s1[i].tolist(),
-                "hourly_s2": self.hourly_s2[i].tolist(),
+                "hourly_s1": none if self.hourly_s1 is None else self.hourly_s1[i].tolist(),
+                "hourly_s2": none if self.hourly_s2 is None else self.hourly_s2[i].tolist(),
             }
         return out
 
@@ -439,9 +491,8 @@ class ActivityTracker:
             "hod_reads": self.hod_reads,
             "dow_jumps": self.dow_jumps,
             "dow_reads": self.dow_reads,
-            "hourly_s1": self.hourly_s1,
-            "hourly_s2": self.hourly_s2,
         }
+        hourly = ("hourly_s1", "hourly_s2")
         for key, profile in profiles.items():
             i = self.index.get(key)
             if i is None:
@@ -450,3 +501,8 @@ class ActivityTracker:
                 values = profile.get(name)
                 if values is not None and len(values) == array.shape[1]:
                     array[i] = values
+            for name in hourly:
+                values = profile.get(name)
+                if values is not None and len(values) == HOURS_PER_DAY and any(values):
+                    s1, s2 = self.hourly_sums()
+                    (s1 if name == "hourly_s1" else s2)[i] = values

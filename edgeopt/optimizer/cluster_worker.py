@@ -8,13 +8,23 @@ worker process ever loads it (about 100 MB the daemon never holds).
 `spawn` start method (a fresh interpreter, not a fork of the daemon), reused
 by runs close together, and shut down when idle for `idle_exit` seconds (or
 on `close()`): between hourly full cycles its memory goes back to the system.
+
+A spawned process normally runs its parent's main module again first (as
+`__mp_main__`): for the daemon that is `edgeopt.cli`, and with it the whole
+daemon (pydantic, pymodbus, YAML, APScheduler), which the worker never uses.
+The pool is therefore started under a bare `__main__`: the worker imports
+only this module, numpy and, once it clusters, scikit-learn.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
+import sys
+import types
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -112,6 +122,23 @@ def cluster_tags(indicators: np.ndarray, max_k: int = 12, seed: int = 0) -> Clus
     return best
 
 
+@contextlib.contextmanager
+def bare_main() -> Iterator[None]:
+    """A `__main__` with neither file nor spec while a worker is spawned.
+
+    `multiprocessing.spawn` makes the child import the parent's main module
+    (by its spec's name, else by its file); with neither it imports nothing
+    but what unpickling the call needs.
+    """
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
+
+
 class ClusterRunner:
     """A lazily started one-process pool for `cluster_tags`."""
 
@@ -134,7 +161,10 @@ class ClusterRunner:
             )
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._pool, cluster_tags, indicators, max_k, seed)
+            # The pool spawns its worker, if it has none, within this call.
+            with bare_main():
+                done = loop.run_in_executor(self._pool, cluster_tags, indicators, max_k, seed)
+            return await done
         except BrokenProcessPool:
             self._pool = None  # the worker died; the next run starts a new one
             raise

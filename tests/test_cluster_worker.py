@@ -11,10 +11,12 @@ import asyncio
 import sys
 
 import numpy as np
+import psutil
 import pytest
 
 from edgeopt.optimizer.cluster_worker import (
     ClusterRunner,
+    WorkerDied,
     correlation_features,
     distinct_rows,
     largest_k,
@@ -48,7 +50,7 @@ async def test_duplicate_rows_cluster_quietly_in_the_worker(
     try:
         result = await runner.run(duplicated_groups(groups, copies), max_k=12, seed=0)
     finally:
-        runner.close()
+        await runner.aclose()
     err = capfd.readouterr().err
     assert "ConvergenceWarning" not in err and "distinct clusters" not in err
     assert result.k == (groups if groups > 1 else 1)
@@ -63,32 +65,62 @@ async def test_the_worker_exits_when_idle_and_comes_back_when_needed() -> None:
     runner = ClusterRunner(idle_exit=0.5)
     try:
         await runner.run(duplicated_groups(2, 3), max_k=4, seed=0)
-        assert runner._pool is not None
-        [worker] = list(runner._pool._processes.values())
+        pid = runner.pid
+        assert pid is not None and psutil.pid_exists(pid)
         await runner.run(duplicated_groups(2, 3), max_k=4, seed=0)  # reused while busy
-        assert list(runner._pool._processes.values()) == [worker]
+        assert runner.pid == pid
         await asyncio.sleep(1.0)
         assert not runner.started
-        await asyncio.to_thread(worker.join, 10)
-        assert not worker.is_alive()  # its memory (scikit-learn's too) is back
+        for _ in range(100):  # killed; asyncio reaps it
+            if not psutil.pid_exists(pid):
+                break
+            await asyncio.sleep(0.05)
+        assert not psutil.pid_exists(pid)  # its memory (scikit-learn's too) is back
+        # Nothing else was left behind (a multiprocessing pool leaves its resource tracker).
+        assert psutil.Process().children(recursive=True) == []
         again = await runner.run(duplicated_groups(3, 3), max_k=4, seed=0)
-        assert again.k == 3 and runner.started
+        assert again.k == 3 and runner.started and runner.pid != pid
     finally:
-        runner.close()
+        await runner.aclose()
 
 
-async def test_the_worker_does_not_import_the_parents_main_module() -> None:
-    """Spawned, a worker would run the parent's main module first: the daemon's
-    `edgeopt.cli` (pydantic, pymodbus, ...) or here pytest's."""
-    assert "pytest" in sys.modules and sys.modules["__main__"].__name__ == "__main__"
+async def test_the_worker_imports_neither_the_daemon_nor_the_parents_main_module() -> None:
     runner = ClusterRunner()
     try:
         await runner.run(duplicated_groups(2, 3), max_k=4, seed=0)
-        assert runner._pool is not None
-        loop = asyncio.get_running_loop()
-        loaded = await loop.run_in_executor(runner._pool, eval, "sorted(__import__('sys').modules)")
+        loaded = await runner.loaded_modules()
     finally:
-        runner.close()
+        await runner.aclose()
     assert "edgeopt.optimizer.cluster_worker" in loaded and "sklearn" in loaded
-    assert not {"pytest", "_pytest", "pydantic", "pymodbus", "edgeopt.cli"} & set(loaded)
-    assert sys.modules["__main__"].__name__ == "__main__"  # the parent's is back
+    assert not {"pytest", "_pytest", "pydantic", "pymodbus", "yaml", "edgeopt.cli"} & set(loaded)
+
+
+async def test_a_worker_that_dies_mid_request_is_replaced() -> None:
+    runner = ClusterRunner()
+    try:
+        await runner.run(duplicated_groups(2, 3), max_k=4, seed=0)
+        pid = runner.pid
+        assert pid is not None
+        psutil.Process(pid).kill()
+        with pytest.raises(WorkerDied):
+            await runner.run(duplicated_groups(2, 3), max_k=4, seed=0)
+        assert not runner.started
+        result = await runner.run(duplicated_groups(2, 3), max_k=4, seed=0)
+        assert result.k == 2 and runner.pid != pid
+    finally:
+        await runner.aclose()
+
+
+async def test_a_cancelled_request_never_leaves_its_reply_for_the_next() -> None:
+    runner = ClusterRunner()
+    try:
+        await runner.run(duplicated_groups(2, 3), max_k=4, seed=0)
+        task = asyncio.create_task(runner.run(duplicated_groups(3, 3), max_k=4, seed=0))
+        await asyncio.sleep(0)  # sent, not yet answered
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        result = await runner.run(duplicated_groups(2, 3), max_k=4, seed=0)
+        assert result.k == 2  # not the cancelled request's k == 3
+    finally:
+        await runner.aclose()

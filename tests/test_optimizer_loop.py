@@ -368,7 +368,7 @@ async def test_kmeans_runs_in_a_worker_process_and_never_in_this_one() -> None:
     try:
         result = await runner.run(np.array(rows, np.uint8), max_k=4, seed=0)
     finally:
-        runner.close()
+        await runner.aclose()
     labels = result.labels
     assert len(set(labels[:4])) == 1 and len(set(labels[4:])) == 1
     assert labels[0] != labels[4]

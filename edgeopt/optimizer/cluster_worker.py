@@ -1,33 +1,30 @@
 """KMeans over register correlations, run in a worker process.
 
-This module is imported by the daemon only to name `cluster_tags` for the
-process pool; scikit-learn is imported inside the function, so only the
-worker process ever loads it (about 100 MB the daemon never holds).
+The daemon imports this module only to start the worker and talk to it;
+scikit-learn is imported inside `cluster_tags`, so only the worker process
+ever loads it (about 100 MB the daemon never holds).
 
-`ClusterRunner` owns the pool: one worker, created on first use with the
-`spawn` start method (a fresh interpreter, not a fork of the daemon), reused
-by runs close together, and shut down when idle for `idle_exit` seconds (or
-on `close()`): between hourly full cycles its memory goes back to the system.
-
-A spawned process normally runs its parent's main module again first (as
-`__mp_main__`): for the daemon that is `edgeopt.cli`, and with it the whole
-daemon (pydantic, pymodbus, YAML, APScheduler), which the worker never uses.
-The pool is therefore started under a bare `__main__`: the worker imports
-only this module, numpy and, once it clusters, scikit-learn.
+`ClusterRunner` owns the worker: a plain child process (`python -m
+edgeopt.optimizer.cluster_worker`), started on first use, reused by runs
+close together, and stopped when idle for `idle_exit` seconds (or on
+`close()`): between hourly full cycles its memory goes back to the system.
+Requests and replies are pickled, length-prefixed, over its stdin and
+stdout. A plain process, not a multiprocessing pool: a pool would also leave
+multiprocessing's resource tracker (13 MB) running for the daemon's life,
+and a spawned pool worker imports the parent's main module (the whole
+daemon) first; this worker imports numpy, this module and scikit-learn.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import multiprocessing
+import pickle
 import sys
-import types
+import typing
 import warnings
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -122,61 +119,117 @@ def cluster_tags(indicators: np.ndarray, max_k: int = 12, seed: int = 0) -> Clus
     return best
 
 
-@contextlib.contextmanager
-def bare_main() -> Iterator[None]:
-    """A `__main__` with neither file nor spec while a worker is spawned.
-
-    `multiprocessing.spawn` makes the child import the parent's main module
-    (by its spec's name, else by its file); with neither it imports nothing
-    but what unpickling the call needs.
-    """
-    main = sys.modules.get("__main__")
-    sys.modules["__main__"] = types.ModuleType("__main__")
-    try:
-        yield
-    finally:
-        if main is not None:
-            sys.modules["__main__"] = main
+class WorkerDied(RuntimeError):
+    """The worker process ended in the middle of a request; the next run starts a new one."""
 
 
 class ClusterRunner:
-    """A lazily started one-process pool for `cluster_tags`."""
+    """The worker process for `cluster_tags`, started lazily and stopped when idle."""
 
     def __init__(self, idle_exit: float = IDLE_EXIT) -> None:
         self.idle_exit = idle_exit
-        self._pool: ProcessPoolExecutor | None = None
+        self._proc: asyncio.subprocess.Process | None = None
         self._idle: asyncio.TimerHandle | None = None
+        self._lock = asyncio.Lock()
 
     @property
     def started(self) -> bool:
-        return self._pool is not None
+        return self._proc is not None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
 
     async def run(self, indicators: np.ndarray, max_k: int, seed: int) -> ClusterResult:
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn")
-            )
-        loop = asyncio.get_running_loop()
-        try:
-            # The pool spawns its worker, if it has none, within this call.
-            with bare_main():
-                done = loop.run_in_executor(self._pool, cluster_tags, indicators, max_k, seed)
-            return await done
-        except BrokenProcessPool:
-            self._pool = None  # the worker died; the next run starts a new one
-            raise
-        finally:
-            if self._pool is not None:
-                self._idle = loop.call_later(self.idle_exit, self.close)
+        return typing.cast(ClusterResult, await self._ask(("cluster", indicators, max_k, seed)))
 
-    def close(self) -> None:
-        """Stop the worker (it is started again when next needed)."""
+    async def loaded_modules(self) -> list[str]:
+        """The modules the worker has imported (what it holds in memory)."""
+        return typing.cast(list[str], await self._ask(("modules",)))
+
+    async def _ask(self, request: tuple[Any, ...]) -> Any:
+        async with self._lock:
+            if self._idle is not None:
+                self._idle.cancel()
+                self._idle = None
+            try:
+                proc = await self._started()
+                assert proc.stdin is not None and proc.stdout is not None
+                data = pickle.dumps(request, pickle.HIGHEST_PROTOCOL)
+                proc.stdin.write(len(data).to_bytes(8, "big") + data)
+                await proc.stdin.drain()
+                size = int.from_bytes(await proc.stdout.readexactly(8), "big")
+                ok, reply = pickle.loads(await proc.stdout.readexactly(size))
+            except BaseException as exc:
+                # Cancelled or broken mid-request, its reply would answer the
+                # next request: never reuse this worker.
+                self.close()
+                if isinstance(exc, asyncio.IncompleteReadError | ConnectionError):
+                    raise WorkerDied("the cluster worker ended in the middle of a request") from exc
+                raise
+            finally:
+                if self._proc is not None:
+                    loop = asyncio.get_running_loop()
+                    self._idle = loop.call_later(self.idle_exit, self.close)
+        if not ok:
+            raise RuntimeError(f"cluster worker: {reply}")
+        return reply
+
+    async def _started(self) -> asyncio.subprocess.Process:
+        if self._proc is None or self._proc.returncode is not None:
+            self._proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "edgeopt.optimizer.cluster_worker",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+            )
+        return self._proc
+
+    def close(self) -> asyncio.subprocess.Process | None:
+        """Stop the worker (it is started again when next needed); returns the stopped one."""
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()  # it holds nothing worth a clean exit
+        return proc
+
+    async def aclose(self) -> None:
+        """`close`, then wait until the worker is gone and its pipes are closed."""
+        proc = self.close()
+        if proc is not None:
+            await proc.wait()
+            await proc.communicate()  # drains and closes the pipes
+
+
+def serve(requests: typing.BinaryIO, replies: typing.BinaryIO) -> None:
+    """The worker's loop: answer each request until the daemon closes the pipe."""
+    while True:
+        head = requests.read(8)
+        if len(head) < 8:
+            return
+        request = pickle.loads(requests.read(int.from_bytes(head, "big")))
+        reply: tuple[bool, Any]
+        try:
+            if request[0] == "cluster":
+                reply = (True, cluster_tags(*request[1:]))
+            elif request[0] == "modules":
+                reply = (True, sorted(sys.modules))
+            else:
+                reply = (False, f"unknown request {request[0]!r}")
+        except Exception as exc:  # reported to the daemon, which logs it
+            reply = (False, f"{type(exc).__name__}: {exc}")
+        data = pickle.dumps(reply, pickle.HIGHEST_PROTOCOL)
+        replies.write(len(data).to_bytes(8, "big") + data)
+        replies.flush()
+
+
+if __name__ == "__main__":
+    # Served by the module under its own name, so replies unpickle in the daemon
+    # as `edgeopt.optimizer.cluster_worker.ClusterResult`, not `__main__.`'s.
+    from edgeopt.optimizer.cluster_worker import serve as _serve
+
+    _serve(sys.stdin.buffer, sys.stdout.buffer)

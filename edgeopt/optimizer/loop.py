@@ -231,7 +231,7 @@ class Optimizer:
 
     async def close(self) -> None:
         """Stop the cluster worker and detach from the poller."""
-        self.cluster_runner.close()
+        await self.cluster_runner.aclose()
         self._detach()
 
     def _attach(self, poller: Poller) -> None:

@@ -251,8 +251,10 @@ def memory(n_tags: int, n_devices: int, seconds: float, top: int = 30) -> str:
     logging.basicConfig(level=logging.ERROR)
     with _steady_plant(n_tags, n_devices, "edgeopt-memory-") as steady:
         tracemalloc.start(4)
-        config = load_config(steady.config)
+        # As `edgeopt run` does: the config parsed in a forked child, then frozen.
+        config = load_config(steady.config, isolated=True)
         daemon = Daemon(config)
+        gc.freeze()
 
         async def run() -> tracemalloc.Snapshot:
             task = asyncio.create_task(daemon.run())
@@ -351,7 +353,7 @@ def _last(values: list[float]) -> float:
 def _kind(cmd: str) -> str:
     if "resource_tracker" in cmd:
         return "multiprocessing resource tracker"
-    if "spawn_main" in cmd or "forkserver" in cmd:
+    if "cluster_worker" in cmd or "spawn_main" in cmd or "forkserver" in cmd:
         return "cluster worker"
     return cmd[:60]
 

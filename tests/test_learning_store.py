@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import pytest
@@ -113,40 +114,48 @@ async def test_two_raw_saves_on_one_connection_do_collide(tmp_path: Path) -> Non
     await opt.close()
 
 
-async def test_profiles_are_written_a_chunk_at_a_time(tmp_path: Path) -> None:
-    # At 10k tags every profile at once is ~45 MB of Python floats; a save asks
-    # for them a chunk of tags at a time and still writes every one.
-    from edgeopt.optimizer.persistence import PROFILE_CHUNK, load_state
+async def test_tags_are_written_a_chunk_at_a_time(tmp_path: Path) -> None:
+    # At 10k tags every tag's entry and profile at once are ~50 MB of Python
+    # objects; a save asks for them a chunk of tags at a time and writes them all.
+    from edgeopt.optimizer.persistence import TAG_CHUNK, load_state
     from edgeopt.optimizer.state import LearnedState
 
-    n = 2 * PROFILE_CHUNK + 17
+    n = 2 * TAG_CHUNK + 17
     keys = [f"d/t{i}" for i in range(n)]
     asked: list[int] = []
 
-    def profiles_of(chunk: Sequence[str]) -> dict[str, dict[str, list[float]]]:
-        names = list(chunk)
-        asked.append(len(names))
+    def tags_of(chunk: Sequence[str]) -> dict[str, dict[str, Any]]:
+        asked.append(len(chunk))
         # One tag is gone by the time its chunk is asked for (a reload meanwhile).
-        return {k: {"hod_jumps": [float(k[3:])]} for k in names if k != "d/t3"}
+        return {
+            k: {
+                "fingerprint": "f",
+                "allocated": 1.0,
+                "rate": None,
+                "miss": 0.25 if k == "d/t5" else None,
+                "profile": {"hod_jumps": [float(k[3:])]},
+            }
+            for k in chunk
+            if k != "d/t3"
+        }
 
     state = LearnedState(
         meta={"saved": 1.0},
         strategies={},
-        tags={k: {"fingerprint": "f", "allocated": 1.0, "rate": None} for k in keys},
+        tags={},
         triggers={},
         records=[],
-        profiles_of=profiles_of,
+        tag_keys=keys,
+        tags_of=tags_of,
     )
     async with aiosqlite.connect(tmp_path / "s.db", isolation_level=None) as conn:
         await create_tables(conn)
         await save_state(conn, state)
         loaded = await load_state(conn)
-    assert asked and max(asked) <= PROFILE_CHUNK and sum(asked) == n
-    assert loaded is not None and set(loaded.tags) == set(keys)
-    assert loaded.tags["d/t3"]["profile"] is None
-    assert all(
-        loaded.tags[k]["profile"] == {"hod_jumps": [float(k[3:])]} for k in keys if k != "d/t3"
-    )
+    assert asked and max(asked) <= TAG_CHUNK and sum(asked) == n
+    assert loaded is not None and set(loaded.tags) == set(keys) - {"d/t3"}
+    assert all(loaded.tags[k]["profile"] == {"hod_jumps": [float(k[3:])]} for k in loaded.tags)
+    assert loaded.tags["d/t5"]["miss"] == 0.25  # the extras, gathered chunk by chunk
 
 
 async def test_the_optimizers_save_streams_its_profiles(tmp_path: Path) -> None:

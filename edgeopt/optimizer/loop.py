@@ -24,7 +24,7 @@ import asyncio
 import logging
 import math
 from collections import deque
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -1061,10 +1061,17 @@ class Optimizer:
     def export_state(
         self, profiles: bool = True, only_dirty: bool = False, *, profiles_later: bool = False
     ) -> LearnedState:
-        """What `restore` takes back; `profiles_later`: profiles come from `profiles_of`."""
+        """What `restore` takes back; `profiles_later`: the tags come from `tags_of`."""
         now, wall = self.clock.monotonic(), self.clock.now()
-        exported = self.activity.export_profiles() if profiles and not profiles_later else {}
-        tags = export_tags(self.poller.tags, self.model, exported)
+        tags: dict[str, dict[str, Any]] = {}
+        if not profiles_later:
+            exported = self.activity.export_profiles() if profiles else {}
+            tags = export_tags(self.poller.tags, self.model, exported)
+
+        def tags_of(keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+            exported = self.activity.export_profiles(keys) if profiles else {}
+            return export_tags(self.poller.tags, self.model, exported, keys)
+
         return LearnedState(
             meta={
                 "last_quick": self.last_quick,
@@ -1088,7 +1095,8 @@ class Optimizer:
             tags=tags,
             triggers={k: sorted(v) for k, v in self.model.triggers.items()},
             records=[r.to_json() for r in self.records if r.dirty or not only_dirty],
-            profiles_of=self.activity.export_profiles if profiles and profiles_later else None,
+            tag_keys=list(self.poller.tags) if profiles_later else None,
+            tags_of=tags_of if profiles_later else None,
         )
 
     def restore(self, state: LearnedState) -> None:

@@ -49,7 +49,7 @@ RECORDS_KEPT = 1000
 # How long a save waits for another connection's write (the hot tier's flush).
 BUSY_TIMEOUT_MS = 5000
 # Tags whose rows (with their profiles) are built and written at a time.
-PROFILE_CHUNK = 500
+TAG_CHUNK = 500
 
 
 class LearnedStateStore:
@@ -129,40 +129,26 @@ _UPSERT_TAG = (
 )
 
 
-def _tag_rows(
-    state: LearnedState, keys: list[str], profiles: Mapping[str, Any], saved: float
-) -> list[tuple[Any, ...]]:
-    rows = []
-    for key in keys:
-        t = state.tags[key]
-        profile = profiles.get(key, t.get("profile"))
-        rows.append(
-            (
-                key,
-                str(t["fingerprint"]),
-                float(t["allocated"]),
-                t.get("rate"),
-                None if profile is None else json.dumps(profile),
-                saved,
-            )
+def _tag_rows(entries: Mapping[str, dict[str, Any]], saved: float) -> list[tuple[Any, ...]]:
+    return [
+        (
+            key,
+            str(t["fingerprint"]),
+            float(t["allocated"]),
+            t.get("rate"),
+            None if t.get("profile") is None else json.dumps(t["profile"]),
+            saved,
         )
-    return rows
+        for key, t in entries.items()
+    ]
 
 
 async def save_state(conn: aiosqlite.Connection, state: LearnedState) -> None:
     """Write `state` in one transaction. Tags saved without a profile keep their stored one."""
     saved = float(state.meta.get("saved") or 0.0)
-    extras = {
-        key: {name: t[name] for name in TAG_EXTRAS if t.get(name) is not None}
-        for key, t in state.tags.items()
-    }
-    meta = {**state.meta, EXTRAS_KEY: {k: v for k, v in extras.items() if v}}
+    keys = state.keys()
     await conn.execute("BEGIN IMMEDIATE")
     try:
-        await conn.executemany(
-            "INSERT OR REPLACE INTO optimizer_meta (key, value) VALUES (?, ?)",
-            [(k, json.dumps(v)) for k, v in meta.items() if v is not None or k != "activity"],
-        )
         await conn.executemany(
             "INSERT OR REPLACE INTO optimizer_strategies "
             "(name, enabled, params, learning, updated) VALUES (?, ?, ?, ?, ?)",
@@ -179,13 +165,22 @@ async def save_state(conn: aiosqlite.Connection, state: LearnedState) -> None:
         )
         await conn.execute(
             "DELETE FROM optimizer_tags WHERE tag NOT IN (SELECT value FROM json_each(?))",
-            (json.dumps(list(state.tags)),),
+            (json.dumps(keys),),
         )
-        keys = list(state.tags)
-        for start in range(0, len(keys), PROFILE_CHUNK):
-            chunk = keys[start : start + PROFILE_CHUNK]
-            profiles = state.profiles_of(chunk) if state.profiles_of is not None else {}
-            await conn.executemany(_UPSERT_TAG, _tag_rows(state, chunk, profiles, saved))
+        extras: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(keys), TAG_CHUNK):
+            entries = state.tags_in(keys[start : start + TAG_CHUNK])
+            for key, t in entries.items():
+                extra = {name: t[name] for name in TAG_EXTRAS if t.get(name) is not None}
+                if extra:
+                    extras[key] = extra
+            await conn.executemany(_UPSERT_TAG, _tag_rows(entries, saved))
+            del entries  # before the next chunk's are built
+        meta = {**state.meta, EXTRAS_KEY: extras}
+        await conn.executemany(
+            "INSERT OR REPLACE INTO optimizer_meta (key, value) VALUES (?, ?)",
+            [(k, json.dumps(v)) for k, v in meta.items() if v is not None or k != "activity"],
+        )
         await conn.execute("DELETE FROM optimizer_triggers")
         await conn.executemany(
             "INSERT INTO optimizer_triggers (leader, follower) VALUES (?, ?)",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,11 +22,22 @@ class LearnedState:
     tags: dict[str, dict[str, Any]]
     triggers: dict[str, list[str]]
     records: list[dict[str, Any]]
-    # For a save: the tags' profiles, asked for a few hundred tags at a time
-    # while the rows are written (instead of `profile` in `tags`). At 10k tags
-    # all profiles at once are ~45 MB of Python floats the daemon's heap would
-    # keep as its high-water mark.
-    profiles_of: Callable[[Sequence[str]], Mapping[str, Any]] | None = None
+    # For a save: instead of `tags`, the keys and each chunk's entries (with
+    # their profiles), asked for a few hundred tags at a time while the rows
+    # are written. At 10k tags all of them at once are ~50 MB of dicts, lists
+    # and floats that the daemon's heap would keep as its high-water mark.
+    tag_keys: list[str] | None = None
+    tags_of: Callable[[Sequence[str]], Mapping[str, dict[str, Any]]] | None = None
+
+    def keys(self) -> list[str]:
+        """The tags this state covers."""
+        return list(self.tags) if self.tag_keys is None else self.tag_keys
+
+    def tags_in(self, chunk: Sequence[str]) -> Mapping[str, dict[str, Any]]:
+        """The entries of `chunk`'s tags (those still there)."""
+        if self.tags_of is not None:
+            return self.tags_of(chunk)
+        return {k: self.tags[k] for k in chunk if k in self.tags}
 
 
 def tag_fingerprint(tag: TagRuntime) -> str:
@@ -53,9 +64,14 @@ def tag_fingerprint(tag: TagRuntime) -> str:
 
 
 def export_tags(
-    tags: Mapping[str, TagRuntime], model: PlanModel, profiles: Mapping[str, Any]
+    tags: Mapping[str, TagRuntime],
+    model: PlanModel,
+    profiles: Mapping[str, Any],
+    keys: Iterable[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Each tag's learned share: what `restore_tags` takes back."""
+    """Each tag's learned share (of `keys` still there; default all): what `restore_tags` takes."""
+    if keys is not None:
+        tags = {k: tags[k] for k in keys if k in tags}
     return {
         key: {
             "fingerprint": tag_fingerprint(tag),

@@ -351,6 +351,8 @@ def _last(values: list[float]) -> float:
 
 
 def _kind(cmd: str) -> str:
+    if " run --config " in cmd:  # a fork of the daemon itself: its config parse at start
+        return "config parse (forked at start)"
     if "resource_tracker" in cmd:
         return "multiprocessing resource tracker"
     if "cluster_worker" in cmd or "spawn_main" in cmd or "forkserver" in cmd:

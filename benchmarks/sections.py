@@ -555,21 +555,34 @@ _FOOTPRINT_PARTS = (
     ),
     (
         "profile",
-        "**Where the daemon's CPU goes**: py-spy samples of the running daemon (this tree), "
-        "share of samples by function, self and inclusive. The event loop's own machinery "
-        "(`select`, handles, timers) and pymodbus are what the bare loop pays too.",
+        "**Where the daemon's CPU goes**: py-spy samples of the running daemon (as of "
+        "2026-11-29, after the hot-path work), share of samples by function, self and "
+        "inclusive. The event loop's own machinery (`select`, handles, timers) and pymodbus "
+        "are what the bare loop pays too.",
     ),
     (
         "memory",
         "**What holds the daemon's memory**: tracemalloc's top source lines after the daemon "
-        "ran in-process (imports excluded: they are about 66 MB of RSS before any config).",
+        "ran in-process, its config loaded as `edgeopt run` loads it (imports excluded: "
+        "they are 57 MB of RSS before any config, 61 MB before this work).",
+    ),
+    (
+        "worker",
+        "**The cluster worker, measured separately** (its peak RSS, how long it lives, "
+        "whether it exits when idle). KMeans runs in a plain child process (`python -m "
+        "edgeopt.optimizer.cluster_worker`) started on first use and stopped `IDLE_EXIT` "
+        "(120 s) after its last run; the daemon's other child is the config parse forked at "
+        "start. Before this work the worker was a multiprocessing pool: it also left the "
+        "pool's resource tracker (13 MB) running for the daemon's lifetime, and, spawned, "
+        "it first imported the daemon itself (peak 154 MB, 6.5 CPU-s). The daemon's RSS "
+        "around the worker includes its first learned-state save at 300 s.",
     ),
     (
         "rss",
-        "**RSS over a longer run** (10 minutes, not the hour the goal asks for): it climbs "
-        "slowly while bounded per-device and per-tag histories fill, steps up once at "
-        "about 300 s, when the first periodic save of learned state runs (`learning_save`, "
-        "every 300 s, exports every tag's activity profile), and is flat after that.",
+        "**RSS over an hour, defaults on** (the optimizer learning and saving its state every "
+        "300 s): the histories fill over the first minutes, the activity tracker allocates "
+        "its arrays at the first window (60 s), and the first learned-state save (300 s) "
+        "sets the high-water mark that later saves reuse.",
     ),
 )
 

@@ -80,7 +80,9 @@ def run_daemon(path: str, log_level: str | None) -> int:
         # The file is parsed in a child while this process imports the daemon.
         pending = ConfigLoad(path)
         from edgeopt.daemon import Daemon, DaemonError
+        from edgeopt.resources import pin_mmap_threshold
 
+        pin_mmap_threshold()  # before the daemon's threads start and its heaps fill
         config = pending.result()
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)

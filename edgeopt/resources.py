@@ -27,6 +27,7 @@ A full disk only defers compaction: the storage buffer is there for it.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -519,6 +520,29 @@ class Shedding:
                 "own_rss": sample.rss,
             },
         }
+
+
+# glibc's mallopt parameter (malloc.h) and the size from which blocks are mmapped.
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 128 * 1024
+
+
+def pin_mmap_threshold(size: int = MMAP_THRESHOLD) -> bool:
+    """Have glibc's malloc map every block of `size` or more on its own, for good.
+
+    By default glibc raises that threshold to the size of the largest block
+    freed so far. Once the storage lifecycle's compressors (zstd level 19,
+    lzma, bz2) have freed their multi-MB work buffers, blocks of up to that
+    size come from the heaps instead, and their freed pages stay in the
+    process's RSS: the daemon's RSS stepped up at each of its first tier
+    moves. A fixed threshold keeps large blocks out of the heaps, returned to
+    the system when freed. Returns False where there is no glibc (musl, macOS).
+    """
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, size))
 
 
 def _scope_name(key: str) -> str:

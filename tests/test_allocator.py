@@ -30,7 +30,7 @@ data = [rng.randbytes(n) for n in (2000, 20000, 60000)]
 filters = [{"id": lzma.FILTER_LZMA2, "preset": 9, "dict_size": 1 << 20}]
 kept = []
 def work():
-    for _ in range(150):
+    for _ in range(50):
         for d in data:
             zstandard.ZstdCompressor(level=19).compress(d)
             lzma.compress(d, format=lzma.FORMAT_RAW, filters=filters)

@@ -692,20 +692,20 @@ over plant sizes, the same config measured by another command):
 - **The cluster worker** is a plain child process, not a multiprocessing
   pool (see its table).
 
-Left, with the reason. RSS at 10k tags is about 100 MB a minute in and
-about 115 MB after the first optimization, against the goal of 80 MB. That
+Left, with the reason. RSS at 10k tags is about 100 MB a minute in, about
+115 MB after the first optimization and 132 MB after an hour (the curve
+above, before the pinned threshold), against the goal of 80 MB. The first
 step (at 300 s, the first quick cycle: 7,300 of 10,000 tags slowed and the
 reads re-planned) is the optimizer's own work: under tracemalloc it peaks at
 13 MB of Python objects and keeps 6 MB (the new plan, its decoders, the
-change's record and its A/B split). The
-imports are 57 MB of it (the interpreter 11, numpy 13, asyncio with ssl 9,
-pydantic 5, APScheduler 4, pymodbus 2, the daemon's own modules 11) and the
-validated config 13 MB (a pydantic
-model per tag, its field dict 832 bytes): under 80 MB needs a config model
-without pydantic per tag, or none of numpy in the daemon's process. A
-multiprocessing-free worker and the streamed save were the largest items
-within reach. CPU per register is 1.20–1.41× the bare loop from run to run
-on this shared machine, around the goal of 1.25×.
+change's record and its A/B split). The imports are 57 MB of the total
+(the interpreter 11, numpy 13, asyncio with ssl 9, pydantic 5, APScheduler
+4, pymodbus 2, the daemon's own modules 11) and the validated config 13 MB
+(a pydantic model per tag, its field dict 832 bytes): under 80 MB needs a
+config model without pydantic per tag, or none of numpy in the daemon's
+process, and a first re-plan that builds less. CPU per register is
+1.20–1.41× the bare loop from run to run on this shared machine, around the
+goal of 1.25×.
 """
 
 

@@ -154,33 +154,13 @@ def _device_runtime(device: DeviceConfig) -> DeviceRuntime:
     return DeviceRuntime(device, endpoint_of(device), limits, default_cost(device))
 
 
-def _codec_spec(tag: TagConfig) -> tuple[object, ...]:
-    """What a tag's codec is made of: tags that agree on it can share one (it is frozen)."""
-    return (
-        tag.type,
-        tag.bit,
-        tag.length,
-        tag.byte_order,
-        tag.word_order,
-        tag.scale,
-        tag.offset,
-        getattr(tag, "string_encoding", None),
-    )
-
-
-def _tag_runtime(
-    device: str, tag: TagConfig, codecs: dict[tuple[object, ...], TagCodec]
-) -> TagRuntime:
+def _tag_runtime(device: str, tag: TagConfig) -> TagRuntime:
     key = f"{device}/{tag.name}"
-    spec = _codec_spec(tag)
-    codec = codecs.get(spec)
-    if codec is None:
-        codec = codecs[spec] = codec_for(tag)
     return TagRuntime(
         key=key,
         device=device,
         config=tag,
-        codec=codec,
+        codec=codec_for(tag),  # shared by the tags that agree on every part of it
         table=Table(tag.table),
         state=TagState(key, float(tag.deadband), float(tag.max_staleness)),
         interval=float(tag.interval),
@@ -243,7 +223,6 @@ class Poller:
         ] = {}
         # One codec per distinct (type, orders, scale, ...): a plant has a few
         # dozen, not one per tag (a codec holds compiled structs and closures).
-        self._codecs: dict[tuple[object, ...], TagCodec] = {}
         for device in devices:
             self.add_device(device)
 
@@ -254,7 +233,7 @@ class Poller:
         self.devices[runtime.name] = runtime
         self.schedules.setdefault(runtime.line, ReadSchedule())
         for tag in device.tags:
-            runtime_tag = _tag_runtime(runtime.name, tag, self._codecs)
+            runtime_tag = _tag_runtime(runtime.name, tag)
             self.tags[runtime_tag.key] = runtime_tag
 
     def update_device(self, device: DeviceConfig) -> None:
@@ -284,7 +263,7 @@ class Poller:
         for key, tag in wanted.items():
             current = self.tags.get(key)
             if current is None or current.config != tag:
-                self.tags[key] = _tag_runtime(runtime.name, tag, self._codecs)
+                self.tags[key] = _tag_runtime(runtime.name, tag)
         self._forget_decoders(device.name)  # they hold the tags they decode into
 
     def _forget_decoders(self, device: str) -> None:

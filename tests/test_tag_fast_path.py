@@ -118,3 +118,29 @@ def test_running_stats_add_repeated_equals_adding_one_by_one() -> None:
     b.add_repeated(4.0, 7)
     assert (a.n, a.low, a.high) == (b.n, b.low, b.high)
     assert a.mean == pytest.approx(b.mean) and a.variance == pytest.approx(b.variance)
+
+
+def test_tags_that_differ_only_in_byte_or_bit_field_keep_their_own_codecs() -> None:
+    # Tags share a frozen codec when every part of it agrees; `byte` and `bits`
+    # are parts too, or the low byte would be decoded as the high one.
+    from edgeopt.config import parse_config
+    from edgeopt.poller import Poller
+
+    config = parse_config(
+        """\
+devices:
+  - name: d
+    transport: tcp
+    host: 192.0.2.10
+    tags:
+      - {name: hi, table: holding, address: 0, type: uint8, byte: high}
+      - {name: lo, table: holding, address: 0, type: uint8, byte: low}
+      - {name: f2, table: holding, address: 1, type: uint16, bit: 0, bits: 2}
+      - {name: f3, table: holding, address: 2, type: uint16, bit: 0, bits: 3}
+"""
+    )
+    tags = Poller(config.devices).tags
+    assert tags["d/hi"].codec.decode([0x1234]) == 0x12
+    assert tags["d/lo"].codec.decode([0x1234]) == 0x34
+    assert tags["d/f2"].codec.decode([0b1111]) == 0b11
+    assert tags["d/f3"].codec.decode([0b1111]) == 0b111

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import serve_plant, write_config
+from ports import DEMO_DEVICES, free_port_run
 
 from simulators.plants import demo_plant
 
@@ -153,32 +153,9 @@ async def test_daemon_process_lifecycle(tmp_path: Path):
         assert rows(db) > after_kill
 
 
-def _free_port_run(count: int) -> int:
-    """A first port with `count` free ports from it (the demo's devices take consecutive ports)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + count > 65535:
-            continue
-        socks: list[socket.socket] = []
-        try:
-            for port in range(base, base + count):
-                sock = socket.socket()
-                socks.append(sock)
-                sock.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-        return base
-    raise RuntimeError(f"no {count} consecutive free ports found")
-
-
 def test_demo_script_starts_the_plant_and_daemon_and_queries_them(tmp_path: Path):
     """`make demo`'s script, on its own ports and state dir, for one second."""
-    base = _free_port_run(4)
+    base = free_port_run(DEMO_DEVICES)
     env = {
         **os.environ,
         "DEMO_SECONDS": "1",

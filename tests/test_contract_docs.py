@@ -13,7 +13,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from typing import Any
 
 import pytest
 from conftest import ctl, run_daemon, serve_plant, wait_for, write_config
+from ports import DEMO_DEVICES, free_port_run
 
 from edgeopt.config import load_config
 from edgeopt.control.client import build_parser
@@ -48,12 +48,6 @@ def quickstart_commands() -> list[str]:
     ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_readme_quickstart_commands_run_against_the_demo(tmp_path: Path):
     commands = quickstart_commands()
     assert len(commands) >= 4, "the README's quickstart lost its edgeoptctl examples"
@@ -61,7 +55,7 @@ def test_readme_quickstart_commands_run_against_the_demo(tmp_path: Path):
     env = {
         **os.environ,
         "DEMO_SECONDS": "300",
-        "DEMO_BASE_PORT": str(free_port()),
+        "DEMO_BASE_PORT": str(free_port_run(DEMO_DEVICES)),
         "DEMO_STATE": str(state),
     }
     demo = subprocess.Popen(

@@ -204,7 +204,7 @@ class Optimizer:
         exported: list[OptimizationRecord] = []
 
         def export() -> LearnedState:
-            state = self.export_state(profiles=profiles, only_dirty=True, profiles_later=True)
+            state = self.export_state(profiles=profiles, only_dirty=True, streamed=True)
             # Clean as of this export: a change while the write runs dirties them again.
             for record in self.records:
                 if record.dirty:
@@ -1059,12 +1059,12 @@ class Optimizer:
     # -- learned state ----------------------------------------------------------------------
 
     def export_state(
-        self, profiles: bool = True, only_dirty: bool = False, *, profiles_later: bool = False
+        self, profiles: bool = True, only_dirty: bool = False, *, streamed: bool = False
     ) -> LearnedState:
-        """What `restore` takes back; `profiles_later`: the tags come from `tags_of`."""
+        """What `restore` takes back; `streamed`: the tags are built chunk by chunk (`tags_of`)."""
         now, wall = self.clock.monotonic(), self.clock.now()
         tags: dict[str, dict[str, Any]] = {}
-        if not profiles_later:
+        if not streamed:
             exported = self.activity.export_profiles() if profiles else {}
             tags = export_tags(self.poller.tags, self.model, exported)
 
@@ -1095,8 +1095,8 @@ class Optimizer:
             tags=tags,
             triggers={k: sorted(v) for k, v in self.model.triggers.items()},
             records=[r.to_json() for r in self.records if r.dirty or not only_dirty],
-            tag_keys=list(self.poller.tags) if profiles_later else None,
-            tags_of=tags_of if profiles_later else None,
+            tag_keys=list(self.poller.tags) if streamed else None,
+            tags_of=tags_of if streamed else None,
         )
 
     def restore(self, state: LearnedState) -> None:

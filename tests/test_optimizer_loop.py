@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import sys
@@ -307,7 +308,7 @@ async def test_learned_state_survives_a_restart(tmp_path: Path) -> None:
     # A new process: new clock (monotonic from 0), same wall time, the tag config
     # of quiet2 changed (its learned interval must not be reused).
     sim2, _ = plant()
-    cfg = sim2.poller.tags["d/quiet2"].config.model_copy(update={"deadband": 1.0})
+    cfg = dataclasses.replace(sim2.poller.tags["d/quiet2"].config, deadband=1.0)
     sim2.poller.tags["d/quiet2"].config = cfg
     sim2.clock = type(sim2.clock)(MONDAY + sim.clock.monotonic())
     async with aiosqlite.connect(db, isolation_level=None) as conn:

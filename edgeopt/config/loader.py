@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from edgeopt.config.model import (
@@ -279,39 +280,8 @@ def _validated(text: str, source: str) -> bytes:
     else:
         # Valid, unless the YAML itself had a problem (a duplicate key, ...).
         if not issues and not report.issues:
-            _share_equal_parts(config)
             return pickle.dumps(config, pickle.HIGHEST_PROTOCOL)
     raise ConfigError(_sorted_unique([*issues, *report.issues]))
-
-
-def _share_equal_parts(config: Config) -> None:
-    """Let equal field sets be one object across the config's models.
-
-    The pickle keeps that sharing. At 10k tags each tag would otherwise own
-    the set of the fields it was given (728 bytes): 6 MB more of the
-    daemon's memory. The models are frozen, so nothing changes a shared set
-    in place (a `model_copy` copies it first).
-    """
-    field_sets: dict[frozenset[str], set[str]] = {}
-    stack: list[BaseModel] = [config]
-    while stack:
-        model = stack.pop()
-        fields = model.__pydantic_fields_set__
-        shared_set = field_sets.setdefault(frozenset(fields), fields)
-        object.__setattr__(model, "__pydantic_fields_set__", shared_set)
-        for value in model.__dict__.values():
-            kind = type(value)
-            if kind in _LEAVES:
-                continue
-            if isinstance(value, BaseModel):
-                stack.append(value)
-            elif kind is list or kind is tuple:
-                stack.extend(item for item in value if isinstance(item, BaseModel))
-            elif kind is dict:
-                stack.extend(item for item in value.values() if isinstance(item, BaseModel))
-
-
-_LEAVES = frozenset({str, int, float, bool, type(None)})
 
 
 def check_config_main(path: str | Path) -> int:
@@ -544,9 +514,7 @@ class _Reporter:
             other = None if problem.other is None else (*prefix, *problem.other)
             self.add((*prefix, *problem.loc), problem.message, other)
 
-    def validation_error(
-        self, exc: ValidationError, model: type[BaseModel], prefix: Loc = ()
-    ) -> None:
+    def validation_error(self, exc: ValidationError, model: type[Any], prefix: Loc = ()) -> None:
         """Add an issue per pydantic error; `model` was validated at `prefix`."""
         for error in exc.errors():
             kind = error["type"]
@@ -575,10 +543,10 @@ class _Reporter:
         return tuple(path)
 
 
-def _message(error: Any, model: type[BaseModel], loc: Loc) -> str:
+def _message(error: Any, model: type[Any], loc: Loc) -> str:
     """A user-facing message for one pydantic error."""
     kind = error["type"]
-    if kind == "extra_forbidden":
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
         key = loc[-1] if loc else "?"
         message = f"unknown key {key!r}"
         known = _known_keys(model, loc[:-1])
@@ -589,7 +557,7 @@ def _message(error: Any, model: type[BaseModel], loc: Loc) -> str:
     if kind == "missing":
         return "required key is missing"
     text: str = error["msg"]
-    if kind in ("model_type", "model_attributes_type", "dict_type"):
+    if kind in ("model_type", "model_attributes_type", "dataclass_type", "dict_type"):
         return f"must be a mapping of keys, got {_shown(error.get('input'))}"
     if kind == "too_short":
         least = error.get("ctx", {}).get("min_length", 1)
@@ -612,12 +580,21 @@ def _shown(value: object) -> str:
     return shown if len(shown) <= 40 else shown[:37] + "..."
 
 
-def _known_keys(model: type[BaseModel], loc: Loc) -> list[str]:
+def _fields_of(node: Any) -> dict[str, FieldInfo] | None:
+    """A model's or a pydantic dataclass's fields (TagConfig is the dataclass); else None."""
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        return node.model_fields
+    fields: dict[str, FieldInfo] | None = getattr(node, "__pydantic_fields__", None)
+    return fields
+
+
+def _known_keys(model: type[Any], loc: Loc) -> list[str]:
     """The keys the model at `loc` (below `model`) accepts, for 'did you mean'."""
     current: Any = model
     for part in loc:
-        if isinstance(current, type) and issubclass(current, BaseModel):
-            field = current.model_fields.get(str(part))
+        fields = _fields_of(current)
+        if fields is not None:
+            field = fields.get(str(part))
             if field is None:
                 return []
             current = field.annotation
@@ -627,10 +604,9 @@ def _known_keys(model: type[BaseModel], loc: Loc) -> list[str]:
             current = typing.get_args(current)[1]
         else:
             return []
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        # `source` is set by the loader, so never suggest it.
-        return [name for name in current.model_fields if name != "source"]
-    return []
+    fields = _fields_of(current)
+    # `source` is set by the loader, so never suggest it.
+    return [] if fields is None else [name for name in fields if name != "source"]
 
 
 def _salvage(data: Mapping[str, Any], report: _Reporter) -> None:

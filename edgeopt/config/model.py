@@ -26,10 +26,12 @@ from pydantic import (
     StrictBool,
     StrictFloat,
     StrictInt,
+    TypeAdapter,
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic.dataclasses import dataclass as pydantic_dataclass
+from pydantic_core import ArgsKwargs, PydanticCustomError
 
 from edgeopt.config.durations import format_duration, parse_duration, parse_size
 from edgeopt.modbus.codec import DataType, codec_for, register_width
@@ -552,11 +554,20 @@ class WriteConfig(_Model):
     min_interval: NonNegativeDuration = 1.0
 
 
-class TagConfig(_Model):
+@pydantic_dataclass(
+    slots=True,
+    frozen=True,
+    config=ConfigDict(extra="forbid", allow_inf_nan=False, defer_build=True),
+)
+class TagConfig:
     """One value on a device: where it is, how to decode it, how often to read it.
 
     `min_interval` defaults to `interval` and `max_staleness` to ten times
     `interval`. On coil and discrete tables `type` defaults to bool.
+
+    A slotted dataclass, validated as the models are: a plant has thousands
+    of tags, and a model keeps each one's fields in a dict of its own (about
+    1.2 KB a tag against 0.2 KB: 10 MB of the daemon's memory at 10k tags).
     """
 
     name: Name
@@ -606,27 +617,44 @@ class TagConfig(_Model):
         """One past the last address the tag occupies."""
         return self.address + self.width
 
+    @classmethod
+    def model_validate(cls, data: Any) -> TagConfig:
+        """A tag from its YAML mapping, as the models' own `model_validate`."""
+        return _tag_adapter().validate_python(data)
+
     @model_validator(mode="before")
     @classmethod
     def _defaults(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        data = dict(data)
-        if "type" not in data and data.get("table") in BIT_TABLES:
-            data["type"] = DataType.BOOL.value
-        if "min_interval" not in data or "max_staleness" not in data:
-            try:
-                interval = _positive_duration(data.get("interval", DEFAULT_INTERVAL))
-            except ValueError:
-                return data  # `interval` gets its own error
-            data.setdefault("min_interval", interval)
-            data.setdefault("max_staleness", interval * STALENESS_FACTOR)
-        return data
+        if isinstance(data, ArgsKwargs):  # TagConfig(name=..., ...) in code
+            if data.args or data.kwargs is None:
+                return data
+            return ArgsKwargs((), _tag_defaults(data.kwargs))
+        return _tag_defaults(data) if isinstance(data, dict) else data
 
     @model_validator(mode="after")
     def _check(self) -> TagConfig:
         _raise_problems(tag_problems(self))
         return self
+
+
+@functools.cache
+def _tag_adapter() -> TypeAdapter[TagConfig]:
+    return TypeAdapter(TagConfig)
+
+
+def _tag_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """`type` and the timing keys a tag leaves out, derived from the ones it gives."""
+    data = dict(data)
+    if "type" not in data and data.get("table") in BIT_TABLES:
+        data["type"] = DataType.BOOL.value
+    if "min_interval" not in data or "max_staleness" not in data:
+        try:
+            interval = _positive_duration(data.get("interval", DEFAULT_INTERVAL))
+        except ValueError:
+            return data  # `interval` gets its own error
+        data.setdefault("min_interval", interval)
+        data.setdefault("max_staleness", interval * STALENESS_FACTOR)
+    return data
 
 
 def tag_problems(tag: TagConfig) -> list[Problem]:

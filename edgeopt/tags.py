@@ -24,6 +24,20 @@ class Quality(StrEnum):
 
 _GOOD = Quality.GOOD.value
 
+EVENT_HISTORY = 512  # change event times kept per tag
+
+
+class _NoEvents(FloatRing):
+    """The history of a tag that has not changed yet: empty, and it stays so."""
+
+    __slots__ = ()
+
+    def append(self, value: float) -> None:
+        raise TypeError("a tag's event history is made at its first change")
+
+
+NO_EVENTS: FloatRing = _NoEvents(EVENT_HISTORY)
+
 
 @dataclass(frozen=True, slots=True)
 class Sample:
@@ -105,16 +119,21 @@ class TagStats:
     last_read_ts: float | None = None
     last_event_ts: float | None = None
     last_event_value: Value | None = None
-    inter_change: RunningStats = field(default_factory=RunningStats)
     previous_value: Value | None = None
-    # Recent event times, for rate estimates, correlation and activity profiles.
-    recent_events: FloatRing = field(default_factory=lambda: FloatRing(512))
+    # Recent event times (`recent_events`), made at the first event: most tags
+    # of a plant never change, and an empty ring still costs 136 bytes.
+    _events: FloatRing | None = None
     # The value spread and the read-to-read steps (`spread`, `steps`), kept up to
     # date lazily: most reads of a quiet tag repeat the previous value, and those
     # are only counted here and merged into both in one step when next looked at.
     _spread: RunningStats = field(default_factory=RunningStats)
     _steps: RunningStats = field(default_factory=RunningStats)
     _repeats: int = 0
+
+    @property
+    def recent_events(self) -> FloatRing:
+        """Recent change event times, oldest first: for rates, correlation and snap-backs."""
+        return NO_EVENTS if self._events is None else self._events
 
     @property
     def spread(self) -> RunningStats:
@@ -168,10 +187,11 @@ class TagStats:
             return False
         if not moved_beyond(self.last_event_value, value, deadband):
             return False
-        self.inter_change.add(ts - self.last_event_ts)
         self.changes += 1
         self.last_event_ts, self.last_event_value = ts, value
-        self.recent_events.append(ts)
+        if self._events is None:
+            self._events = FloatRing(EVENT_HISTORY)
+        self._events.append(ts)
         return True
 
     def event_rate(self) -> float:

@@ -139,7 +139,7 @@ class TestTagState:
             stats.observe(v, float(ts), deadband=0.5)
         # Drift of 0.3 per step: an event each time 0.5 is exceeded from the last event.
         assert stats.changes == 2
-        assert stats.inter_change.n == 2
+        assert list(stats.recent_events) == [2.0, 4.0]
         assert stats.event_rate() == pytest.approx(2 / 5)
 
     @pytest.mark.parametrize(

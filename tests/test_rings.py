@@ -62,7 +62,14 @@ def test_cost_samples_iterate_as_the_last_pairs(
 
 def test_the_daemons_histories_are_rings() -> None:
     # The histories that fill as the daemon runs: per tag, per device.
-    assert isinstance(TagStats().recent_events, FloatRing)
+    stats = TagStats()
+    assert isinstance(stats.recent_events, FloatRing) and not stats.recent_events
+    with pytest.raises(TypeError):
+        stats.recent_events.append(1.0)  # the shared empty history stays empty
+    for ts, value in enumerate([0.0, 1.0, 2.0]):
+        stats.observe(value, float(ts), deadband=0.0)
+    assert list(stats.recent_events) == [1.0, 2.0]
+    assert stats.recent_events.maxlen == 512 and not TagStats().recent_events
     assert isinstance(ReadStats().latencies, FloatRing)
     assert DeviceRuntime.__dataclass_fields__["cost_samples"].default_factory().maxlen == (  # type: ignore[misc]
         COST_SAMPLES

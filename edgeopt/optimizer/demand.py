@@ -8,14 +8,14 @@ the fidelity the configured intervals really give (`allocate_for_budget`),
 then widens them where a line is over its bus budget (`shed_to_budget`).
 
 The statistics are read on the event loop; the search runs in a worker
-thread on immutable copies (`PlanInputs`, `TagDemand`s), because at 10k
-tags it takes about a second and the poll loop must not wait for it.
+thread on copies made for it (`PlanInputs`, `TagDemand`s, which it fills in
+with their credit floors), because at 10k tags it takes about a second and
+the poll loop must not wait for it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,8 +26,8 @@ from edgeopt.optimizer.allocation import (
     Allocation,
     TagDemand,
     allocate_for_budget,
+    own_loss,
     predicted_ood,
-    saturated_ood,
 )
 from edgeopt.optimizer.context import ParamValue, StrategyContext
 from edgeopt.optimizer.costs import (
@@ -430,18 +430,16 @@ def compute_allocation(job: _Job) -> AllocationResult:
     # each tag read at its read's period in their plan (a tag that shares a
     # read with a faster one is sampled at that faster rate).
     base = base_periods(inputs)
-    demands = [dataclasses.replace(d, credit_floor=base.get(d.key, 0.0)) for d in demands]
-    plain = [
-        TagDemand(d.key, d.device, d.table, d.address, d.width, d.floor, d.ceiling, d.rate)
-        for d in demands
-        if d.key in job.known
-    ]
+    for d in demands:  # the job's own (build_demands made them for it): filled in place
+        d.credit_floor = base.get(d.key, 0.0)
     # What the configured plan loses (the linear model, as the search counts
     # it), plus the allowed slack: a share of the loss the configured plan
     # really has, by the saturating model, so a busy tag whose linear estimate
-    # is far above 1 does not inflate the allowance.
-    slack = job.scale * saturated_ood(plain, base) + job.floor * len(plain)
-    budget = predicted_ood(plain, base) + slack
+    # is far above 1 does not inflate the allowance. Each known tag counts on
+    # its own here: no weight, followers or credit floors.
+    linear, saturated, known = own_loss(demands, job.known, base)
+    slack = job.scale * saturated + job.floor * known
+    budget = linear + slack
     budget += predicted_ood([d for d in demands if d.key not in job.known], job.allocated)
     allocation = allocate_for_budget(demands, inputs.limits, inputs.costs, budget, start=job.start)
     intervals, shed = shed_to_budget(

@@ -213,7 +213,10 @@ class Optimizer:
             return state
 
         try:
-            await writer_for(self._store, conn).save(export)
+            # Never beside a cycle: each builds per-tag copies of the state,
+            # and the two peaks together would be the daemon's high-water mark.
+            async with self._lock:
+                await writer_for(self._store, conn).save(export)
         except BaseException:
             for record in exported:
                 record.dirty = True

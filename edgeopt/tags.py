@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from edgeopt.rings import FloatRing
+from edgeopt.rings import TimeRing
 
 Value = int | float | str | bool
 
@@ -27,7 +27,7 @@ _GOOD = Quality.GOOD.value
 EVENT_HISTORY = 512  # change event times kept per tag
 
 
-class _NoEvents(FloatRing):
+class _NoEvents(TimeRing):
     """The history of a tag that has not changed yet: empty, and it stays so."""
 
     __slots__ = ()
@@ -36,7 +36,7 @@ class _NoEvents(FloatRing):
         raise TypeError("a tag's event history is made at its first change")
 
 
-NO_EVENTS: FloatRing = _NoEvents(EVENT_HISTORY)
+NO_EVENTS: TimeRing = _NoEvents(EVENT_HISTORY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +122,7 @@ class TagStats:
     previous_value: Value | None = None
     # Recent event times (`recent_events`), made at the first event: most tags
     # of a plant never change, and an empty ring still costs 136 bytes.
-    _events: FloatRing | None = None
+    _events: TimeRing | None = None
     # The value spread and the read-to-read steps (`spread`, `steps`), kept up to
     # date lazily: most reads of a quiet tag repeat the previous value, and those
     # are only counted here and merged into both in one step when next looked at.
@@ -131,7 +131,7 @@ class TagStats:
     _repeats: int = 0
 
     @property
-    def recent_events(self) -> FloatRing:
+    def recent_events(self) -> TimeRing:
         """Recent change event times, oldest first: for rates, correlation and snap-backs."""
         return NO_EVENTS if self._events is None else self._events
 
@@ -190,7 +190,7 @@ class TagStats:
         self.changes += 1
         self.last_event_ts, self.last_event_value = ts, value
         if self._events is None:
-            self._events = FloatRing(EVENT_HISTORY)
+            self._events = TimeRing(EVENT_HISTORY)
         self._events.append(ts)
         return True
 

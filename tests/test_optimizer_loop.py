@@ -16,6 +16,7 @@ from test_optimizer_sim import MONDAY, Sim, config, constant, device, steps, tag
 
 from edgeopt.config import ResourcesConfig
 from edgeopt.optimizer import build_optimizer
+from edgeopt.optimizer import loop as loop_module
 from edgeopt.optimizer.cluster_worker import ClusterRunner
 from edgeopt.optimizer.evaluation import Outcome
 from edgeopt.optimizer.loop import Optimizer
@@ -348,6 +349,47 @@ async def test_save_writes_changed_records_and_keeps_stored_profiles(tmp_path: P
     assert state.meta["activity"] is not None
     assert [r["id"] for r in state.records] == [r.id for r in opt.records]
     assert fresh.model.allocated == opt.model.allocated
+    await opt.close()
+    await fresh.close()
+
+
+async def test_older_judged_records_keep_only_their_history_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A record's snapshots and tag lists are the bulk of it; once judged and
+    # saved, only its history row stays in memory, and the database keeps it whole.
+    monkeypatch.setattr(loop_module, "RECORDS_WHOLE", 1)  # this plant makes few changes
+    sim, opt = plant()
+    await sim.run(2400.0, opt)
+    assert len(opt.records) >= 2 and not opt.records[0].pending
+    history = opt.history(100)
+    async with aiosqlite.connect(tmp_path / "s.db", isolation_level=None) as conn:
+        await create_tables(conn)
+        await opt.save(conn, profiles=False)
+        saved = await load_state(conn)
+        _, fresh = plant()
+        assert await fresh.load(conn)
+    assert saved is not None
+    stored = {r["id"]: r for r in saved.records}
+    older, latest = opt.records[:-1], opt.records[-1]
+    assert all(r.settled and not r.after.intervals and not r.changed for r in older)
+    assert not latest.settled
+    assert opt.history(100) == history  # what `history` shows is unchanged
+    assert all(stored[r.id]["after"]["intervals"] for r in older)  # the database has it all
+    # A later save writes no settled record over its whole row.
+    await sim.run(120.0, opt)
+    async with aiosqlite.connect(tmp_path / "s.db", isolation_level=None) as conn:
+        await opt.save(conn, profiles=False)
+        again = await load_state(conn)
+    assert again is not None
+    assert all(r == stored[r["id"]] for r in again.records if r["id"] in {o.id for o in older})
+    # Loaded from the database: the same split, the same history.
+    assert [r.settled for r in fresh.records] == [r.settled for r in opt.records]
+    assert fresh.history(100) == history
+    # A config reload (an export and a restore) keeps the settled ones.
+    opt.reload(opt.poller)
+    assert [r.id for r in opt.records[: len(older)]] == [r.id for r in older]
+    assert opt.history(100)[-len(older) :] == history[-len(older) :]
     await opt.close()
     await fresh.close()
 

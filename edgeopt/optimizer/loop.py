@@ -72,6 +72,7 @@ MAX_WINDOW = 60.0
 MIN_WINDOWS = 2  # per side, for Welch's test
 FIDELITY_SAMPLE = 400  # changed tags whose fidelity is tracked per window
 HISTORY_KEEP = 500
+RECORDS_WHOLE = 3  # the latest records kept whole; older judged ones keep their history row
 REFIT_EVERY = 10  # windows between cost-model refits
 SNAP_FACTOR = 2.0  # a tag read this many times slower than configured may snap back
 SNAP_READS = 4  # a snap-back needs two changes within this many reads of the slowed tag
@@ -221,6 +222,12 @@ class Optimizer:
             for record in exported:
                 record.dirty = True
             raise
+        self._settle_records()
+
+    def _settle_records(self) -> None:
+        """Older judged records, saved, keep only their history rows."""
+        for record in self.records[:-RECORDS_WHOLE]:
+            record.settle()
 
     async def load(self, conn: Any = None) -> bool:
         """Restore learned state (from the attached store, or `conn`); False if none was saved."""
@@ -1097,7 +1104,9 @@ class Optimizer:
             },
             tags=tags,
             triggers={k: sorted(v) for k, v in self.model.triggers.items()},
-            records=[r.to_json() for r in self.records if r.dirty or not only_dirty],
+            records=[
+                r.to_json() for r in self.records if not r.settled and (r.dirty or not only_dirty)
+            ],
             tag_keys=list(self.poller.tags) if streamed else None,
             tags_of=tags_of if streamed else None,
         )
@@ -1152,6 +1161,7 @@ class Optimizer:
             )
         if self.records:
             self._next_id = max(self._next_id, max(r.id for r in self.records) + 1)
+        self._settle_records()  # the loaded ones are saved already (the void ones are dirty)
         self.model.push(now)
         log.debug("Loaded %d optimization records from storage", len(self.records))
 
@@ -1165,6 +1175,7 @@ class Optimizer:
         """
         if state is None:
             state = self.export_state()
+        settled = [r for r in self.records if r.settled]  # not in an export: kept as they are
         if poller is not self.poller:
             self._detach()
             self.poller = poller
@@ -1172,6 +1183,10 @@ class Optimizer:
         self.model = PlanModel(poller)
         self._default_costs = {n: default_cost(d.config) for n, d in poller.devices.items()}
         self.restore(state)
+        if settled:
+            restored = {r.id for r in self.records}
+            kept = [r for r in settled if r.id not in restored]
+            self.records = sorted(kept + self.records, key=lambda r: r.id)[-HISTORY_KEEP:]
 
     # -- knobs not in the config ------------------------------------------------------------
 

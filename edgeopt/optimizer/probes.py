@@ -193,7 +193,7 @@ class ProbeBook:
         if probe is None or tag is None:
             return
         record = next((r for r in records if r.id == probe.record), None)
-        if record is None:
+        if record is None or record.settled:
             return
         stats = tag.state.stats
         reads = stats.reads - probe.reads

@@ -92,6 +92,8 @@ class OptimizationRecord:
     ab_after: list[tuple[float, float]] = field(default_factory=list)
     # Changed since it was last saved (not persisted: a loaded record is clean).
     dirty: bool = field(default=True, compare=False)
+    # Settled: judged and saved long ago, only its `to_history` row is kept.
+    history_row: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def pending(self) -> bool:
@@ -106,8 +108,30 @@ class OptimizationRecord:
             "forecast": snapshot.forecast,
         }
 
+    @property
+    def settled(self) -> bool:
+        return self.history_row is not None
+
+    def settle(self) -> None:
+        """Keep only the `history` row: the state database holds the rest.
+
+        For a judged, saved record nothing changes any more, and nothing but
+        `history` reads it. Its snapshots and tag lists are the bulk: a first
+        change at 10k tags holds 7,000 intervals a side, and a daemon keeps
+        HISTORY_KEEP records.
+        """
+        if self.pending or self.dirty or self.settled:
+            return
+        self.history_row = self.to_history()
+        empty = PlanSnapshot({}, {})
+        self.before, self.after, self.changed, self.reads_after = empty, empty, [], []
+        self.before_metrics, self.after_metrics = WindowMetrics(), WindowMetrics()
+        self.control, self.rollout, self.ab_before, self.ab_after = [], {}, [], []
+
     def to_history(self) -> dict[str, Any]:
         """The CONTRACT.md `history` row (plus a few extra fields)."""
+        if self.history_row is not None:
+            return dict(self.history_row)
         return {
             "id": self.id,
             "strategy": self.strategy,
@@ -130,6 +154,8 @@ class OptimizationRecord:
         }
 
     def to_json(self) -> dict[str, Any]:
+        if self.settled:
+            raise ValueError(f"record #{self.id} is settled: the database holds it whole")
         return {
             "id": self.id,
             "strategy": self.strategy,

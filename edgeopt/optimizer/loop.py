@@ -24,10 +24,8 @@ import asyncio
 import logging
 import math
 from collections import deque
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
-
-import numpy as np
 
 from edgeopt.clock import Clock
 from edgeopt.config import DEFAULT_COOLDOWNS, Config, OptimizerConfig, StrategyConfig
@@ -44,11 +42,13 @@ from edgeopt.optimizer.demand import (
     plan_inputs,
     planned_bus,
 )
-from edgeopt.optimizer.evaluation import Outcome, Verdict, decide
-from edgeopt.optimizer.experiment import AB, BEFORE_AFTER, MIN_UNITS, gap_series, split_units
+from edgeopt.optimizer.evaluation import Outcome, Verdict
+from edgeopt.optimizer.experiment import AB, BEFORE_AFTER, MIN_UNITS, split_units
 from edgeopt.optimizer.guard import Breach, CostGuard
+from edgeopt.optimizer.judgement import MIN_WINDOWS, judge
+from edgeopt.optimizer.measure import ChangeMeter, fidelity_sample
 from edgeopt.optimizer.model import BURST, SNAP, PlanModel, PlanSnapshot
-from edgeopt.optimizer.probes import ProbeBook, probe_verdict
+from edgeopt.optimizer.probes import ProbeBook
 from edgeopt.optimizer.records import OptimizationRecord, WindowMetrics
 from edgeopt.optimizer.state import LearnedState, export_tags, restore_tags
 from edgeopt.optimizer.strategies import (
@@ -69,8 +69,6 @@ log = logging.getLogger(__name__)
 # Measurement windows: evaluate_after / 8, within these bounds.
 MIN_WINDOW = 5.0
 MAX_WINDOW = 60.0
-MIN_WINDOWS = 2  # per side, for Welch's test
-FIDELITY_SAMPLE = 400  # changed tags whose fidelity is tracked per window
 HISTORY_KEEP = 500
 RECORDS_WHOLE = 3  # the latest records kept whole; older judged ones keep their history row
 REFIT_EVERY = 10  # windows between cost-model refits
@@ -403,12 +401,13 @@ class Optimizer:
         now, wall = context.now, context.wall
         design, control, rollout = split
         touched = proposal.touched(self.model)
-        sample = self._fidelity_keys(touched)
+        sample = fidelity_sample(touched)
         before_slots = self.activity.recent_slots(
             min(self.activity.closed - self._plan_changed_at, self._windows_per_evaluation())
         )
-        before_metrics = self._metrics(before_slots, sample)
-        ab_before = self._ab_pairs(before_slots, sample, control)
+        meter = self._meter()
+        before_metrics = meter.metrics(before_slots, sample)
+        ab_before = meter.ab_pairs(before_slots, sample, control)
         snapshot = strategy.apply(context, proposal)
         weight = proposal.details.get("weight")
         if isinstance(weight, float) and math.isfinite(weight):
@@ -474,7 +473,7 @@ class Optimizer:
         )
         if not splittable:
             return BEFORE_AFTER, [], {}
-        treatment, control = split_units(proposal.intervals, self._unit_of, self._next_id)
+        treatment, control = split_units(proposal.intervals, self._meter().unit_of, self._next_id)
         if not control:
             return BEFORE_AFTER, [], {}
         rollout = {k: proposal.intervals[k] for k in control}
@@ -489,24 +488,6 @@ class Optimizer:
         proposal.predicted["gain"] = (before - after) / before if before > 0 else 0.0
         proposal.summary += f"; A/B: {len(treatment)} tags changed, {len(control)} held as control"
         return AB, control, rollout
-
-    def _unit_of(self, key: str) -> Hashable:
-        """The read a tag shares today (its unit in an A/B split), or the tag alone."""
-        read = self.poller.read_of(key)
-        return read.key if read is not None else key
-
-    def _ab_pairs(
-        self, slots: list[int], treated: list[str], control: list[str]
-    ) -> list[tuple[float, float]]:
-        """Per window with both: (treatment fidelity, control fidelity)."""
-        if not control or not slots:
-            return []
-        pairs = zip(
-            self._fidelity(slots, treated),
-            self._fidelity(slots, self._fidelity_keys(control)),
-            strict=True,
-        )
-        return [(t, c) for t, c in pairs if t is not None and c is not None]
 
     def _reads_of(self, keys: list[str]) -> list[list[Any]]:
         """The planned reads on the devices these tags belong to (at most READS_KEPT)."""
@@ -523,61 +504,11 @@ class Optimizer:
         self._record_from = self.activity.closed + 1
         self.guard.reset()
 
+    def _meter(self) -> ChangeMeter:
+        return ChangeMeter(self.activity, self.poller, self._leader_of)
+
     def _windows_per_evaluation(self) -> int:
         return max(MIN_WINDOWS, round(float(self.config.evaluate_after) / self.window))
-
-    # -- measuring -------------------------------------------------------------------
-
-    def _fidelity_keys(self, keys: list[str]) -> list[str]:
-        if len(keys) <= FIDELITY_SAMPLE:
-            return list(keys)
-        step = len(keys) / FIDELITY_SAMPLE
-        return [keys[int(i * step)] for i in range(FIDELITY_SAMPLE)]
-
-    def _effective_period(self, key: str) -> float:
-        """The period within which a tag's changes are seen (its leader's, if triggered)."""
-        leader = self._leader_of.get(key)
-        tag = self.poller.tags.get(leader or key)
-        if tag is None:
-            return 0.0
-        return tag.interval
-
-    def _metrics(self, slots: list[int], keys: list[str]) -> WindowMetrics:
-        metrics = WindowMetrics()
-        if not slots:
-            return metrics
-        fidelity = self._fidelity(slots, keys)
-        for slot, fid in zip(slots, fidelity, strict=True):
-            sample = self.activity.samples[slot]
-            if sample is not None:
-                metrics.add(sample.bus, sample.reads_per_s, fid)
-        return metrics
-
-    def _fidelity(self, slots: list[int], keys: list[str]) -> list[float | None]:
-        """Per window: 1 - mean estimated out-of-deadband share of `keys`.
-
-        A tag seen to change `rate` times a second, whose changes are seen
-        within `P` (its read period, or its leader's), is off for rate × P / 2.
-        """
-        present = [k for k in keys if k in self.activity.index and k in self.poller.tags]
-        if not present:
-            return [None] * len(slots)
-        stats = self.activity.tag_windows(present, slots)
-        periods = np.array([self._effective_period(k) for k in present], np.float64)
-        out: list[float | None] = []
-        for w, slot in enumerate(slots):
-            sample = self.activity.samples[slot]
-            if sample is None:
-                out.append(None)
-                continue
-            span = max(sample.end - sample.start, 1e-9)
-            seen = stats.reads[:, w] > 0
-            if not seen.any():
-                out.append(None)
-                continue
-            ood = np.minimum(1.0, stats.jumps[:, w] / span * periods / 2.0)
-            out.append(1.0 - float(ood[seen].mean()))
-        return out
 
     # -- the tick ----------------------------------------------------------------------
 
@@ -598,11 +529,10 @@ class Optimizer:
             if sample is not None and self.probes.overlaps(record.id, sample.start, sample.end):
                 sample = None
             if sample is not None:
-                fid = self._fidelity(last, self._fidelity_keys(record.changed))[0]
+                meter, changed = self._meter(), fidelity_sample(record.changed)
+                fid = meter.fidelity(last, changed)[0]
                 record.after_metrics.add(sample.bus, sample.reads_per_s, fid)
-                record.ab_after += self._ab_pairs(
-                    last, self._fidelity_keys(record.changed), record.control
-                )
+                record.ab_after += meter.ab_pairs(last, changed, record.control)
                 record.dirty = True
             elapsed = wall - record.started
             if (
@@ -611,7 +541,12 @@ class Optimizer:
             ):
                 duration = min(120.0, max(10.0, float(self.config.evaluate_after) / 4))
                 self.probes.start(
-                    record, self.poller.tags, self.model, self._effective_period, duration, now
+                    record,
+                    self.poller.tags,
+                    self.model,
+                    self._meter().effective_period,
+                    duration,
+                    now,
                 )
         # Anomaly checks are optional work: critical machine pressure defers them (a while).
         resources = self.resources
@@ -843,48 +778,9 @@ class Optimizer:
             return {"evaluated": [], "pending": 0}
         if wall < record.evaluate_at and not force:
             return {"evaluated": [], "pending": 1, "due": record.evaluate_at}
-        before, after = record.before_metrics, record.after_metrics
-        enough = all(
-            len(x) >= MIN_WINDOWS for x in (before.bus, after.bus, before.fidelity, after.fidelity)
-        )
-        if record.repair:
-            # A repair reads tags faster, back toward their configured intervals:
-            # it cannot cost fidelity nor more than the configured plan (the guard
-            # watches that), and a plant busier than before would make a
-            # before/after fidelity figure blame it for what it is repairing.
-            verdict = Verdict(
-                Outcome.KEPT,
-                "repair: reads back toward the configured intervals",
-                0.0,
-                0.0,
-                1.0,
-            )
-        elif not enough:
-            overdue = wall >= record.evaluate_at + 2 * float(self.config.evaluate_after)
-            if not overdue:
-                return {
-                    "evaluated": [],
-                    "pending": 1,
-                    "waiting": f"#{record.id} needs more measurement windows",
-                }
-            verdict = Verdict(Outcome.ROLLED_BACK, "too few measurements to judge", 0.0, 0.0, 0.0)
-        else:
-            fid_before, fid_after = before.fidelity, after.fidelity
-            if record.design == AB and min(len(record.ab_before), len(record.ab_after)) >= 2:
-                # Against the concurrent control: the plant's own swings cancel.
-                fid_before, fid_after = gap_series(record.ab_before), gap_series(record.ab_after)
-            verdict = decide(
-                before.bus,
-                after.bus,
-                fid_before,
-                fid_after,
-                min_improvement=self._required_improvement(record),
-                planned=record.predicted.get("gain"),
-                expected_loss=self._expected_loss(record),
-                max_fidelity_loss=float(self.config.max_fidelity_loss),
-                repair=record.repair,
-            )
-            verdict = probe_verdict(record, verdict, float(self.config.max_fidelity_loss))
+        verdict = judge(record, wall, self.config)
+        if isinstance(verdict, str):
+            return {"evaluated": [], "pending": 1, "waiting": verdict}
         strategy = self.strategies[record.strategy]
         if verdict.outcome is Outcome.ROLLED_BACK:
             strategy.rollback(self.context(strategy), record.before)
@@ -927,28 +823,6 @@ class Optimizer:
             confidence=verdict.confidence,
         )
         return {"evaluated": [record.to_history()], "pending": 0}
-
-    def _expected_loss(self, record: OptimizationRecord) -> float:
-        """Mean fidelity loss per changed tag that the change's own prediction budgeted."""
-        before, after = record.predicted.get("ood_before"), record.predicted.get("ood_after")
-        if before is None or after is None:
-            return 0.0
-        # An A/B change was planned whole: its halves share the loss per tag.
-        tags = len(record.changed) + len(record.control)
-        return max(0.0, after - before) / max(1, tags)
-
-    def _required_improvement(self, record: OptimizationRecord) -> float:
-        """The saving a change must show: `min_improvement`, or half the predicted one if less.
-
-        Once a plant is well optimized, each further step saves less than the
-        first did; a change that delivers half of what it promised, significantly,
-        is confirmed, and a fixed 10 % bar would roll every late step back.
-        """
-        configured = float(self.config.min_improvement)
-        predicted = record.predicted.get("gain")
-        if predicted is None or not math.isfinite(predicted) or predicted <= 0:
-            return configured
-        return min(configured, 0.5 * predicted)
 
     # -- control ------------------------------------------------------------------------
 

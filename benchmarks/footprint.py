@@ -280,31 +280,46 @@ def memory(n_tags: int, n_devices: int, seconds: float, top: int = 30) -> str:
 
 
 def rss(
-    n_tags: int, n_devices: int, seconds: float, every: float = 30.0, optimizer: str = "off"
+    n_tags: int,
+    n_devices: int,
+    seconds: float,
+    every: float = 30.0,
+    optimizer: str = "off",
+    base: str | None = None,
 ) -> str:
-    with _steady_plant(n_tags, n_devices, "edgeopt-rss-") as steady:
-        config = _optimizer_config(steady, optimizer)
-        daemon = start_daemon(config, steady.work / "daemon.log")
-        ps = psutil.Process(daemon.pid)
+    """The daemon's RSS and CPU seconds every `every` s; with `base`, the daemon at that
+    revision runs beside it, against a simulator of its own, over the same time."""
+    with contextlib.ExitStack() as stack:
+        runs: list[tuple[str, Path | None]] = [("this tree", None)]
+        if base is not None:
+            runs.append((f"at {base}", stack.enter_context(export_rev(base))))
+        watched: list[tuple[str, psutil.Process]] = []
+        for name, src in runs:
+            steady = stack.enter_context(_steady_plant(n_tags, n_devices, "edgeopt-rss-"))
+            config = _optimizer_config(steady, optimizer)
+            log = steady.work / "daemon.log"
+            daemon = start_daemon(config, log) if src is None else _daemon_at(src, config, log)
+            stack.callback(stop_process, daemon)
+            watched.append((name, psutil.Process(daemon.pid)))
         t0 = time.monotonic()
         points: list[dict[str, Any]] = []
-        try:
-            while (elapsed := time.monotonic() - t0) < seconds:
-                time.sleep(min(every, max(0.1, seconds - elapsed)))
-                points.append(
-                    {
-                        "s": round(time.monotonic() - t0),
-                        "rss_mb": round(ps.memory_info().rss / 2**20, 1),
-                        "cpu_s": round(sum(ps.cpu_times()[:2]), 1),
-                    }
+        while (elapsed := time.monotonic() - t0) < seconds:
+            time.sleep(min(every, max(0.1, seconds - elapsed)))
+            point: dict[str, Any] = {"s": round(time.monotonic() - t0)}
+            for name, ps in watched:
+                point[name] = (
+                    round(ps.memory_info().rss / 2**20, 1),
+                    round(sum(ps.cpu_times()[:2]), 1),
                 )
-                print(json.dumps(points[-1]), file=sys.stderr, flush=True)
-        finally:
-            stop_process(daemon)
-    return "\n".join(
-        [f"optimizer {optimizer}", "", "| seconds | RSS | CPU-s |", "|--:|--:|--:|"]
-        + [f"| {p['s']} | {p['rss_mb']} MB | {p['cpu_s']} |" for p in points]
-    )
+            points.append(point)
+            print(json.dumps(point), file=sys.stderr, flush=True)
+    names = [name for name, _ in watched]
+    head = "| seconds | " + " | ".join(f"RSS ({n}) | CPU-s ({n})" for n in names) + " |"
+    rows = [
+        f"| {p['s']} | " + " | ".join(f"{p[n][0]} MB | {p[n][1]}" for n in names) + " |"
+        for p in points
+    ]
+    return "\n".join([f"optimizer {optimizer}", "", head, "|--:|" + "--:|--:|" * len(names), *rows])
 
 
 WATCH_EVERY = 0.5  # seconds between looks at the daemon's children
@@ -430,7 +445,12 @@ def worker(n_tags: int, n_devices: int, seconds: float, full_every: float) -> st
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.footprint", description=__doc__)
     ap.add_argument("what", choices=("ab", "startup", "profile", "memory", "rss", "worker"))
-    ap.add_argument("--base", default="HEAD", help="ab: the revision to compare against")
+    ap.add_argument(
+        "--base",
+        default=None,
+        help="ab, startup: the revision to compare against (default HEAD); "
+        "rss: a revision whose daemon runs beside this tree's",
+    )
     ap.add_argument("--tags", type=int, default=10_000)
     ap.add_argument("--devices", type=int, default=100)
     ap.add_argument("--warmup", type=float, default=8.0)
@@ -454,9 +474,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     if args.what == "ab":
-        text = ab(args.base, args.tags, args.devices, args.warmup, args.seconds, args.optimizer)
+        base = args.base or "HEAD"
+        text = ab(base, args.tags, args.devices, args.warmup, args.seconds, args.optimizer)
     elif args.what == "startup":
-        text = startup(args.base, args.tags, args.devices)
+        text = startup(args.base or "HEAD", args.tags, args.devices)
     elif args.what == "profile":
         text = profile(args.tags, args.devices, args.warmup, args.seconds)
     elif args.what == "memory":
@@ -464,7 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.what == "worker":
         text = worker(args.tags, args.devices, args.seconds, args.full_every)
     else:
-        text = rss(args.tags, args.devices, args.seconds, optimizer=args.optimizer)
+        text = rss(args.tags, args.devices, args.seconds, optimizer=args.optimizer, base=args.base)
     print(text)
     if args.save:
         from .report import Stamp, machine_info, save_result

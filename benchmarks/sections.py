@@ -546,7 +546,8 @@ _FOOTPRINT_PARTS = (
         "ab",
         "**Before and after, in one run** (issue 11): the daemon at the commit before the "
         "footprint work, the daemon of this tree, and the bare pymodbus loop, one after the "
-        "other against one simulator. Only the ratios carry from one run to another.",
+        "other against one simulator (each daemon with a state directory of its own). Only "
+        "the ratios carry from one run to another.",
     ),
     (
         "startup",
@@ -579,12 +580,14 @@ _FOOTPRINT_PARTS = (
     ),
     (
         "rss",
-        "**RSS over an hour, defaults on** (the optimizer learning, re-planning and saving "
-        "its state every 300 s): the histories fill over the first minutes, the activity "
+        "**RSS over an hour, defaults on, before and after in one run** (the optimizer "
+        "learning, re-planning and saving its state every 300 s): this tree's daemon and "
+        "the daemon at 8e83b26 (before the third pass below) side by side, each against a "
+        "simulator of its own. The histories fill over the first minutes, the activity "
         "tracker allocates its arrays at the first window (60 s), and the first quick cycle "
-        "(300 s: most tags slowed, the reads re-planned) raises it once. The smaller steps "
-        "after it come with the next cycles and the storage lifecycle's first tier moves "
-        "(every 600 s); this run's daemon predates the pinned mmap threshold (see below).",
+        "(300 s: most tags slowed, the reads re-planned) raises it once; the smaller steps "
+        "after it come with the next cycles and the storage lifecycle's tier moves (every "
+        "600 s).",
     ),
 )
 
@@ -692,20 +695,56 @@ over plant sizes, the same config measured by another command):
 - **The cluster worker** is a plain child process, not a multiprocessing
   pool (see its table).
 
-Left, with the reason. RSS at 10k tags is about 100 MB a minute in, about
-115 MB after the first optimization and 132 MB after an hour (the curve
-above, before the pinned threshold), against the goal of 80 MB. The first
-step (at 300 s, the first quick cycle: 7,300 of 10,000 tags slowed and the
-reads re-planned) is the optimizer's own work: under tracemalloc it peaks at
-13 MB of Python objects and keeps 6 MB (the new plan, its decoders, the
-change's record and its A/B split). The imports are 57 MB of the total
-(the interpreter 11, numpy 13, asyncio with ssl 9, pydantic 5, APScheduler
-4, pymodbus 2, the daemon's own modules 11) and the validated config 13 MB
-(a pydantic model per tag, its field dict 832 bytes): under 80 MB needs a
-config model without pydantic per tag, or none of numpy in the daemon's
-process, and a first re-plan that builds less. CPU per register is
-1.20–1.41× the bare loop from run to run on this shared machine, around the
-goal of 1.25×.
+**The third pass** (2026-11-30, memory; the hour-long table above is its
+before and after):
+
+- **Tags are slotted dataclasses**, validated by pydantic as the models are
+  (`TagConfig`, a pydantic dataclass): a model kept each tag's 24 fields in a
+  dict of its own. The 10k-tag config in the daemon went from 10.4 MiB to
+  3.9 MiB of Python objects, and the sharing of field sets that only served
+  tag models is gone.
+- **The quick cycle builds less.** Its search (`compute_allocation`, in a
+  thread) filled two copies of every demand; now it fills the job's own
+  demands with their credit floors, and counts the configured plan's loss
+  without copies (its Python peak at 10k tags: 5.3 → 2.4 MiB; the same
+  allocation to the bit). The window rates are read off the tracker's arrays
+  when asked for (`WindowRates`), not built as two dicts of 10k tuples. A
+  learned-state save waits for a running cycle, so the two peaks no longer
+  add up (both came every 300 s, at the same moment).
+- **Event histories**: made at a tag's first change (most tags of a plant
+  never change), and kept as int32 milliseconds from a base (`TimeRing`,
+  4 bytes a time): a tag that changes at every read fills 2 KB, not 4, so
+  10k such tags hold 20 MB of histories, not 40. Rounding to the millisecond
+  moved two held-out plants in §5 (gen:1004's bus 0.57× → 0.53×) and left
+  every summary figure as it was.
+- **Older judged records keep only their history row** once saved; the
+  state database keeps them whole. The first change at 10k tags holds about
+  7,000 intervals a side: 0.47 MB as a record, 10 KB as its row. A daemon
+  keeps 500 records, so over days of changes this is what kept growing.
+
+Left, with the reason. RSS at 10k tags is 89 MB half a minute in, 108 MB
+after the first optimization and 121 MB from 40 minutes on (the table
+above; 97, 122 and 134 MB at 8e83b26 beside it, the same CPU seconds over
+the hour), against the goal of 80 MB: 8–14 MB less than before this pass,
+and still 40 MB over. The imports are 57 MB of it (the
+interpreter 11, numpy 13, asyncio with ssl 9, pydantic 5, APScheduler 4,
+pymodbus 2, the daemon's own modules 11). The rest is mostly pymalloc's
+arenas: an arena goes back to the system only when every object in it is
+gone, and the optimizer's cycles build per-tag objects (rates, demands,
+plans) while polling goes on, so long-lived objects land among their
+temporaries and hold the arenas. Under 80 MB needs numpy out of the
+polling process, or the optimizer's per-tag work done on arrays or in a
+child process, not another trim.
+
+CPU per register measured 1.20–1.41× the bare loop in the runs of
+2026-11-29/30 and 1.50–1.66× in this pass's (the daemon at 8e83b26, run
+beside this tree three times, measured 1.37–1.66×, within ±8 % of it): the
+bare loop's own cost moves from day to day, so the goal of 1.25× is not
+reliably met. Until this pass `footprint ab` ran both daemons in one state
+directory, so the second (this tree's) started on the first one's hot
+storage and learned splits: in a run of the same code on both sides that
+cost the second +13 MB and about 15 % more CPU. Each now has its own, so
+the tables before this pass understate what the work tree gained.
 """
 
 

@@ -106,15 +106,6 @@ def _row(name: str, m: Measured, bare: Measured) -> str:
     )
 
 
-def _optimizer_config(steady: SteadyPlant, optimizer: str) -> Path:
-    """The steady plant's config with the optimizer `on` (its defaults) or `off` (as written)."""
-    if optimizer == "off":
-        return steady.config
-    return write_config(
-        steady.plant, steady.sim.endpoints, steady.work, sections={"optimizer": {"enabled": True}}
-    )
-
-
 def _own_state(steady: SteadyPlant, optimizer: str, name: str) -> Path:
     """The steady plant's config with a state directory of its own.
 
@@ -317,7 +308,7 @@ def rss(
         watched: list[tuple[str, psutil.Process]] = []
         for name, src in runs:
             steady = stack.enter_context(_steady_plant(n_tags, n_devices, "edgeopt-rss-"))
-            config = _optimizer_config(steady, optimizer)
+            config = _own_state(steady, optimizer, "daemon")
             log = steady.work / "daemon.log"
             daemon = start_daemon(config, log) if src is None else _daemon_at(src, config, log)
             stack.callback(stop_process, daemon)

@@ -221,8 +221,6 @@ class Poller:
         self._decoders: dict[
             tuple[str, Table, int, int], tuple[list[TagRuntime], BlockDecoder | None]
         ] = {}
-        # One codec per distinct (type, orders, scale, ...): a plant has a few
-        # dozen, not one per tag (a codec holds compiled structs and closures).
         for device in devices:
             self.add_device(device)
 

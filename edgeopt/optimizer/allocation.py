@@ -23,7 +23,7 @@ fidelity the config asks for at less bus time.
 from __future__ import annotations
 
 import math
-from collections.abc import Container, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from edgeopt.modbus.planner import CostModel, DeviceLimits, Priority, Table, read_links
@@ -126,28 +126,6 @@ def saturated_loss(rate: float, period: float) -> float:
     if x < 1e-6:
         return x / 2.0
     return 1.0 - (1.0 - math.exp(-x)) / x
-
-
-def own_loss(
-    demands: Iterable[TagDemand], keys: Container[str], intervals: Mapping[str, float]
-) -> tuple[float, float, int]:
-    """`predicted_ood` and `saturated_ood` of the tags in `keys`, each on its own.
-
-    As if each were a bare demand (its rate alone: no followers, carried
-    changes, fixed loss or credit floor), without building those copies.
-    Returns (linear, saturated, tags counted).
-    """
-    linear = saturated = 0.0
-    counted = 0
-    for d in demands:
-        if d.key not in keys:
-            continue
-        counted += 1
-        period = intervals.get(d.key)
-        if period is not None:
-            linear += d.rate / 2.0 * max(period, 0.0)
-            saturated += saturated_loss(d.rate, period)
-    return linear, saturated, counted
 
 
 def saturated_ood(demands: Iterable[TagDemand], intervals: Mapping[str, float]) -> float:

@@ -9,6 +9,7 @@ exact line, field path and message of each error.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import math
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from edgeopt.config import (
+    ConfigLoad,
     DEFAULT_COOLDOWNS,
     Config,
     ConfigError,
@@ -444,6 +446,16 @@ def test_isolated_load_reports_the_same_issues(case: str, tmp_path: Path) -> Non
         load_config(path, isolated=True)
     assert isolated.value.issues == here.value.issues
     assert isolated.value.issues  # each case has at least one
+
+
+def test_a_pending_load_lets_go_of_the_file_text_once_it_has_the_config(tmp_path: Path) -> None:
+    # `edgeopt run` holds its ConfigLoad for the daemon's whole life: the YAML
+    # text (1.7 MB at 10k tags) must not live as long.
+    text = REFERENCE.read_text(encoding="utf-8")
+    pending = ConfigLoad(REFERENCE)
+    assert any(isinstance(v, str) and len(v) >= len(text) for v in gc.get_referents(pending))
+    assert pending.result() == load_config(REFERENCE)
+    assert not any(isinstance(v, str) and len(v) >= len(text) for v in gc.get_referents(pending))
 
 
 def test_isolated_load_falls_back_when_it_cannot_fork(

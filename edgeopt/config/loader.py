@@ -162,9 +162,11 @@ class ConfigLoad:
             ConfigError: the YAML is not valid or breaks the schema.
         """
         child, self._child = self._child, None
+        # The text is not kept: the caller may hold this object as long as it runs.
+        text, self._text = self._text, ""
         data = _child_result(*child) if child is not None else None
         if data is None:
-            return parse_config(self._text, self.source)
+            return parse_config(text, self.source)
         return _unpickled(data)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 from test_optimizer_sim import Sim, config, constant, device, steps, tag
 
 from edgeopt.daemon import Daemon
+from edgeopt.forked import WorkFailed
 from edgeopt.optimizer import build_optimizer
 from edgeopt.optimizer.loop import Optimizer
 from edgeopt.optimizer.persistence import LearnedStateStore, create_tables, save_state
@@ -171,3 +173,50 @@ async def test_the_optimizers_save_streams_its_profiles(tmp_path: Path) -> None:
     await store.close()
     assert loaded is not None
     assert {k: v["profile"] for k, v in loaded.tags.items()} == opt.activity.export_profiles()
+
+
+async def test_a_save_is_exported_in_a_child_and_what_changes_meanwhile_stays_dirty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgeopt.optimizer import persistence
+    from edgeopt.optimizer.persistence import load_state
+
+    sim, opt = plant()
+    await sim.run(600.0, opt)
+    assert opt.records and all(r.dirty for r in opt.records[-1:])
+    store = await LearnedStateStore.open(tmp_path / "edgeopt.db")
+    await create_tables(store.conn)
+    opt.attach(store)
+    exported_in = tmp_path / "pid"
+    export_state = Optimizer.export_state
+
+    def recording(self: Optimizer, *args: Any, **kwargs: Any) -> Any:
+        exported_in.write_text(str(os.getpid()))
+        return export_state(self, *args, **kwargs)
+
+    write = persistence.write_statements
+
+    async def changing_meanwhile(conn: aiosqlite.Connection, statements: Any) -> None:
+        opt.records[-1].dirty = True  # the record changes while the rows are written
+        await write(conn, statements)
+
+    monkeypatch.setattr(Optimizer, "export_state", recording)
+    monkeypatch.setattr(persistence, "write_statements", changing_meanwhile)
+    await opt.save(profiles=True)
+    assert int(exported_in.read_text()) != os.getpid()
+    assert [r.dirty for r in opt.records] == [False] * (len(opt.records) - 1) + [True]
+    loaded = await load_state(store.conn)
+    assert loaded is not None
+    assert [r["id"] for r in loaded.records] == [r.id for r in opt.records]
+
+    # An export that fails in the child fails the save: every record stays dirty.
+    def failing(self: Optimizer, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("disk image is malformed")
+
+    monkeypatch.setattr(Optimizer, "export_state", failing)
+    for record in opt.records:
+        record.dirty = True
+    with pytest.raises(WorkFailed, match="disk image is malformed"):
+        await opt.save(profiles=True)
+    assert all(r.dirty for r in opt.records)
+    await store.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,34 @@ async def test_strategies_on_cooldown_are_skipped_with_a_debug_log(
     # An operator's run ignores the cooldown.
     manual = await opt.run_strategy("interval")
     assert manual["strategies"]["interval"]["status"] in ("applied", "no_change")
+    await opt.close()
+
+
+async def test_the_interval_plan_is_searched_in_a_child_and_its_references_come_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sim, opt = plant()
+    for _ in range(10):  # measure a few windows without running any cycle
+        await sim.run(20.0)
+        opt.tick()
+    searched_in = tmp_path / "pid"
+    plan = IntervalStrategy.plan
+
+    def recording(self: IntervalStrategy, context: Any) -> Proposal | None:
+        searched_in.write_text(str(os.getpid()))
+        return plan(self, context)
+
+    monkeypatch.setattr(IntervalStrategy, "plan", recording)
+    opt.model.reference_rates.clear()
+    result = await opt.run_strategy("interval")
+    assert result["strategies"]["interval"]["status"] == "applied"
+    assert int(searched_in.read_text()) != os.getpid()
+    # The tags read at their configured rate refreshed their reference rates
+    # in the child; the parent has them now, stamped with the cycle's time.
+    references = opt.model.reference_rates
+    assert {"d/busy", "d/quiet1", "d/quiet2", "d/quiet3"} <= set(references)
+    assert {when for _, when in references.values()} == {sim.clock.now()}
+    assert references["d/busy"][0] > references["d/quiet1"][0]
     await opt.close()
 
 

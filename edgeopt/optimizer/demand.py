@@ -492,44 +492,78 @@ async def plan_allocation(
     `budget_scale` below 1 asks for a more cautious plan: it scales the
     fidelity slack, never the loss the configured intervals have anyway.
     """
-    poller, model = context.poller, context.model
-    params = context.allocation_params
-    use_forecast = model.forecast if forecast is None else forecast
-    trig = model.triggers if triggers is None else triggers
-    rate_map = dict(rates) if rates is not None else tag_rates(context, use_forecast, periods)
-    demands = build_demands(
-        poller,
-        rate_map,
-        model.allocated,
-        trig,
-        params,
-        direction,
-        {**model.misses, **(misses or {})},
+    search = _AllocationSearch(
+        context, triggers, forecast, rates, budget_scale, periods, direction, misses
     )
-    inputs = plan_inputs(poller, params)
-    job = _Job(
-        inputs=inputs,
-        demands=demands,
-        known=frozenset(k for k, v in rate_map.items() if v is not None),
-        allocated=dict(model.allocated),
-        scale=_param(params, "fidelity_slack") * budget_scale,
-        floor=_param(params, "fidelity_floor") * budget_scale,
-        start=model.weight,
-    )
-    cost_of_triggers = trigger_cost(poller, trig, rate_map)
-    found = await asyncio.to_thread(compute_allocation, job)
-    return AllocationPlan(
-        allocation=found.allocation,
-        intervals=found.intervals,
-        demands=found.demands,
-        budget=found.budget,
-        slack=found.slack,
-        current_bus=found.bus_now,
-        current_ood=predicted_ood(found.demands, job.allocated),
-        proposed_bus=found.bus_after,
-        proposed_ood=predicted_ood(found.demands, found.intervals),
-        trigger_cost=cost_of_triggers,
-        shed=found.shed,
-        rates={k: v for k, v in rate_map.items() if v is not None},
-        inputs=inputs,
-    )
+    return search.plan(await asyncio.to_thread(compute_allocation, search.job))
+
+
+def allocation_plan(
+    context: StrategyContext,
+    *,
+    budget_scale: float = 1.0,
+    direction: str | None = None,
+) -> AllocationPlan:
+    """`plan_allocation`, searched in this thread (for work that runs in a child of its own)."""
+    search = _AllocationSearch(context, None, None, None, budget_scale, None, direction, None)
+    return search.plan(compute_allocation(search.job))
+
+
+class _AllocationSearch:
+    """An allocation search's job, read from the statistics, and the plan its result makes."""
+
+    def __init__(
+        self,
+        context: StrategyContext,
+        triggers: Mapping[str, frozenset[str] | tuple[str, ...]] | None,
+        forecast: bool | None,
+        rates: Mapping[str, float | None] | None,
+        budget_scale: float,
+        periods: Mapping[str, int] | None,
+        direction: str | None,
+        misses: Mapping[str, float] | None,
+    ) -> None:
+        poller, model = context.poller, context.model
+        params = context.allocation_params
+        use_forecast = model.forecast if forecast is None else forecast
+        trig = model.triggers if triggers is None else triggers
+        self.rate_map = (
+            dict(rates) if rates is not None else tag_rates(context, use_forecast, periods)
+        )
+        demands = build_demands(
+            poller,
+            self.rate_map,
+            model.allocated,
+            trig,
+            params,
+            direction,
+            {**model.misses, **(misses or {})},
+        )
+        self.job = _Job(
+            inputs=plan_inputs(poller, params),
+            demands=demands,
+            known=frozenset(k for k, v in self.rate_map.items() if v is not None),
+            allocated=dict(model.allocated),
+            scale=_param(params, "fidelity_slack") * budget_scale,
+            floor=_param(params, "fidelity_floor") * budget_scale,
+            start=model.weight,
+        )
+        self.trigger_cost = trigger_cost(poller, trig, self.rate_map)
+
+    def plan(self, found: AllocationResult) -> AllocationPlan:
+        job = self.job
+        return AllocationPlan(
+            allocation=found.allocation,
+            intervals=found.intervals,
+            demands=found.demands,
+            budget=found.budget,
+            slack=found.slack,
+            current_bus=found.bus_now,
+            current_ood=predicted_ood(found.demands, job.allocated),
+            proposed_bus=found.bus_after,
+            proposed_ood=predicted_ood(found.demands, found.intervals),
+            trigger_cost=self.trigger_cost,
+            shed=found.shed,
+            rates={k: v for k, v in self.rate_map.items() if v is not None},
+            inputs=job.inputs,
+        )

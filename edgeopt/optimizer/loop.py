@@ -24,12 +24,13 @@ import asyncio
 import logging
 import math
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from edgeopt.clock import Clock
 from edgeopt.config import DEFAULT_COOLDOWNS, Config, OptimizerConfig, StrategyConfig
 from edgeopt.events import EventLog
+from edgeopt.forked import ChildLost, ForkedWork
 from edgeopt.modbus.planner import CostModel
 from edgeopt.optimizer.activity import ActivityTracker
 from edgeopt.optimizer.advice import recommendations
@@ -203,19 +204,19 @@ class Optimizer:
         exported: list[OptimizationRecord] = []
 
         def export() -> LearnedState:
-            state = self.export_state(profiles=profiles, only_dirty=True, streamed=True)
+            return self.export_state(profiles=profiles, only_dirty=True, streamed=True)
+
+        def taken() -> None:
             # Clean as of this export: a change while the write runs dirties them again.
             for record in self.records:
                 if record.dirty:
                     record.dirty = False
                     exported.append(record)
-            return state
 
         try:
-            # Never beside a cycle: each builds per-tag copies of the state,
-            # and the two peaks together would be the daemon's high-water mark.
+            # Never beside a cycle: the state is taken between two of them.
             async with self._lock:
-                await writer_for(self._store, conn).save(export)
+                await writer_for(self._store, conn).save(export, taken)
         except BaseException:
             for record in exported:
                 record.dirty = True
@@ -478,12 +479,16 @@ class Optimizer:
             return BEFORE_AFTER, [], {}
         rollout = {k: proposal.intervals[k] for k in control}
         proposal.intervals = {k: proposal.intervals[k] for k in treatment}
-        inputs = plan_inputs(self.poller, self.context().allocation_params)
+        params = self.context().allocation_params
+
+        def work() -> Iterator[float]:
+            intervals = {**self.model.allocated, **proposal.intervals}
+            yield planned_bus(plan_inputs(self.poller, params), intervals)
+
         before = float(proposal.predicted.get("bus_before", 0.0))
-        # Priced off the event loop, like the allocation itself: at 10k tags it takes a while.
-        after = await asyncio.to_thread(
-            planned_bus, inputs, {**self.model.allocated, **proposal.intervals}
-        )
+        # Priced in a forked child, like the allocation itself: at 10k tags it
+        # takes a while, and its temporaries would stay in the daemon's heap.
+        (after,) = await ForkedWork(work).items()
         proposal.predicted["bus_after"] = after
         proposal.predicted["gain"] = (before - after) / before if before > 0 else 0.0
         proposal.summary += f"; A/B: {len(treatment)} tags changed, {len(control)} held as control"
@@ -569,8 +574,16 @@ class Optimizer:
     def configured_costs(self) -> dict[str, float]:
         """Per line: what the plan at the configured intervals costs (cached until a refit)."""
         if self._configured_costs is None:
-            inputs = plan_inputs(self.poller, self.context().allocation_params)
-            self._configured_costs = configured_line_costs(inputs)
+            params = self.context().allocation_params
+
+            def work() -> Iterator[dict[str, float]]:
+                yield configured_line_costs(plan_inputs(self.poller, params))
+
+            # Priced in a forked child: the plan's temporaries stay out of the heap.
+            try:
+                (self._configured_costs,) = ForkedWork(work).items_now()
+            except ChildLost:
+                (self._configured_costs,) = work()
         return self._configured_costs
 
     def _check_guard(self, now: float, wall: float) -> None:

@@ -27,12 +27,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
+from edgeopt.forked import ForkedWork
 from edgeopt.optimizer.state import LearnedState
 
 # The tables live with the rest of the schema, as migration 4 in storage.schema.
@@ -48,8 +49,12 @@ EXTRAS_KEY = "tag_extras"
 RECORDS_KEPT = 1000
 # How long a save waits for another connection's write (the hot tier's flush).
 BUSY_TIMEOUT_MS = 5000
+# The connection's page cache, KiB (SQLite's default is 2,000).
+CACHE_KIB = 256
 # Tags whose rows (with their profiles) are built and written at a time.
 TAG_CHUNK = 500
+# Seconds a save's forked export may take before it is given up (and retried).
+SAVE_TIMEOUT = 120.0
 
 
 class LearnedStateStore:
@@ -66,22 +71,34 @@ class LearnedStateStore:
         """Its own connection to the database at `path` (autocommit: transactions are explicit)."""
         conn = await aiosqlite.connect(path, isolation_level=None)
         await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        # A save every few minutes needs no 2 MB page cache kept between saves.
+        await conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         return cls(conn)
 
     @property
     def closed(self) -> bool:
         return self._closed
 
-    async def save(self, export: Callable[[], LearnedState]) -> bool:
+    async def save(
+        self, export: Callable[[], LearnedState], taken: Callable[[], None] | None = None
+    ) -> bool:
         """Write `export()`, called once the writer is free (so the newest state wins).
 
-        Returns False, writing nothing, once the store is closed.
+        The export and its statements are built in a forked child (see
+        `edgeopt.forked`): at 10k tags they are tens of thousands of dicts,
+        lists and strings the daemon's heap would keep as its high-water
+        mark. Only the rows come back, written here. `taken` runs here the
+        moment the state is taken (whatever changes after it is the next
+        save's). Returns False, writing nothing, once the store is closed.
         """
         async with self._lock:
             if self._closed:
                 log.debug("learned state not saved: the store is closed")
                 return False
-            await save_state(self.conn, export())
+            work = ForkedWork(lambda: save_statements(export()), timeout=SAVE_TIMEOUT)
+            if taken is not None:
+                taken()
+            await write_statements(self.conn, await work.items())
             self.saves += 1
             return True
 
@@ -143,76 +160,91 @@ def _tag_rows(entries: Mapping[str, dict[str, Any]], saved: float) -> list[tuple
     ]
 
 
+# One step of a save: a statement and its parameter rows (for executemany).
+Statement = tuple[str, Sequence[Sequence[Any]]]
+
+
 async def save_state(conn: aiosqlite.Connection, state: LearnedState) -> None:
     """Write `state` in one transaction. Tags saved without a profile keep their stored one."""
-    saved = float(state.meta.get("saved") or 0.0)
-    keys = state.keys()
+    await write_statements(conn, save_statements(state))
+
+
+async def write_statements(conn: aiosqlite.Connection, statements: Iterable[Statement]) -> None:
+    """Run a save's statements in one transaction: all of them, or (on any error) none."""
     await conn.execute("BEGIN IMMEDIATE")
     try:
-        await conn.executemany(
-            "INSERT OR REPLACE INTO optimizer_strategies "
-            "(name, enabled, params, learning, updated) VALUES (?, ?, ?, ?, ?)",
-            [
-                (
-                    name,
-                    int(bool(s.get("enabled", True))),
-                    json.dumps(s.get("params", {})),
-                    json.dumps(s.get("learning", {})),
-                    saved,
-                )
-                for name, s in state.strategies.items()
-            ],
-        )
-        await conn.execute(
-            "DELETE FROM optimizer_tags WHERE tag NOT IN (SELECT value FROM json_each(?))",
-            (json.dumps(keys),),
-        )
-        extras: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(keys), TAG_CHUNK):
-            entries = state.tags_in(keys[start : start + TAG_CHUNK])
-            for key, t in entries.items():
-                extra = {name: t[name] for name in TAG_EXTRAS if t.get(name) is not None}
-                if extra:
-                    extras[key] = extra
-            await conn.executemany(_UPSERT_TAG, _tag_rows(entries, saved))
-            del entries  # before the next chunk's are built
-        meta = {**state.meta, EXTRAS_KEY: extras}
-        await conn.executemany(
-            "INSERT OR REPLACE INTO optimizer_meta (key, value) VALUES (?, ?)",
-            [(k, json.dumps(v)) for k, v in meta.items() if v is not None or k != "activity"],
-        )
-        await conn.execute("DELETE FROM optimizer_triggers")
-        await conn.executemany(
-            "INSERT INTO optimizer_triggers (leader, follower) VALUES (?, ?)",
-            [(leader, f) for leader, fs in state.triggers.items() for f in fs],
-        )
-        await conn.executemany(
-            "INSERT OR REPLACE INTO optimizer_records "
-            "(id, strategy, started, evaluated, outcome, improvement, data) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    r["id"],
-                    r["strategy"],
-                    r["started"],
-                    r.get("evaluated"),
-                    r.get("outcome", "pending"),
-                    r.get("improvement"),
-                    json.dumps(r),
-                )
-                for r in state.records
-            ],
-        )
-        await conn.execute(
-            "DELETE FROM optimizer_records WHERE id NOT IN "
-            "(SELECT id FROM optimizer_records ORDER BY id DESC LIMIT ?)",
-            (RECORDS_KEPT,),
-        )
+        for sql, rows in statements:
+            await conn.executemany(sql, rows)
         await conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             await conn.rollback()
         raise
+
+
+def save_statements(state: LearnedState) -> Iterator[Statement]:
+    """The statements that write `state`, built a chunk of tags at a time (pure)."""
+    saved = float(state.meta.get("saved") or 0.0)
+    keys = state.keys()
+    yield (
+        "INSERT OR REPLACE INTO optimizer_strategies "
+        "(name, enabled, params, learning, updated) VALUES (?, ?, ?, ?, ?)",
+        [
+            (
+                name,
+                int(bool(s.get("enabled", True))),
+                json.dumps(s.get("params", {})),
+                json.dumps(s.get("learning", {})),
+                saved,
+            )
+            for name, s in state.strategies.items()
+        ],
+    )
+    yield (
+        "DELETE FROM optimizer_tags WHERE tag NOT IN (SELECT value FROM json_each(?))",
+        [(json.dumps(keys),)],
+    )
+    extras: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(keys), TAG_CHUNK):
+        entries = state.tags_in(keys[start : start + TAG_CHUNK])
+        for key, t in entries.items():
+            extra = {name: t[name] for name in TAG_EXTRAS if t.get(name) is not None}
+            if extra:
+                extras[key] = extra
+        yield _UPSERT_TAG, _tag_rows(entries, saved)
+        del entries  # before the next chunk's are built
+    meta = {**state.meta, EXTRAS_KEY: extras}
+    yield (
+        "INSERT OR REPLACE INTO optimizer_meta (key, value) VALUES (?, ?)",
+        [(k, json.dumps(v)) for k, v in meta.items() if v is not None or k != "activity"],
+    )
+    yield "DELETE FROM optimizer_triggers", [()]
+    yield (
+        "INSERT INTO optimizer_triggers (leader, follower) VALUES (?, ?)",
+        [(leader, f) for leader, fs in state.triggers.items() for f in fs],
+    )
+    yield (
+        "INSERT OR REPLACE INTO optimizer_records "
+        "(id, strategy, started, evaluated, outcome, improvement, data) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                r["id"],
+                r["strategy"],
+                r["started"],
+                r.get("evaluated"),
+                r.get("outcome", "pending"),
+                r.get("improvement"),
+                json.dumps(r),
+            )
+            for r in state.records
+        ],
+    )
+    yield (
+        "DELETE FROM optimizer_records WHERE id NOT IN "
+        "(SELECT id FROM optimizer_records ORDER BY id DESC LIMIT ?)",
+        [(RECORDS_KEPT,)],
+    )
 
 
 async def load_state(conn: aiosqlite.Connection) -> LearnedState | None:

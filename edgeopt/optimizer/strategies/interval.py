@@ -17,16 +17,19 @@ cautiously.
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Iterator
 from typing import ClassVar
 
+from edgeopt.forked import ForkedWork
 from edgeopt.optimizer.allocation import predicted_ood
-from edgeopt.optimizer.demand import ALLOCATION_DEFAULTS, plan_allocation, planned_bus
+from edgeopt.optimizer.demand import ALLOCATION_DEFAULTS, allocation_plan, planned_bus
 from edgeopt.optimizer.strategies.base import ParamValue, Proposal, Strategy, StrategyContext
 
 # At aggressiveness a, the fidelity slack is scaled by 1 - CAUTION × (1 - a):
 # a strategy whose changes were rolled back spends less of it.
 CAUTION = 0.5
+# Seconds a forked plan may take (about one at 10k tags) before it is given up.
+PLAN_TIMEOUT = 300.0
 
 
 class IntervalStrategy(Strategy):
@@ -47,17 +50,37 @@ class IntervalStrategy(Strategy):
         return context.activity.closed >= 2
 
     async def propose(self, context: StrategyContext) -> Proposal | None:
+        """`plan`, worked out in a forked child (see `edgeopt.forked`).
+
+        At 10k tags its temporaries would set the daemon's memory high-water
+        mark, and the search would hold the interpreter a second while the
+        poller waits. The reference rates it refreshes come back with it.
+        """
+        references = context.model.reference_rates
+
+        def work() -> Iterator[tuple[Proposal | None, dict[str, tuple[float, float]]]]:
+            before = dict(references)
+            proposal = self.plan(context)
+            yield proposal, {k: v for k, v in references.items() if before.get(k) is not v}
+
+        forked = ForkedWork(work, keys=list(context.poller.tags), timeout=PLAN_TIMEOUT)
+        ((proposal, refreshed),) = await forked.items()
+        references.update(refreshed)
+        return proposal
+
+    def plan(self, context: StrategyContext) -> Proposal | None:
+        """The proposal, searched in this thread."""
         model = context.model
         scale = 1.0 - CAUTION * (1.0 - context.aggressiveness)
         # Slow down within the budget, or, when the current state is predicted
         # over it, speed up only: never both in one change (see build_demands).
-        plan = await plan_allocation(context, budget_scale=scale, direction="slower")
+        plan = allocation_plan(context, budget_scale=scale, direction="slower")
         # Over by a share of the slack (not of the whole budget, which on a busy
         # plant is many slacks wide and would hide a tag slowed far too much).
         margin = self.param_float("repair_margin") * max(plan.slack, 1e-9)
         over = plan.current_ood > plan.budget + margin
         if over:
-            plan = await plan_allocation(context, budget_scale=scale, direction="faster")
+            plan = allocation_plan(context, budget_scale=scale, direction="faster")
         changed = {
             key: value
             for key, value in plan.intervals.items()
@@ -67,7 +90,7 @@ class IntervalStrategy(Strategy):
             return None
         after = {**model.allocated, **changed}
         assert plan.inputs is not None
-        bus_after = await asyncio.to_thread(planned_bus, plan.inputs, after)
+        bus_after = planned_bus(plan.inputs, after)
         ood_after = predicted_ood(plan.demands, after)
         gain = (plan.current_bus - bus_after) / plan.current_bus if plan.current_bus > 0 else 0.0
         repair = over and ood_after < plan.current_ood

@@ -62,6 +62,7 @@ from .overhead import (
     OPTIMIZER_OFF,
     Measured,
     SteadyPlant,
+    _cpu,
     _measure,
     _steady_plant,
     measure_bare,
@@ -321,7 +322,7 @@ def rss(
             for name, ps in watched:
                 point[name] = (
                     round(ps.memory_info().rss / 2**20, 1),
-                    round(sum(ps.cpu_times()[:2]), 1),
+                    round(_cpu(ps), 1),
                 )
             points.append(point)
             print(json.dumps(point), file=sys.stderr, flush=True)
@@ -343,7 +344,7 @@ def _watch_children(
     """Every WATCH_EVERY s for `seconds`: the daemon's RSS, and each child's RSS and CPU.
 
     Returns per child pid: command, first and last time seen (s after the
-    daemon started), peak RSS (MiB), CPU seconds at the last look and whether
+    daemon started), peak RSS and unique set (MiB), CPU seconds at the last look and whether
     it was still running at the end; and the daemon's (s, RSS MiB) samples.
     """
     ps = psutil.Process(daemon.pid)
@@ -357,16 +358,23 @@ def _watch_children(
         for child in ps.children(recursive=True):
             try:
                 with child.oneshot():
-                    rss_mb = child.memory_info().rss / 2**20
+                    memory = child.memory_full_info()
                     cpu = sum(child.cpu_times()[:2])
                     cmd = " ".join(child.cmdline())
             except psutil.Error:
                 continue
             alive.add(child.pid)
             row = children.setdefault(
-                child.pid, {"cmd": cmd, "first": t, "peak_mb": 0.0, "cpu_s": 0.0}
+                child.pid, {"cmd": cmd, "first": t, "peak_mb": 0.0, "uss_mb": 0.0, "cpu_s": 0.0}
             )
-            row.update(last=t, peak_mb=max(row["peak_mb"], rss_mb), cpu_s=cpu)
+            row.update(
+                last=t,
+                peak_mb=max(row["peak_mb"], memory.rss / 2**20),
+                # A forked child shares the daemon's pages until it writes them:
+                # what it costs the machine is its unique set.
+                uss_mb=max(row["uss_mb"], memory.uss / 2**20),
+                cpu_s=cpu,
+            )
         for pid, row in children.items():
             row["running"] = pid in alive
         time.sleep(WATCH_EVERY)
@@ -377,9 +385,15 @@ def _last(values: list[float]) -> float:
     return values[-1]
 
 
-def _kind(cmd: str) -> str:
-    if " run --config " in cmd:  # a fork of the daemon itself: its config parse at start
-        return "config parse (forked at start)"
+# A fork of the daemon seen this soon after it started is its config parse.
+CONFIG_FORK_S = 5.0
+
+
+def _kind(cmd: str, first: float) -> str:
+    if " run --config " in cmd:  # a fork of the daemon itself
+        if first < CONFIG_FORK_S:
+            return "config parse (forked at start)"
+        return "forked work (plan search, pricing, save)"
     if "resource_tracker" in cmd:
         return "multiprocessing resource tracker"
     if "cluster_worker" in cmd or "spawn_main" in cmd or "forkserver" in cmd:
@@ -412,23 +426,23 @@ def worker(n_tags: int, n_devices: int, seconds: float, full_every: float) -> st
         "in the full cycle) and `resources.max_deferrals: 0` (heavy work never deferred); "
         f"watched every {WATCH_EVERY} s for {seconds:.0f} s",
         "",
-        "| child process | started | exited | lived | peak RSS | CPU |",
-        "|:--|--:|--:|--:|--:|--:|",
+        "| child process | started | exited | lived | peak RSS | peak unique | CPU |",
+        "|:--|--:|--:|--:|--:|--:|--:|",
     ]
     workers: list[tuple[float, float]] = []
     for pid, row in sorted(children.items(), key=lambda kv: kv[1]["first"]):
-        kind = _kind(row["cmd"])
+        kind = _kind(row["cmd"], float(row["first"]))
         end = float(row["last"]) + WATCH_EVERY
         exited = "still running" if row["running"] else f"{end:.1f} s"
         lived = float(row["last"]) - float(row["first"]) + (0 if row["running"] else WATCH_EVERY)
         lines.append(
             f"| {kind} (pid {pid}) | {row['first']:.1f} s | {exited} | {lived:.0f} s | "
-            f"{row['peak_mb']:.0f} MB | {row['cpu_s']:.1f} s |"
+            f"{row['peak_mb']:.0f} MB | {row['uss_mb']:.0f} MB | {row['cpu_s']:.1f} s |"
         )
         if kind == "cluster worker":
             workers.append((float(row["first"]), end if not row["running"] else math.inf))
     if not children:
-        lines.append("| (no child process seen) | | | | | |")
+        lines.append("| (no child process seen) | | | | | | |")
 
     def rss_in(a: float, b: float, pick: Any) -> str:
         values = [r for t, r in own if a <= t < b]

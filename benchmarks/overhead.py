@@ -110,8 +110,9 @@ def _window_counts(log: Path, w0: float, w1: float) -> tuple[int, float, int]:
 
 
 def _cpu(proc: psutil.Process) -> float:
+    """CPU seconds of `proc` and of its children it reaped (edgeopt's forked work)."""
     t = proc.cpu_times()
-    return float(t.user + t.system)
+    return float(t.user + t.system + t.children_user + t.children_system)
 
 
 def _wait_flushed() -> None:

@@ -198,7 +198,7 @@ async def test_a_verified_write_reads_a_slowed_tag_at_its_base_rate_again() -> N
     await sim.run(400.0, opt)
     assert "d/quiet1" not in opt.model.overrides
     await opt.close()
-    assert opt._on_write not in sim.poller.write_listeners
+    assert opt.reactions.on_write not in sim.poller.write_listeners
 
 
 # A leader read every second, a follower configured at 5 s and slowed to 60 s.
@@ -285,7 +285,7 @@ async def test_a_follower_that_changes_alone_loses_its_trigger() -> None:
     sim = Sim(cfg.devices, {"d/lead": constant(5), "d/follow": steps(45.0)})
     opt = build_optimizer(sim.poller, cfg, sim.clock, sim.events)
     opt.model.adopt({"d/follow": 30.0}, {"d/lead": ("d/follow",)}, None, 0.0)
-    opt._leader_of = opt.model.followers()
+    opt.reactions.follow_plan()
     await sim.run(300.0)
     assert opt.model.triggers == {}
     assert sim.poller.triggers == {}
@@ -547,7 +547,7 @@ async def test_config_reload_keeps_what_was_learned_about_unchanged_tags() -> No
     assert opt.model.allocated["d/quiet2"] == 1.0
     assert opt.model.allocated["d/extra"] == 2.0
     assert "d/setting" not in opt.model.allocated
-    assert opt._on_change in sim2.poller.change_listeners
+    assert opt.reactions.on_change in sim2.poller.change_listeners
     await sim2.run(60.0, opt)
     await opt.close()
 

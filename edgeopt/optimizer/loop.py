@@ -13,7 +13,9 @@
 - `tick()` (call it every few seconds, or call `run_due()`, which also runs
   whatever cycle is due) closes measurement windows, runs probes, expires
   snap-backs and bursts, checks anomalies, refits cost models and follows
-  the resource pressure.
+  the resource pressure. What happens between cycles when the plant
+  surprises the plan (snap-backs, broken triggers, anomaly bursts) is in
+  `reactions`.
 
 All time comes from the injected clock; nothing here sleeps.
 """
@@ -48,21 +50,21 @@ from edgeopt.optimizer.experiment import AB, BEFORE_AFTER, MIN_UNITS, split_unit
 from edgeopt.optimizer.guard import Breach, CostGuard
 from edgeopt.optimizer.judgement import MIN_WINDOWS, judge
 from edgeopt.optimizer.measure import ChangeMeter, fidelity_sample
-from edgeopt.optimizer.model import BURST, SNAP, PlanModel, PlanSnapshot
+from edgeopt.optimizer.model import PlanModel, PlanSnapshot
 from edgeopt.optimizer.probes import ProbeBook
+from edgeopt.optimizer.reactions import Reactions
 from edgeopt.optimizer.records import OptimizationRecord, WindowMetrics
 from edgeopt.optimizer.state import LearnedState, export_tags, restore_tags
 from edgeopt.optimizer.strategies import (
     STRATEGIES,
     ClusterStrategy,
     IntervalStrategy,
-    PatternStrategy,
     Proposal,
     Strategy,
     StrategyContext,
 )
 from edgeopt.optimizer.strategies.base import trend_of
-from edgeopt.poller import Poller, TagRuntime, default_cost
+from edgeopt.poller import Poller, default_cost
 from edgeopt.resources import Pressure, PressureMonitor, highest
 
 log = logging.getLogger(__name__)
@@ -73,8 +75,6 @@ MAX_WINDOW = 60.0
 HISTORY_KEEP = 500
 RECORDS_WHOLE = 3  # the latest records kept whole; older judged ones keep their history row
 REFIT_EVERY = 10  # windows between cost-model refits
-SNAP_FACTOR = 2.0  # a tag read this many times slower than configured may snap back
-SNAP_READS = 4  # a snap-back needs two changes within this many reads of the slowed tag
 DEVICE_TREND_KEEP = 48
 READS_KEPT = 1000  # planned reads listed per record (those of the devices it touched)
 # KMeans on a few hundred tags costs milliseconds: the cluster strategy is heavy
@@ -122,10 +122,8 @@ class Optimizer:
         self._plan_changed_at = 0  # activity window index since which the plan is unchanged
         self._record_from = 0  # first window that counts as "after" for the pending record
         self.probes = ProbeBook()
-        self._leader_of: dict[str, str] = {}
         # Lines the last allocation had to shed load on (ShedReport.to_dict rows).
         self.shed_reports: list[dict[str, Any]] = []
-        self.anomalies: deque[dict[str, Any]] = deque(maxlen=100)
         self._device_trend: dict[str, deque[float]] = {}
         self._default_costs: dict[str, CostModel] = {
             n: default_cost(d.config) for n, d in poller.devices.items()
@@ -135,6 +133,7 @@ class Optimizer:
         self._configured_costs: dict[str, float] | None = None
         self.guard_trips = 0
         self._store: Any = None
+        self.reactions = Reactions(poller, self.model, events, self.strategies, self.context)
         self._attach(poller)
         if state is not None:
             self.restore(state)
@@ -244,14 +243,14 @@ class Optimizer:
         self._detach()
 
     def _attach(self, poller: Poller) -> None:
-        poller.change_listeners.append(self._on_change)
-        poller.write_listeners.append(self._on_write)
+        poller.change_listeners.append(self.reactions.on_change)
+        poller.write_listeners.append(self.reactions.on_write)
 
     def _detach(self) -> None:
-        if self._on_change in self.poller.change_listeners:
-            self.poller.change_listeners.remove(self._on_change)
-        if self._on_write in self.poller.write_listeners:
-            self.poller.write_listeners.remove(self._on_write)
+        if self.reactions.on_change in self.poller.change_listeners:
+            self.poller.change_listeners.remove(self.reactions.on_change)
+        if self.reactions.on_write in self.poller.write_listeners:
+            self.poller.write_listeners.remove(self.reactions.on_write)
 
     # -- scheduling ------------------------------------------------------------------
 
@@ -419,7 +418,7 @@ class Optimizer:
         shed = proposal.details.get("shed")
         if isinstance(shed, list):
             self.shed_reports = [dict(r) for r in shed if isinstance(r, dict)]
-        self._leader_of = self.model.followers()
+        self.reactions.follow_plan()
         strategy.learning.started(now)
         record = OptimizationRecord(
             id=self._next_id,
@@ -510,7 +509,7 @@ class Optimizer:
         self.guard.reset()
 
     def _meter(self) -> ChangeMeter:
-        return ChangeMeter(self.activity, self.poller, self._leader_of)
+        return ChangeMeter(self.activity, self.poller, self.reactions.leader_of)
 
     def _windows_per_evaluation(self) -> int:
         return max(MIN_WINDOWS, round(float(self.config.evaluate_after) / self.window))
@@ -558,7 +557,7 @@ class Optimizer:
         if self.enabled and not (
             resources is not None and resources.defer("anomaly checks", at=Pressure.CRITICAL)
         ):
-            self._check_anomalies(now, wall)
+            self.reactions.check_anomalies(now, wall)
         if self.activity.closed % REFIT_EVERY == 0:
             changed = refit_costs(self.poller.devices.values(), self._default_costs)
             if changed:
@@ -652,7 +651,7 @@ class Optimizer:
         for key in keys:
             self.model.shed.pop(key, None)
         self.model.push(now, keys)
-        self._leader_of = self.model.followers()
+        self.reactions.follow_plan()
         self._plan_changed()
         self.guard.reset(sorted(lines))
         self.guard_trips += 1
@@ -687,92 +686,6 @@ class Optimizer:
                 series = self._device_trend.setdefault(name, deque(maxlen=DEVICE_TREND_KEEP))
                 series.append(latency)
 
-    # -- run-time reactions (from the poller's change listener) ----------------------------
-
-    def _on_change(self, tag: TagRuntime, wall: float, now: float) -> None:
-        leader = self._leader_of.get(tag.key)
-        if leader is not None:
-            cluster = self.strategies.get("cluster")
-            if isinstance(cluster, ClusterStrategy):
-                broken = cluster.observe_follower_change(self.context(), tag.key, leader)
-                if broken is not None:
-                    self._break_trigger(
-                        broken.leader, broken.follower, broken.unexplained, now, wall
-                    )
-            return
-        params = self.interval.params
-        if not params.get("snap_back", True) or tag.key in self.model.overrides:
-            return
-        base = tag.base_interval
-        if tag.interval < SNAP_FACTOR * base:
-            return
-        # One change of a slowed tag is expected sooner or later: its rate says
-        # how often. Snap back only on a burst the rate cannot explain: a second
-        # change within SNAP_READS reads when fewer than `surprise` were expected.
-        span = SNAP_READS * tag.interval
-        expected = self.model.rates.get(tag.key, 0.0) * span
-        if expected >= float(params.get("surprise", 0.1)):
-            return
-        recent = tag.state.stats.recent_events
-        if len(recent) < 2 or recent[-1] - recent[-2] > span:
-            return
-        hold = float(params.get("snap_hold", 300.0))
-        self.model.override(tag.key, base, now + hold, SNAP, now)
-
-    def _on_write(self, tag: TagRuntime, wall: float, now: float) -> None:
-        """A verified write: someone acts on this tag, so it is read at its base rate a while."""
-        if tag.key in self.model.overrides or tag.interval <= tag.base_interval * 1.01:
-            return
-        hold = float(self.interval.params.get("snap_hold", 300.0))
-        self.model.override(tag.key, tag.base_interval, now + hold, SNAP, now)
-
-    def _break_trigger(
-        self, leader: str, follower: str, unexplained: int, now: float, wall: float
-    ) -> None:
-        followers = set(self.model.triggers.get(leader, ())) - {follower}
-        if followers:
-            self.model.triggers[leader] = frozenset(followers)
-        else:
-            self.model.triggers.pop(leader, None)
-        tag = self.poller.tags.get(follower)
-        if tag is not None:
-            self.model.allocated[follower] = tag.base_interval
-        self._leader_of = self.model.followers()
-        self.model.push(now, [follower])
-        log.warning(
-            "trigger %s -> %s broken: %d of the follower's last changes came without the leader",
-            leader,
-            follower,
-            unexplained,
-        )
-        self.events.emit(
-            wall,
-            "trigger_broken",
-            f"{follower} no longer follows {leader}; read at its own interval again",
-            leader=leader,
-            follower=follower,
-        )
-
-    def _check_anomalies(self, now: float, wall: float) -> None:
-        pattern = self.strategies.get("pattern")
-        if not isinstance(pattern, PatternStrategy) or not pattern.enabled:
-            return
-        found = pattern.anomalies(self.context(pattern))
-        duration = pattern.param_float("burst_duration")
-        for anomaly in found:
-            data = anomaly.to_dict()
-            self.anomalies.append({"ts": wall, **data})
-            tag = self.poller.tags.get(anomaly.key)
-            if anomaly.busier and tag is not None:
-                self.model.override(anomaly.key, tag.base_interval, now + duration, BURST, now)
-            message = (
-                f"{anomaly.key}: {anomaly.observed:.0f} changes/h, expected "
-                f"{anomaly.expected_low:.3g}..{anomaly.expected_high:.3g} ({anomaly.severity})"
-            )
-            loud = anomaly.severity == "critical" and anomaly.busier
-            (log.warning if loud else log.info)("anomaly: %s", message)
-            self.events.emit(wall, "anomaly", message, **data)
-
     # -- evaluation ---------------------------------------------------------------------
 
     async def evaluate_optimizations(self, force: bool = False) -> dict[str, Any]:
@@ -797,7 +710,7 @@ class Optimizer:
         strategy = self.strategies[record.strategy]
         if verdict.outcome is Outcome.ROLLED_BACK:
             strategy.rollback(self.context(strategy), record.before)
-            self._leader_of = self.model.followers()
+            self.reactions.follow_plan()
             self._plan_changed()
         elif record.design == AB and record.rollout:
             # The control half was drawn from the same tags: roll the change out to it.
@@ -929,7 +842,7 @@ class Optimizer:
             "devices": self.device_trends(),
             "triggers": {k: sorted(v) for k, v in sorted(self.model.triggers.items())},
             "trigger_reads": self.poller.trigger_reads,
-            "anomalies": len(self.anomalies),
+            "anomalies": len(self.reactions.anomalies),
         }
 
     def device_trends(self) -> dict[str, dict[str, Any]]:
@@ -1024,7 +937,7 @@ class Optimizer:
                 log.warning("ignoring saved parameters of strategy %s: %s", name, exc)
             strategy.learning.load_json(dict(saved.get("learning", {})), now, wall)
         valid = restore_tags(self.poller.tags, self.model, state.tags, state.triggers)
-        self._leader_of = self.model.followers()
+        self.reactions.follow_plan()
         self.activity.sync(self.poller)
         profiles = {
             k: v["profile"] for k, v in state.tags.items() if k in valid and v.get("profile")
@@ -1068,6 +981,7 @@ class Optimizer:
             self.poller = poller
             self._attach(poller)
         self.model = PlanModel(poller)
+        self.reactions.follow(poller, self.model)
         self._default_costs = {n: default_cost(d.config) for n, d in poller.devices.items()}
         self.restore(state)
         if settled:

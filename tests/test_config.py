@@ -21,11 +21,11 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from edgeopt.config import (
-    ConfigLoad,
     DEFAULT_COOLDOWNS,
     Config,
     ConfigError,
     ConfigIssue,
+    ConfigLoad,
     DeviceConfig,
     TagConfig,
     check_config_main,
@@ -456,6 +456,26 @@ def test_a_pending_load_lets_go_of_the_file_text_once_it_has_the_config(tmp_path
     assert any(isinstance(v, str) and len(v) >= len(text) for v in gc.get_referents(pending))
     assert pending.result() == load_config(REFERENCE)
     assert not any(isinstance(v, str) and len(v) >= len(text) for v in gc.get_referents(pending))
+
+
+def test_the_isolated_load_keeps_one_object_per_distinct_number(tmp_path: Path) -> None:
+    # A pickle sends each float as a value of its own; 10k tags would come
+    # back with 60k float objects for a handful of values.
+    lines = [
+        f"      - {{name: t{i}, table: holding, address: {1000 + i}, type: int16, interval: 2.5s,"
+        f" deadband: 0.5, offset: {'-0.0' if i == 3 else '0.0'}}}"
+        for i in range(6)
+    ]
+    path = tmp_path / "edgeopt.yaml"
+    path.write_text(
+        MINIMAL.split("    tags:")[0] + "    tags:\n" + "\n".join(lines) + "\n", encoding="utf-8"
+    )
+    tags = load_config(path, isolated=True).devices[0].tags
+    assert len({id(t.interval) for t in tags}) == 1 and tags[0].interval == 2.5
+    assert len({id(t.deadband) for t in tags}) == 1
+    # -0.0 equals 0.0 but is not the same number to show: it keeps its own.
+    assert [math.copysign(1.0, t.offset) for t in tags] == [1, 1, 1, -1, 1, 1]
+    assert [t.address for t in tags] == [1000 + i for i in range(6)]
 
 
 def test_isolated_load_falls_back_when_it_cannot_fork(

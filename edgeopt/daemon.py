@@ -18,19 +18,18 @@ import os
 import pwd
 import signal
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-
 from edgeopt.clock import Clock, SystemClock
 from edgeopt.config import Config, ConfigError, load_config
 from edgeopt.control.commands import DaemonView, register
+from edgeopt.control.optimizer_commands import register_optimizer
 from edgeopt.control.server import ControlError, ControlServer, Peer
 from edgeopt.events import EventLog
+from edgeopt.jobs import MaintenanceJobs
 from edgeopt.logs import library_log_levels
 from edgeopt.modbus.transport import Endpoint, PymodbusTransport, Transport
 from edgeopt.modbus.writeplan import WriteRefused
@@ -180,7 +179,6 @@ class Daemon:
         self.store: HotStore | None = None
         self.control: ControlServer | None = None
         self.lines: dict[str, LineRunner] = {}
-        self.job_failures: Counter[str] = Counter()
         self.resources = PressureMonitor(config.resources, events=self.events)
         self.optimizer: Optimizer | None = None
         self.tiers: TierManager | None = None
@@ -189,8 +187,7 @@ class Daemon:
         self._transport_factory = transport_factory
         self._handle_signals = handle_signals
         self._stop = asyncio.Event()
-        self._scheduler: AsyncIOScheduler | None = None
-        self._job_tasks: set[asyncio.Task[Any]] = set()
+        self.jobs = MaintenanceJobs(stopping=self._stop.is_set)
         self._logged_plan = ""  # the last read-plan summary in the log
         self._metrics: MetricsServer | None = None
         self._reload_lock = asyncio.Lock()
@@ -270,7 +267,7 @@ class Daemon:
             if self.notifier.watchdog_interval:
                 self._watchdog_task = asyncio.create_task(self._watchdog(), name="watchdog")
                 background.append(self._watchdog_task)
-            self._scheduler = self._start_scheduler()
+            self._start_jobs()
             self._start_metrics()
             self.ready.set()
             summary = self._summary()
@@ -300,9 +297,7 @@ class Daemon:
         if self._watchdog_task is not None:
             self._watchdog_task.cancel()  # no WATCHDOG=1 may follow STOPPING=1
         self.notifier.stopping()
-        if self._scheduler is not None:
-            self._scheduler.shutdown(wait=False)  # cancels the jobs that are running
-            await asyncio.gather(*self._job_tasks, return_exceptions=True)
+        await self.jobs.stop()
         if self._metrics is not None:
             self._metrics.stop()
         for line in list(self.lines):
@@ -513,68 +508,20 @@ class Daemon:
 
     # -- jobs ------------------------------------------------------------------
 
-    def _start_scheduler(self) -> AsyncIOScheduler:
+    def _start_jobs(self) -> None:
         """Maintenance runs on APScheduler; individual polls never do (too coarse)."""
-        scheduler = AsyncIOScheduler(
-            event_loop=asyncio.get_running_loop(),
-            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
-        )
-        self._add_job(scheduler, "stats", 1.0, self._job_stats)
-        self._add_job(scheduler, "storage_check", 5.0, self._job_storage_check)
-        self._add_job(scheduler, "systemd_status", 10.0, self._job_systemd_status)
-        self._add_job(scheduler, "resources", 10.0, self._job_resources)
-        self._add_job(
-            scheduler,
-            "storage_lifecycle",
-            self.config.storage.lifecycle_interval,
-            self._job_lifecycle,
-        )
+        jobs = self.jobs
+        jobs.add("stats", 1.0, self._job_stats)
+        jobs.add("storage_check", 5.0, self._job_storage_check)
+        jobs.add("systemd_status", 10.0, self._job_systemd_status)
+        jobs.add("resources", 10.0, self._job_resources)
+        jobs.add("storage_lifecycle", self.config.storage.lifecycle_interval, self._job_lifecycle)
         if self.optimizer is not None:
             # One tick drives the quick, full and evaluation cycles by their own
             # deadlines on the clock: the same entry point the benchmark replays.
-            self._add_job(scheduler, "optimizer", 5.0, self._job_optimizer)
-            self._add_job(scheduler, "learning_save", 300.0, self._save_learning)
-        scheduler.add_listener(self._on_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED)
-        scheduler.start()
-        return scheduler
-
-    def _add_job(
-        self,
-        scheduler: AsyncIOScheduler,
-        name: str,
-        seconds: float,
-        func: Callable[[], Awaitable[None]],
-    ) -> None:
-        async def job() -> None:
-            # Tracked so shutdown can let a running job unwind before storage
-            # closes; a job cancelled by shutdown ends quietly (APScheduler would
-            # log the CancelledError as a failure, with a traceback).
-            task = asyncio.current_task()
-            assert task is not None
-            self._job_tasks.add(task)
-            try:
-                await func()
-            except asyncio.CancelledError:
-                if not self._stop.is_set():
-                    raise
-                log.debug("job %s cancelled by shutdown", name)
-            finally:
-                self._job_tasks.discard(task)
-
-        scheduler.add_job(job, "interval", seconds=seconds, id=name, name=name)
-
-    def _on_job_event(self, event: JobExecutionEvent) -> None:
-        self.job_failures[event.job_id] += 1
-        if event.exception is not None:
-            log.error(
-                "job %s failed (%d failures so far): %r",
-                event.job_id,
-                self.job_failures[event.job_id],
-                event.exception,
-                exc_info=(type(event.exception), event.exception, event.exception.__traceback__),
-            )
-        else:
-            log.warning("job %s missed its run time", event.job_id)
+            jobs.add("optimizer", 5.0, self._job_optimizer)
+            jobs.add("learning_save", 300.0, self._save_learning)
+        jobs.start()
 
     async def _job_stats(self) -> None:
         self.poller.check_stale(self.clock.now())
@@ -725,59 +672,9 @@ class Daemon:
         # Admin only like reload; the write service audits each attempt itself,
         # with the old and read-back values (a forbidden one is audited by the server).
         server.command("write", write, writes=True, audited=False)
-        server.command("optimize", self._cmd_optimize, writes=True)
-        server.command("evaluate", self._cmd_evaluate, writes=True)
-        # `strategy list` only reads: open to anyone who can connect, as the README says.
-        server.command(
-            "strategy", self._cmd_strategy, writes=lambda a: a.get("action", "list") != "list"
-        )
-        server.command("stats", self._cmd_stats)
+        register_optimizer(server, lambda: self.optimizer, self._sync_lines)
         server.command("northbound", self._cmd_northbound)
-        server.command("history", self._cmd_history)
-        server.command("recommendations", self._cmd_recommendations)
         return server
-
-    def _need_optimizer(self) -> Optimizer:
-        if self.optimizer is None:
-            raise ControlError("unavailable", "the optimizer is not running in this daemon")
-        return self.optimizer
-
-    async def _cmd_optimize(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        optimizer = self._need_optimizer()
-        mode = args.get("mode")
-        if mode == "quick":
-            result = await optimizer.run_quick_optimization()
-        elif mode == "full":
-            result = await optimizer.run_full_optimization()
-        else:
-            raise ControlError("invalid_args", "mode must be quick or full")
-        self._sync_lines()
-        return result
-
-    async def _cmd_evaluate(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        result = await self._need_optimizer().evaluate_optimizations(force=True)
-        self._sync_lines()
-        return result
-
-    async def _cmd_strategy(self, args: dict[str, Any], peer: Peer) -> Any:
-        optimizer = self._need_optimizer()
-        action, name = args.get("action", "list"), args.get("name")
-        if action == "list":
-            return optimizer.strategy_list()
-        if not isinstance(name, str) or name not in optimizer.strategies:
-            known = ", ".join(sorted(optimizer.strategies))
-            raise ControlError("not_found", f"no strategy named {name!r}; known: {known}")
-        if action in ("enable", "disable"):
-            return await optimizer.set_strategy_enabled(name, action == "enable")
-        if action == "set":
-            params = args.get("params")
-            if not isinstance(params, dict) or not params:
-                raise ControlError("invalid_args", "set needs KEY=VALUE parameters")
-            try:
-                return await optimizer.update_strategy_parameters(name, **params)
-            except (KeyError, TypeError, ValueError) as exc:
-                raise ControlError("invalid_args", str(exc)) from None
-        raise ControlError("invalid_args", "action must be list, set, enable or disable")
 
     async def _cmd_northbound(self, args: dict[str, Any], peer: Peer) -> list[dict[str, Any]]:
         return self.northbound.status()
@@ -793,18 +690,6 @@ class Daemon:
         except WriteRefused as exc:
             return {"tag": key, "result": "refused", "error": exc.code, "message": exc.message}
         return outcome.to_dict()
-
-    async def _cmd_stats(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        return self._need_optimizer().get_statistics()
-
-    async def _cmd_history(self, args: dict[str, Any], peer: Peer) -> list[dict[str, Any]]:
-        limit = args.get("limit", 20)
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-            raise ControlError("invalid_args", "limit must be a positive integer")
-        return self._need_optimizer().history(limit)
-
-    async def _cmd_recommendations(self, args: dict[str, Any], peer: Peer) -> list[dict[str, Any]]:
-        return self._need_optimizer().recommendations()
 
     async def _audit(self, peer: Peer, command: str, args: dict[str, Any], result: str) -> None:
         if self.store is None:
@@ -837,7 +722,7 @@ class Daemon:
 
     def _extra_status(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "jobs": {"failures": dict(self.job_failures)},
+            "jobs": {"failures": dict(self.jobs.failures)},
             "pressure": self.resources.level.value,
             "resources": self.resources.status(),
         }

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
+from edgeopt import forked as forked_module
 from edgeopt.config import (
     DEFAULT_COOLDOWNS,
     Config,
@@ -484,8 +486,22 @@ def test_isolated_load_falls_back_when_it_cannot_fork(
     def no_fork() -> int:
         raise OSError("fork refused")
 
-    monkeypatch.setattr(loader_module.os, "fork", no_fork)
+    monkeypatch.setattr(forked_module.os, "fork", no_fork)
     assert load_config(REFERENCE, isolated=True) == load_config(REFERENCE)
+
+
+def test_isolated_load_parses_here_when_the_child_dies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def dying(text: str, source: str) -> bytes:
+        os._exit(3)  # in the child only: the parent parses with the real one
+
+    monkeypatch.setattr(forked_module, "_lost", [])
+    monkeypatch.setattr(loader_module, "_validated", dying)
+    pending = ConfigLoad(REFERENCE)
+    monkeypatch.undo()
+    monkeypatch.setattr(forked_module, "_lost", [])
+    assert pending.result() == load_config(REFERENCE)
 
 
 def test_tags_are_slotted_records_that_survive_the_isolated_load(tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ import difflib
 import functools
 import gc
 import math
-import os
 import pickle
 import sys
 import typing
@@ -38,6 +37,7 @@ from edgeopt.config.model import (
     line_problems,
     tag_layout_problems,
 )
+from edgeopt.forked import ChildLost, ForkedWork, WorkFailed
 
 __all__ = [
     "ConfigError",
@@ -145,7 +145,7 @@ class ConfigLoad:
     overlap on a gateway's cores, and only the finished config comes back:
     none of the parse's temporaries ever occupy (and fragment) the daemon's
     own heap (at 10k tags, 13 MB of RSS for the config instead of 34 MB).
-    Where there is no fork, `result` parses in this process.
+    Where no child can be forked, the file is parsed here, at once.
 
     Raises:
         ConfigError: (at once) the file cannot be read.
@@ -154,7 +154,18 @@ class ConfigLoad:
     def __init__(self, path: str | Path) -> None:
         self.source = str(path)
         self._text = _read(path)
-        self._child = _start_child(self._text, self.source)
+        text, source = self._text, self.source
+
+        def work() -> Iterator[tuple[bool, Any]]:
+            try:
+                with _gc_paused():
+                    data = _validated(text, source)
+            except ConfigError as exc:
+                yield False, exc.issues
+            else:
+                yield True, data
+
+        self._child: ForkedWork[tuple[bool, Any]] | None = ForkedWork(work)
 
     def result(self) -> Config:
         """The config; waits for the child.
@@ -165,10 +176,16 @@ class ConfigLoad:
         child, self._child = self._child, None
         # The text is not kept: the caller may hold this object as long as it runs.
         text, self._text = self._text, ""
-        data = _child_result(*child) if child is not None else None
-        if data is None:
+        if child is None:
+            raise RuntimeError("ConfigLoad.result() was called twice")
+        try:
+            ((ok, payload),) = child.items_now()
+        except (ChildLost, WorkFailed):
+            # The child failed unexpectedly: parse here, where the error shows.
             return parse_config(text, self.source)
-        return _unpickled(data)
+        if not ok:
+            raise ConfigError(payload)
+        return _unpickled(typing.cast(bytes, payload))
 
 
 def _read(path: str | Path) -> str:
@@ -229,55 +246,6 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-
-
-def _start_child(text: str, source: str) -> tuple[int, int] | None:
-    """Fork a child that runs `_validated`; its (pid, pipe), or None where it cannot.
-
-    The child sends back either the pickled config or the pickled issues. It
-    leaves through `os._exit`, so no cleanup of the parent's runs twice.
-    """
-    if not hasattr(os, "fork"):
-        return None
-    try:
-        read_end, write_end = os.pipe()
-    except OSError:
-        return None
-    try:
-        pid = os.fork()
-    except OSError:
-        os.close(read_end)
-        os.close(write_end)
-        return None
-    if pid == 0:  # pragma: no cover - the child; what it sends is checked in the parent
-        status = 1
-        try:
-            os.close(read_end)
-            gc.disable()  # the child lives for one parse
-            try:
-                reply: tuple[bool, Any] = (True, _validated(text, source))
-            except ConfigError as exc:
-                reply = (False, exc.issues)
-            with os.fdopen(write_end, "wb") as out:
-                out.write(pickle.dumps(reply, pickle.HIGHEST_PROTOCOL))
-            status = 0
-        finally:
-            os._exit(status)
-    os.close(write_end)
-    return pid, read_end
-
-
-def _child_result(pid: int, read_end: int) -> bytes | None:
-    """The pickled config the child sent; ConfigError for its issues; None if it failed."""
-    with os.fdopen(read_end, "rb") as pipe:
-        blob = pipe.read()
-    _, status = os.waitpid(pid, 0)
-    if status != 0 or not blob:
-        return None  # the child failed unexpectedly: parse here, where the error shows
-    ok, payload = pickle.loads(blob)
-    if not ok:
-        raise ConfigError(payload)
-    return typing.cast(bytes, payload)
 
 
 def _validated(text: str, source: str) -> bytes:

@@ -22,7 +22,7 @@ from edgeopt.optimizer.cluster_worker import ClusterRunner
 from edgeopt.optimizer.evaluation import Outcome
 from edgeopt.optimizer.loop import Optimizer
 from edgeopt.optimizer.persistence import create_tables, load_state, save_state
-from edgeopt.optimizer.strategies import IntervalStrategy, Proposal
+from edgeopt.optimizer.strategies import ClusterStrategy, IntervalStrategy, Proposal
 from edgeopt.resources import Pressure, PressureMonitor, ResourceSample
 
 FAST_LOOP = {"quick_every": "60s", "full_every": "600s", "evaluate_after": "120s"}
@@ -448,9 +448,8 @@ async def test_kmeans_runs_in_a_worker_process_and_never_in_this_one() -> None:
     assert "sklearn" not in sys.modules
 
 
-async def test_cluster_strategy_triggers_followers_and_reads_fewer_registers() -> None:
-    """Followers in another read follow a step leader: after clustering they are read on
-    the leader's change, sit at max_staleness otherwise, and their changes are still seen."""
+def _led_group() -> tuple[Sim, Optimizer]:
+    """Three followers in another read than their step leader; only the cluster strategy on."""
     tags = [
         tag("lead", 0, interval="1s", max_staleness="10s"),
         tag("f1", 40, interval="1s", max_staleness="60s"),
@@ -472,7 +471,51 @@ async def test_cluster_strategy_triggers_followers_and_reads_fewer_registers() -
         "d/f3": lambda t: lead(t) + 7,
     }
     sim = Sim(cfg.devices, signals)
-    opt = build_optimizer(sim.poller, cfg, sim.clock, sim.events)
+    return sim, build_optimizer(sim.poller, cfg, sim.clock, sim.events)
+
+
+async def test_the_cluster_strategys_own_work_runs_in_children(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Reading every tag's history before the worker's KMeans, and choosing
+    # triggers and planning after it, run in forked children; the reference
+    # rates the plans refresh come back to the daemon.
+    sim, opt = _led_group()
+    ran_in = tmp_path / "pids"
+    indicators, proposal = ClusterStrategy._indicators, ClusterStrategy._proposal
+
+    def recording_indicators(self: ClusterStrategy, context: Any) -> Any:
+        with ran_in.open("a") as f:
+            f.write(f"indicators {os.getpid()}\n")
+        return indicators(self, context)
+
+    def recording_proposal(self: ClusterStrategy, *args: Any) -> Any:
+        with ran_in.open("a") as f:
+            f.write(f"proposal {os.getpid()}\n")
+        return proposal(self, *args)
+
+    monkeypatch.setattr(ClusterStrategy, "_indicators", recording_indicators)
+    monkeypatch.setattr(ClusterStrategy, "_proposal", recording_proposal)
+    for _ in range(45):  # 900 s of windows, no cycle run
+        await sim.run(20.0)
+        opt.tick()
+    opt.model.reference_rates.clear()
+    result = await opt.run_strategy("cluster")
+    assert result["strategies"]["cluster"]["status"] == "applied"
+    assert opt.model.triggers == {"d/lead": frozenset({"d/f1", "d/f2", "d/f3"})}
+    stages = [line.split() for line in ran_in.read_text().splitlines()]
+    assert [name for name, _ in stages] == ["indicators", "proposal"]
+    assert all(int(pid) != os.getpid() for _, pid in stages)
+    # Refreshed in the child, at the cycle's time, and kept here.
+    assert {when for _, when in opt.model.reference_rates.values()} == {sim.clock.now()}
+    assert set(opt.model.reference_rates) == {"d/lead", "d/f1", "d/f2", "d/f3"}
+    await opt.close()
+
+
+async def test_cluster_strategy_triggers_followers_and_reads_fewer_registers() -> None:
+    """Followers in another read follow a step leader: after clustering they are read on
+    the leader's change, sit at max_staleness otherwise, and their changes are still seen."""
+    sim, opt = _led_group()
     await sim.run(1200.0, opt)
     regs_before = sim.registers
     assert opt.model.triggers == {"d/lead": frozenset({"d/f1", "d/f2", "d/f3"})}

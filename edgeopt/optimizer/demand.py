@@ -501,11 +501,18 @@ async def plan_allocation(
 def allocation_plan(
     context: StrategyContext,
     *,
+    triggers: Mapping[str, frozenset[str] | tuple[str, ...]] | None = None,
+    forecast: bool | None = None,
+    rates: Mapping[str, float | None] | None = None,
     budget_scale: float = 1.0,
+    periods: Mapping[str, int] | None = None,
     direction: str | None = None,
+    misses: Mapping[str, float] | None = None,
 ) -> AllocationPlan:
     """`plan_allocation`, searched in this thread (for work that runs in a child of its own)."""
-    search = _AllocationSearch(context, None, None, None, budget_scale, None, direction, None)
+    search = _AllocationSearch(
+        context, triggers, forecast, rates, budget_scale, periods, direction, misses
+    )
     return search.plan(compute_allocation(search.job))
 
 

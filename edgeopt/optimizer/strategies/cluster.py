@@ -32,15 +32,16 @@ from __future__ import annotations
 import bisect
 import math
 from collections import deque
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
 from edgeopt.config import StrategyConfig
+from edgeopt.forked import ForkedWork
 from edgeopt.optimizer.cluster_worker import ClusterResult, ClusterRunner
-from edgeopt.optimizer.demand import plan_allocation, tag_rates
+from edgeopt.optimizer.demand import allocation_plan, tag_rates
 from edgeopt.optimizer.strategies.base import ParamValue, Proposal, Strategy, StrategyContext
 from edgeopt.poller import Poller
 
@@ -164,27 +165,64 @@ class ClusterStrategy(Strategy):
         return isinstance(context.services, ClusterRunner) and context.activity.closed >= 2
 
     async def propose(self, context: StrategyContext) -> Proposal | None:
+        """Cluster the tags' changes in the worker, then choose triggers and plan.
+
+        The parts before and after the worker's KMeans read every tag's
+        event history and plan twice: at 10k tags they run in forked children
+        (see `edgeopt.forked`), so their temporaries never enter the daemon's
+        heap. The reference rates the plans refresh come back with them.
+        """
         runner = context.services
         if not isinstance(runner, ClusterRunner):
             return None
-        poller, model = context.poller, context.model
+        keys = list(context.poller.tags)
+        ((candidates, indicators),) = await ForkedWork(
+            lambda: [self._indicators(context)], keys=keys
+        ).items()
+        if indicators is None:
+            return None
+        result = await runner.run(indicators, int(self.params["max_k"]), int(self.params["seed"]))
+        del indicators
+        self.last_result = result
+        references = context.model.reference_rates
+
+        def work() -> Iterator[tuple[Proposal | None, dict[str, tuple[float, float]]]]:
+            before = dict(references)
+            proposal = self._proposal(context, candidates, result)
+            yield proposal, {k: v for k, v in references.items() if before.get(k) is not v}
+
+        ((proposal, refreshed),) = await ForkedWork(work, keys=keys).items()
+        references.update(refreshed)
+        return proposal
+
+    def _window(self, context: StrategyContext) -> tuple[float, float, list[str]]:
         # Only the time actually observed counts: a young daemon has seen minutes,
         # not the whole window, and rates over the window would be too low.
-        start, end = self.observed_since(context), context.wall
+        keys = [k for k, t in context.poller.tags.items() if not isinstance(t.state.value, str)]
+        return self.observed_since(context), context.wall, keys
+
+    def _indicators(self, context: StrategyContext) -> tuple[list[str], np.ndarray | None]:
+        """The candidates (tags changing neither too little nor too much) and their indicators."""
+        start, end, keys = self._window(context)
         max_events = self.param_float("max_rate") * (end - start)
         min_events = self.param_float("min_events")
-        keys = [k for k, t in poller.tags.items() if not isinstance(t.state.value, str)]
-        series = event_series(poller, keys, start, end)
+        series = event_series(context.poller, keys, start, end)
         candidates = sorted(
             k for k, times in series.items() if min_events <= len(times) <= max_events
         )
         if len(candidates) < 3:
-            return None
-        indicators = indicator_matrix(
+            return candidates, None
+        return candidates, indicator_matrix(
             [series[k] for k in candidates], start, end, self.param_float("bin")
         )
-        result = await runner.run(indicators, int(self.params["max_k"]), int(self.params["seed"]))
-        self.last_result = result
+
+    def _proposal(
+        self, context: StrategyContext, candidates: list[str], result: ClusterResult
+    ) -> Proposal | None:
+        """The triggers the clusters make worth it, and the plan with them (searched here)."""
+        poller, model = context.poller, context.model
+        start, end, keys = self._window(context)
+        series = event_series(poller, keys, start, end)
         rates = tag_rates(context, model.forecast)
         # Busy tags cannot be followers, but may lead: a line's total power.
         busy = event_series(poller, keys, start, end, busy=True)
@@ -203,8 +241,8 @@ class ClusterStrategy(Strategy):
         current = {k: tuple(sorted(v)) for k, v in model.triggers.items()}
         if triggers == current:
             return None
-        with_new = await plan_allocation(context, triggers=triggers, rates=rates, misses=misses)
-        with_old = await plan_allocation(context, rates=rates)
+        with_new = allocation_plan(context, triggers=triggers, rates=rates, misses=misses)
+        with_old = allocation_plan(context, rates=rates)
         cost_new = with_new.proposed_bus + with_new.trigger_cost
         cost_old = with_old.proposed_bus + with_old.trigger_cost
         gain = (cost_old - cost_new) / cost_old if cost_old > 0 else 0.0

@@ -572,22 +572,32 @@ _FOOTPRINT_PARTS = (
         "**The cluster worker, measured separately** (its peak RSS, how long it lives, "
         "whether it exits when idle). KMeans runs in a plain child process (`python -m "
         "edgeopt.optimizer.cluster_worker`) started on first use and stopped `IDLE_EXIT` "
-        "(120 s) after its last run; the daemon's other child is the config parse forked at "
-        "start. Before this work the worker was a multiprocessing pool: it also left the "
-        "pool's resource tracker (13 MB) running for the daemon's lifetime, and, spawned, "
-        "it first imported the daemon itself (peak 154 MB, 6.5 CPU-s). The daemon's RSS "
-        "around the worker includes its first optimization and save at 300 s.",
+        "(120 s) after its last run; the daemon's other children are the config parse "
+        "forked at start and, from the fourth pass on, the forked work of its cycles and "
+        "saves (each lives about a second; those under the watch's half second are not "
+        "seen). Their unique memory is what they cost the machine: a forked child shares "
+        "the daemon's pages until it writes them. Before this work the worker was a "
+        "multiprocessing pool: it also left the pool's resource tracker (13 MB) running for "
+        "the daemon's lifetime, and, spawned, it first imported the daemon itself (peak "
+        "154 MB, 6.5 CPU-s). The daemon's RSS around the worker includes its first full "
+        "cycle (the cluster strategy) and save. Before the fourth pass it read 102 / 124 / "
+        "125 MB (before the worker, while it lived, after it); with the forked work but the "
+        "cluster strategy's own work still in the daemon, 91 / 108 / 107 MB.",
     ),
     (
         "rss",
         "**RSS over an hour, defaults on, before and after in one run** (the optimizer "
-        "learning, re-planning and saving its state every 300 s): this tree's daemon and "
-        "the daemon at 8e83b26 (before the third pass below) side by side, each against a "
-        "simulator of its own. The histories fill over the first minutes, the activity "
-        "tracker allocates its arrays at the first window (60 s), and the first quick cycle "
-        "(300 s: most tags slowed, the reads re-planned) raises it once; the smaller steps "
-        "after it come with the next cycles and the storage lifecycle's tier moves (every "
-        "600 s).",
+        "learning, re-planning and saving its state every 300 s): this tree's daemon (as of "
+        "0336743, the fourth pass's forked work) and the daemon at d43db93 (before it) side "
+        "by side, each against a simulator of its own. The histories fill over the first "
+        "minutes, the activity tracker allocates its arrays at the first window (60 s), and "
+        "the first quick cycle (300 s: most tags slowed, the reads re-planned) raises it "
+        "once; the smaller steps after it come with the next cycles and the storage "
+        "lifecycle's tier moves (every 600 s). The last row is the first full cycle (at an "
+        "hour: the cluster strategy's first run, this tree's a few seconds before the other "
+        "one's), in progress; the worker table below shows what it leaves. The CPU seconds "
+        "here leave out the forked children's (a few tenths of a second each); from this "
+        "pass on `footprint` counts them.",
     ),
 )
 
@@ -695,8 +705,41 @@ over plant sizes, the same config measured by another command):
 - **The cluster worker** is a plain child process, not a multiprocessing
   pool (see its table).
 
-**The third pass** (2026-11-30, memory; the hour-long table above is its
-before and after):
+**The fourth pass** (2026-11-30, memory; the hour-long table above is its
+before and after, the daemon at d43db93 beside this tree's):
+
+- **Pure work runs in a forked child** (`edgeopt/forked.py`): the interval
+  strategy's search, the cluster strategy's own work before and after the
+  worker's KMeans (every tag's event history into indicators; choosing
+  triggers and planning twice), the A/B split's pricing, the configured
+  plan's cost (the do-no-harm guard's bar) and every learned-state save's
+  export with its rows. Each child sees the daemon's state as it was (copy
+  on write), sends back only its results, pickled (tag keys travel as
+  indexes and come back as the daemon's own strings), and exits; the daemon
+  writes the rows. Measured around each step of the first quick cycle at
+  10k tags (a daemon instrumented to log its RSS before and after each
+  step): the search +5.3 → +2.1 MB (what is left is its result: 10k
+  rates), the configured plan's cost +1.6 → 0, the save +5 → +3.7 MB (its
+  rows; that connection's page cache is now held to 256 KiB), and the A/B
+  pricing (+2.0 MB) moved after. The first full cycle (the worker table)
+  left the daemon at 100 MB, against 125 MB before. Fork itself costs 2–3 ms here at 130 MB;
+  pages the daemon writes while a child lives are copied (about 10 µs each),
+  and a child's own CPU is counted with the daemon's in `footprint`'s CPU
+  seconds from this pass on (the table above predates that: its CPU seconds
+  leave the children out). A child that dies or overruns is killed, reaped
+  and reported, its work lost for that cycle, and from then on such work
+  runs in the daemon; a SIGTERM meant for a child cannot reach the daemon's
+  loop through the wakeup fd the two share. The config parse at start goes
+  through the same code.
+- **The config**: `edgeopt run` no longer keeps the YAML text for the
+  daemon's life (1.7 MB at 10k tags), and the loaded tags keep one object
+  per distinct number (a pickle carries every float as a value of its own:
+  60k floats for a handful of intervals, deadbands and scales): 3.87 → 2.38
+  MiB of Python objects at 10k tags.
+
+**The third pass** (2026-11-30, memory; its hour-long before and after,
+run at 06:50: 89 / 108 / 121 MB at 30 s / 330 s / an hour, against 97 /
+122 / 134 MB at 8e83b26 beside it, the same CPU seconds):
 
 - **Tags are slotted dataclasses**, validated by pydantic as the models are
   (`TagConfig`, a pydantic dataclass): a model kept each tag's 24 fields in a
@@ -722,19 +765,20 @@ before and after):
   7,000 intervals a side: 0.47 MB as a record, 10 KB as its row. A daemon
   keeps 500 records, so over days of changes this is what kept growing.
 
-Left, with the reason. RSS at 10k tags is 89 MB half a minute in, 108 MB
-after the first optimization and 121 MB from 40 minutes on (the table
-above; 97, 122 and 134 MB at 8e83b26 beside it, the same CPU seconds over
-the hour), against the goal of 80 MB: 8–14 MB less than before this pass,
-and still 40 MB over. The imports are 57 MB of it (the
+Left, with the reason. RSS at 10k tags is 84 MB half a minute in, 99 MB
+after the first optimization and 110 MB from 25 minutes on (the hour-long
+table above; 85, 107 and 118 MB at d43db93 beside it), and 100 MB after
+the first full cycle in the worker table (125 MB before this pass), against
+the goal of 80 MB: 20–30 MB over. The imports are 57 MB of it (the
 interpreter 11, numpy 13, asyncio with ssl 9, pydantic 5, APScheduler 4,
-pymodbus 2, the daemon's own modules 11). The rest is mostly pymalloc's
-arenas: an arena goes back to the system only when every object in it is
-gone, and the optimizer's cycles build per-tag objects (rates, demands,
-plans) while polling goes on, so long-lived objects land among their
-temporaries and hold the arenas. Under 80 MB needs numpy out of the
-polling process, or the optimizer's per-tag work done on arrays or in a
-child process, not another trim.
+pymodbus 2, the daemon's own modules 11). The rest is what the daemon
+lives on, at 10k tags: the tags' runtime state and statistics (about
+7 MiB of Python objects), the config (2.4 MiB), the activity windows and
+profiles (4 MB, 8 MB once the hourly statistics start), the learned rates,
+intervals and reference rates, event histories as tags change (up to 2 KB a
+tag), and the arenas pymalloc keeps around them. Under 80 MB needs the
+imports cut (numpy out of the polling process, pydantic only in the config
+child) or the per-tag state held in arrays; the transients are out now.
 
 CPU per register measured 1.20–1.41× the bare loop in the runs of
 2026-11-29/30 and 1.50–1.66× in this pass's (the daemon at 8e83b26, run

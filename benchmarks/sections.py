@@ -722,7 +722,11 @@ before and after, the daemon at d43db93 beside this tree's):
   rates), the configured plan's cost +1.6 → 0, the save +5 → +3.7 MB (its
   rows; that connection's page cache is now held to 256 KiB), and the A/B
   pricing (+2.0 MB) moved after. The first full cycle (the worker table)
-  left the daemon at 100 MB, against 125 MB before. Fork itself costs 2–3 ms here at 130 MB;
+  left the daemon at 100 MB, against 125 MB before. The final tree (ef262d3),
+  ten minutes beside d43db93 with children's CPU counted (the `rss` command
+  above with `--seconds 630`, 2026-11-30 11:07 UTC): 78.6 / 91.6 / 97.4 MB at
+  30 / 330 / 630 s against 81.3 / 100.7 / 105.1 MB, 79.0 against 77.8
+  CPU-s. Fork itself costs 2–3 ms here at 130 MB;
   pages the daemon writes while a child lives are copied (about 10 µs each),
   and a child's own CPU is counted with the daemon's in `footprint`'s CPU
   seconds from this pass on (the table above predates that: its CPU seconds

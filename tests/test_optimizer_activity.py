@@ -1,18 +1,25 @@
-"""The activity tracker's storage: narrow window counts that widen exactly, hourly sums
-allocated when first needed, and learned profiles saved before these changes restoring."""
+"""The activity tracker's storage: narrow window counts that widen exactly and sum
+exactly, hourly sums allocated when first needed, and learned profiles saved before
+these changes restoring."""
 
 from __future__ import annotations
 
 import math
 import os
+import random
 import time
+from array import array
 from collections.abc import Iterator
 
-import numpy as np
 import pytest
 from test_optimizer_sim import MONDAY, config, device, tag
 
-from edgeopt.optimizer.activity import HOURS_PER_DAY, ActivityTracker, corrected_rate
+from edgeopt.optimizer.activity import (
+    HOURS_PER_DAY,
+    ActivityTracker,
+    column_sums,
+    corrected_rate,
+)
 from edgeopt.poller import Poller
 
 TAGS = [tag("a", 0, interval="1s"), tag("b", 10, interval="1s")]
@@ -55,20 +62,44 @@ def test_window_counts_start_one_byte_wide_and_widen_exactly() -> None:
     tracker = ActivityTracker(60.0, slots=8)
     tracker.sample(poller, 0.0, MONDAY)
     t = _close(tracker, poller, 0.0, 60, 7)
-    assert tracker.tag_windows(["d/a"], [0]).reads.tolist() == [[60.0]]
+    assert [w.tolist() for w in tracker.tag_windows(["d/a"], [0]).reads] == [[60.0]]
     # One byte per tag and window for each counter while the counts fit in it.
-    assert tracker._reads.dtype == np.uint8 and tracker._reads.nbytes == 2 * 8
-    # Counts that do not fit a byte (a fast tag, a late window) widen the ring,
-    # keeping the windows already held; they neither wrap nor saturate.
+    assert [w.itemsize for w in tracker._reads] == [1] * 8
+    assert sum(len(w) * w.itemsize for w in tracker._reads) == 2 * 8
+    # Counts that do not fit a byte (a fast tag, a late window) widen their own
+    # window only; they neither wrap nor saturate.
     t = _close(tracker, poller, t, 300, 280)
     t = _close(tracker, poller, t, 70_000, 65_600)
     stats = tracker.tag_windows(["d/a"], [0, 1, 2])
-    assert stats.reads.tolist() == [[60.0, 300.0, 70_000.0]]
-    assert stats.jumps.tolist() == [[7.0, 280.0, 65_600.0]]
-    assert tracker._reads.dtype == np.uint32 and tracker._jumps.dtype == np.uint32
+    assert [w.tolist() for w in stats.reads] == [[60.0], [300.0], [70_000.0]]
+    assert [w.tolist() for w in stats.jumps] == [[7.0], [280.0], [65_600.0]]
+    assert [w.itemsize for w in tracker._reads[:4]] == [1, 2, 4, 1]
+    assert [w.itemsize for w in tracker._jumps[:4]] == [1, 2, 4, 1]
     rate, reads = tracker.rates(3 * 60.0, prior=0.0)["d/a"]
     assert reads == 70_360.0
     assert rate == pytest.approx(corrected_rate(65_887.0, 70_360.0, 180.0, 0.0))
+
+
+@pytest.mark.parametrize(
+    ("codes", "windows"),
+    [
+        ("B", 120),  # the usual ring: two-byte lanes
+        ("BHB", 40),  # mixed widths, a narrow window after a wide one
+        ("B", 300),  # more windows than two-byte lanes can hold at 255 each
+        ("BI", 30),
+        ("Q", 3),  # wider than any lane: summed row by row
+    ],
+)
+def test_window_sums_are_exact_at_every_width(codes: str, windows: int) -> None:
+    rng = random.Random(windows)
+    columns = []
+    for w in range(windows):
+        code = codes[w % len(codes)]
+        top = (1 << 8 * array(code).itemsize) - 1
+        values = [rng.choice((0, top, rng.randrange(top + 1))) for _ in range(50)]
+        columns.append(array(code, values))
+    sums = column_sums(columns)
+    assert list(sums) == [sum(row) for row in zip(*columns, strict=True)]
 
 
 def _old_format_profile() -> dict[str, list[float]]:
@@ -104,7 +135,7 @@ def test_profiles_saved_in_the_old_format_restore() -> None:
     assert (mean, days) == (10.0, 3) and sd == pytest.approx(2.0)
     assert tracker.hourly_expectation("d/b", at) == (0.0, 0.0, 3)  # no profile saved for it
     hod = tracker.hourly_expectations(at)
-    assert hod[0].tolist() == [10.0, 0.0] and hod[2] == 3
+    assert hod[0] == [10.0, 0.0] and hod[2] == 3
     assert tracker.profile_rate("d/a", at) is not None
     assert tracker.device_series == {"d": [1.0, 2.0, 3.0]}
     # Saved again, it is what was restored, in the same format.
@@ -128,6 +159,6 @@ def test_hourly_sums_are_allocated_when_the_first_whole_hour_closes() -> None:
     assert tracker.hourly_s1 is not None and tracker.hourly_s2 is not None
     assert tracker.nbytes() == before + 2 * 2 * HOURS_PER_DAY * 4
     per_hour = -math.log1p(-(360.0 + 0.02) / 3601.0) * 3600.0  # corrected changes/h
-    assert tracker.hourly_s1[0, 0] == pytest.approx(per_hour, rel=1e-6)
-    assert tracker.hourly_s2[0, 0] == pytest.approx(per_hour**2, rel=1e-6)
+    assert tracker.hourly_s1[0][0] == pytest.approx(per_hour, rel=1e-6)  # hour 0, tag 0
+    assert tracker.hourly_s2[0][0] == pytest.approx(per_hour**2, rel=1e-6)
     assert tracker.hourly_n[0] == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from array import array
 from collections.abc import Iterator
 
 import numpy as np
@@ -242,13 +243,14 @@ def test_pattern_flags_an_hour_far_busier_than_its_profile() -> None:
     tracker = ActivityTracker(60.0)
     tracker.sync(poller)
     i = tracker.index["d/busy"]
-    tracker.dow_exposure[:] = 3600.0  # every weekday seen, all alike
-    tracker.hourly_n[:] = 5
+    tracker.dow_exposure[:] = array("d", [3600.0] * 7)  # every weekday seen, all alike
+    tracker.hourly_n[:] = array("d", [5.0] * 24)
     s1, s2 = tracker.hourly_sums()
-    s1[i, :] = 5 * 10.0  # mean 10 changes/h
-    s2[i, :] = 5 * 101.0  # sd 1
+    for hour in range(24):
+        s1[hour][i] = 5 * 10.0  # mean 10 changes/h
+        s2[hour][i] = 5 * 101.0  # sd 1
     tracker.hour_seconds = 1200.0
-    tracker.hour_reads[:] = 1200.0
+    tracker.hour_reads[:] = array("f", [1200.0] * len(tracker.keys))
     tracker.hour_jumps[i] = 40.0  # ~120 changes/h
     strategy = PatternStrategy(StrategyConfig(cooldown=21600))
     ctx = StrategyContext(poller, PlanModel(poller), tracker, 1200.0, MONDAY + 1200)

@@ -18,16 +18,24 @@ looked 2.5 times busier than it is, and slowing a tag made it look busier
 still. A read every P seconds can show at most one event, so the raw share
 j of event reads saturates; the Poisson correction `rate = -ln(1 - j) / P`
 undoes that. Pure: time is passed in.
+
+Plain Python over `array.array` columns, without numpy: the daemon imports
+this module, and numpy would cost it 20 MB. Every per-tag quantity is a
+column of n values, one per tag in `keys` order: one window's counts, one
+hour of day's or one weekday's profile sums. Closing a window replaces a few
+whole columns (each in one C-level pass), never a tag at a time.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from array import array
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-
-import numpy as np
+from operator import add, sub
+from typing import TypeVar
 
 from edgeopt.poller import Poller
 
@@ -40,15 +48,18 @@ MAX_JUMP_SHARE = 0.95
 # Prior pseudo-counts: a tag never seen to change is not known never to change.
 PRIOR_JUMPS = 0.02
 PRIOR_READS = 1.0
-# A window's counts (one tag's reads and change events in one window) are whole
-# numbers, held in the narrowest of these that holds every count seen so far:
-# uint8 while none exceeds 255 (a tag read every second shows about 60 in a
-# 60 s window), widened, exactly, the first time one does not fit. Never
-# saturated, so every sum over windows is what float32 counts gave (float32
-# holds whole numbers exactly up to 2**24).
-COUNT_TYPES = (np.uint8, np.uint16, np.uint32, np.uint64)
+# A window's counts (each tag's reads and change events in one window) are
+# whole numbers, held in the narrowest of these array typecodes that holds
+# every count of that window: one byte while none exceeds 255 (a tag read
+# every second shows about 60 in a 60 s window), wider for a window that needs
+# it. Never saturated, so every sum over windows is exact (what float32 counts
+# gave: float32 holds whole numbers exactly up to 2**24).
+COUNT_TYPES = ("B", "H", "I", "Q")
+_COUNT_MAX = {code: (1 << 8 * array(code).itemsize) - 1 for code in COUNT_TYPES}
+# Unsigned typecodes by item size: the lanes `column_sums` adds in.
+_LANES = {array(code).itemsize: code for code in ("H", "I", "Q")}
 
-FloatArray = np.ndarray
+_T = TypeVar("_T", int, float)
 
 
 def corrected_rate(
@@ -62,13 +73,17 @@ def corrected_rate(
     return -math.log1p(-share) / period
 
 
-def corrected_rates(jumps: FloatArray, reads: FloatArray, exposure: float) -> FloatArray:
-    """Vectorised `corrected_rate` (0 where a tag had no reads)."""
+def corrected_rates(jumps: Sequence[float], reads: Sequence[float], exposure: float) -> list[float]:
+    """`corrected_rate` of each (jumps, reads) pair, by the prior `PRIOR_JUMPS` (0: no reads)."""
     if exposure <= 0:
-        return np.zeros(jumps.shape, np.float64)
-    share = np.minimum(MAX_JUMP_SHARE, (jumps + PRIOR_JUMPS) / (reads + PRIOR_READS))
-    rates = -np.log1p(-share) * reads / exposure
-    return np.where(reads > 0, rates, 0.0)
+        return [0.0] * len(jumps)
+    log1p = math.log1p
+    return [
+        -log1p(-min(MAX_JUMP_SHARE, (j + PRIOR_JUMPS) / (r + PRIOR_READS))) * r / exposure
+        if r > 0
+        else 0.0
+        for j, r in zip(jumps, reads, strict=True)
+    ]
 
 
 def hour_of_day(wall: float) -> int:
@@ -94,21 +109,75 @@ class WindowSample:
 
 @dataclass(frozen=True, slots=True)
 class TagWindowStats:
-    """Reads and jumps of some tags in some windows (for evaluation)."""
+    """Reads and jumps of some tags in some windows (for evaluation).
 
-    reads: FloatArray  # [tags, windows]
-    jumps: FloatArray
+    One row per window asked for, holding one count per tag asked for.
+    """
+
+    reads: list[array[float]]  # [window][tag]
+    jumps: list[array[float]]
 
 
-def _fitting(counts: np.ndarray, values: FloatArray) -> np.ndarray:
-    """`counts`, widened to the narrowest of COUNT_TYPES that also holds `values` (whole, >= 0)."""
-    top = float(values.max()) if values.size else 0.0
-    if top <= np.iinfo(counts.dtype).max:
-        return counts
-    for dtype in COUNT_TYPES:
-        if top <= np.iinfo(dtype).max:
-            return counts.astype(dtype)
-    raise OverflowError(f"a window count of {top:.0f} does not fit 64 bits")
+def counts(values: list[int]) -> array[int]:
+    """`values` (whole, >= 0) in the narrowest of COUNT_TYPES that holds them all."""
+    top = max(values, default=0)
+    for code in COUNT_TYPES:
+        if top <= _COUNT_MAX[code]:
+            return array(code, values)
+    raise OverflowError(f"a window count of {top} does not fit 64 bits")
+
+
+def column_sums(columns: Sequence[array[int]]) -> Sequence[int]:
+    """Each row's sum over `columns` of whole counts >= 0, exactly.
+
+    Each column is laid into the lanes of one big integer, lanes wide enough
+    that no lane's total can carry into the next; adding the big integers adds
+    every row at once, in C. Over 120 windows of 10k tags that takes a few
+    milliseconds, where summing row by row took forty.
+    """
+    n = len(columns[0])
+    top = len(columns) * max((1 << 8 * c.itemsize) - 1 for c in columns)
+    lane = next((size for size in sorted(_LANES) if top < 1 << 8 * size), 0)
+    if not lane:  # wider than any lane can hold: row by row
+        return list(map(sum, zip(*columns, strict=True)))
+    order = sys.byteorder
+    total = 0
+    lanes = bytearray()
+    laid = 0  # the item size the lanes hold now
+    for column in columns:
+        size = column.itemsize
+        if size != laid:  # a narrower column must not inherit a wider one's high bytes
+            lanes, laid = bytearray(lane * n), size
+        raw = column.tobytes()
+        offset = 0 if order == "little" else lane - size  # where a lane's low bytes sit
+        for k in range(size):
+            lanes[offset + k :: lane] = raw[k::size]
+        total += int.from_bytes(lanes, order)
+    return array(_LANES[lane], total.to_bytes(lane * n, order))
+
+
+def _floats(n: int) -> array[float]:
+    """A float32 column of n zeros."""
+    return array("f", bytes(4 * n))
+
+
+def _taken(column: array[_T], take: Sequence[int]) -> array[_T]:
+    """`column`'s values in `take`'s order, and 0 where `take` has -1 (a new tag)."""
+    padded = column + array(column.typecode, bytes(column.itemsize))  # [-1] reads the 0
+    return array(column.typecode, map(padded.__getitem__, take))
+
+
+def _plus(column: array[float], values: Iterable[float]) -> array[float]:
+    """A float32 column plus `values`, each sum rounded to float32 (as numpy's float32 added)."""
+    return array("f", list(map(add, column, values)))  # from a list: faster than the iterator
+
+
+def _increase(now: array[int], before: array[int]) -> list[int]:
+    """How far each counter went up; a counter that went back (a tag's state replaced) 0."""
+    out = list(map(sub, now, before))
+    if out and min(out) < 0:
+        out = [max(0, d) for d in out]
+    return out
 
 
 class WindowRates(Mapping[str, tuple[float, float]]):
@@ -123,8 +192,8 @@ class WindowRates(Mapping[str, tuple[float, float]]):
     def __init__(
         self,
         index: Mapping[str, int],
-        jumps: np.ndarray,
-        reads: np.ndarray,
+        jumps: Sequence[int],
+        reads: Sequence[int],
         exposure: float,
         prior: float,
         priors: Mapping[str, float] | None,
@@ -146,7 +215,12 @@ class WindowRates(Mapping[str, tuple[float, float]]):
 
 
 class ActivityTracker:
-    """Windows of per-tag and per-device activity, plus the learned profiles."""
+    """Windows of per-tag and per-device activity, plus the learned profiles.
+
+    Per-tag state is held in columns, one value per tag (see the module's
+    docstring): `hod_jumps[hour][i]` is tag i's change events in that hour of
+    day, `dow_reads[day][i]` its reads on that weekday.
+    """
 
     def __init__(self, window: float, slots: int = 120) -> None:
         if window <= 0 or slots < 2:
@@ -155,69 +229,72 @@ class ActivityTracker:
         self.slots = slots
         self.keys: list[str] = []
         self.index: dict[str, int] = {}
-        n = 0
-        # Window counts per tag, a ring of `slots` windows (see COUNT_TYPES).
-        self._reads = np.zeros((n, slots), COUNT_TYPES[0])
-        self._jumps = np.zeros((n, slots), COUNT_TYPES[0])
-        self._last = np.zeros((n, 2), np.float64)  # cumulative reads, change events
+        # Window counts, a ring of `slots` windows: per window, a column of each
+        # tag's reads and one of its change events (see COUNT_TYPES).
+        self._reads: list[array[int]] = [array("B") for _ in range(slots)]
+        self._jumps: list[array[int]] = [array("B") for _ in range(slots)]
+        # Each tag's cumulative reads and change events when the last window closed.
+        self._last_reads: array[int] = array("q")
+        self._last_changes: array[int] = array("q")
         self.samples: list[WindowSample | None] = [None] * slots
         self.closed = 0  # windows closed so far (the ring position is closed % slots)
         self._window_start: float | None = None
         self._device_last: dict[str, tuple[int, int, int]] = {}
-        # Profiles (pattern): jumps and reads per tag by hour of day and by weekday.
-        self.hod_jumps = np.zeros((n, HOURS_PER_DAY), np.float32)
-        self.hod_reads = np.zeros((n, HOURS_PER_DAY), np.float32)
-        self.dow_jumps = np.zeros((n, DAYS_PER_WEEK), np.float32)
-        self.dow_reads = np.zeros((n, DAYS_PER_WEEK), np.float32)
-        self.hod_exposure = np.zeros(HOURS_PER_DAY, np.float64)
-        self.dow_exposure = np.zeros(DAYS_PER_WEEK, np.float64)
+        # Profiles (pattern): jumps and reads per tag by hour of day and by weekday,
+        # float32 columns.
+        self.hod_jumps = [_floats(0) for _ in range(HOURS_PER_DAY)]
+        self.hod_reads = [_floats(0) for _ in range(HOURS_PER_DAY)]
+        self.dow_jumps = [_floats(0) for _ in range(DAYS_PER_WEEK)]
+        self.dow_reads = [_floats(0) for _ in range(DAYS_PER_WEEK)]
+        self.hod_exposure = array("d", bytes(8 * HOURS_PER_DAY))
+        self.dow_exposure = array("d", bytes(8 * DAYS_PER_WEEK))
         # Hourly jump counts per tag: mean and spread per hour of day (anomalies).
         self._hour_key: tuple[int, int] | None = None  # (day number, hour) being filled
-        self.hour_jumps = np.zeros(n, np.float32)
-        self.hour_reads = np.zeros(n, np.float32)
+        self.hour_jumps = _floats(0)
+        self.hour_reads = _floats(0)
         self.hour_seconds = 0.0
-        self.hourly_n = np.zeros(HOURS_PER_DAY, np.float64)
-        # Sums of the counts and of their squares: allocated when the first whole
-        # hour closes or saved sums are restored (None reads as zeros until then).
-        self.hourly_s1: FloatArray | None = None
-        self.hourly_s2: FloatArray | None = None
+        self.hourly_n = array("d", bytes(8 * HOURS_PER_DAY))
+        # Sums of the counts and of their squares, a column per hour of day:
+        # allocated when the first whole hour closes or saved sums are restored
+        # (None reads as zeros until then).
+        self.hourly_s1: list[array[float]] | None = None
+        self.hourly_s2: list[array[float]] | None = None
         # Hourly jump totals per device (autocorrelation of shift cycles).
         self.device_series: dict[str, list[float]] = {}
         self._device_hour: dict[str, float] = {}
         self.device_of: list[str] = []
+        self._devices: list[str] = []  # device_of's devices, each once, in order
 
     # -- tags come and go (config reload) ----------------------------------
 
     def sync(self, poller: Poller) -> None:
-        """Follow the poller's tag set; rows of tags that stay are kept."""
+        """Follow the poller's tag set; the values of tags that stay are kept."""
         keys = list(poller.tags)
         if keys == self.keys:
             return
-        old_index = self.index
-        take = [old_index.get(k, -1) for k in keys]
+        take = [self.index.get(k, -1) for k in keys]
 
-        def remap(a: FloatArray) -> FloatArray:
-            out = np.zeros((len(keys), *a.shape[1:]), a.dtype)
-            for new, old in enumerate(take):
-                if old >= 0:
-                    out[new] = a[old]
-            return out
+        def remap(columns: list[array[_T]]) -> list[array[_T]]:
+            return [_taken(c, take) for c in columns]
 
         self._reads, self._jumps = remap(self._reads), remap(self._jumps)
         self.hod_jumps, self.hod_reads = remap(self.hod_jumps), remap(self.hod_reads)
         self.dow_jumps, self.dow_reads = remap(self.dow_jumps), remap(self.dow_reads)
-        self.hour_jumps, self.hour_reads = remap(self.hour_jumps), remap(self.hour_reads)
+        self.hour_jumps = _taken(self.hour_jumps, take)
+        self.hour_reads = _taken(self.hour_reads, take)
         if self.hourly_s1 is not None and self.hourly_s2 is not None:
             self.hourly_s1, self.hourly_s2 = remap(self.hourly_s1), remap(self.hourly_s2)
-        last = remap(self._last)
+        last_reads = _taken(self._last_reads, take)
+        last_changes = _taken(self._last_changes, take)
         for new, old in enumerate(take):
             if old < 0:  # a new tag: count from what it has now
                 s = poller.tags[keys[new]].state.stats
-                last[new] = (s.reads, s.changes)
-        self._last = last
+                last_reads[new], last_changes[new] = s.reads, s.changes
+        self._last_reads, self._last_changes = last_reads, last_changes
         self.keys = keys
         self.index = {k: i for i, k in enumerate(keys)}
         self.device_of = [poller.tags[k].device for k in keys]
+        self._devices = list(dict.fromkeys(self.device_of))
 
     # -- sampling --------------------------------------------------------------
 
@@ -231,30 +308,26 @@ class ActivityTracker:
         span = now - self._window_start
         if span < self.window:
             return False
-        counts = np.array(
-            [
-                (t.state.stats.reads, t.state.stats.changes)
-                for t in (poller.tags[k] for k in self.keys)
-            ],
-            np.float64,
-        ).reshape(len(self.keys), 2)
-        delta = np.maximum(counts - self._last, 0.0)
-        self._last = counts
+        # In `keys` order (sync made them the poller's).
+        stats = [t.state.stats for t in poller.tags.values()]
+        reads = array("q", [s.reads for s in stats])
+        changes = array("q", [s.changes for s in stats])
+        new_reads = _increase(reads, self._last_reads)
+        new_jumps = _increase(changes, self._last_changes)
+        self._last_reads, self._last_changes = reads, changes
         slot = self.closed % self.slots
-        self._reads = _fitting(self._reads, delta[:, 0])
-        self._jumps = _fitting(self._jumps, delta[:, 1])
-        self._reads[:, slot] = delta[:, 0]
-        self._jumps[:, slot] = delta[:, 1]
+        self._reads[slot] = counts(new_reads)
+        self._jumps[slot] = counts(new_jumps)
         self.samples[slot] = self._bus_sample(poller, self._window_start, now, wall)
         self.closed += 1
-        self._profile(delta, span, wall)
+        self._profile(new_reads, new_jumps, span, wall)
         self._window_start = now
         return True
 
     def _snapshot(self, poller: Poller) -> None:
-        for i, key in enumerate(self.keys):
-            s = poller.tags[key].state.stats
-            self._last[i] = (s.reads, s.changes)
+        stats = [t.state.stats for t in poller.tags.values()]  # in `keys` order
+        self._last_reads = array("q", [s.reads for s in stats])
+        self._last_changes = array("q", [s.changes for s in stats])
         self._device_last = {
             name: (d.stats.reads, d.stats.registers, d.stats.bits)
             for name, d in poller.devices.items()
@@ -278,69 +351,76 @@ class ActivityTracker:
             bus_by_line[device.line] = bus_by_line.get(device.line, 0.0) + seconds / span
         return WindowSample(start, end, wall, sum(bus_by_line.values()), reads / span, bus_by_line)
 
-    def _profile(self, delta: FloatArray, span: float, wall: float) -> None:
+    def _profile(self, reads: list[int], jumps: list[int], span: float, wall: float) -> None:
         mid = wall - span / 2
         hod, dow = hour_of_day(mid), day_of_week(mid)
-        reads, jumps = delta[:, 0].astype(np.float32), delta[:, 1].astype(np.float32)
-        self.hod_jumps[:, hod] += jumps
-        self.hod_reads[:, hod] += reads
-        self.dow_jumps[:, dow] += jumps
-        self.dow_reads[:, dow] += reads
+        # Most tags do not change in a window: only the changed ones' jump sums move.
+        changed = [(i, n) for i, n in enumerate(jumps) if n]
+        hod_jumps, dow_jumps = self.hod_jumps[hod], self.dow_jumps[dow]
+        for i, n in changed:
+            hod_jumps[i] += n
+            dow_jumps[i] += n
+        self.hod_reads[hod] = _plus(self.hod_reads[hod], reads)
+        self.dow_reads[dow] = _plus(self.dow_reads[dow], reads)
         self.hod_exposure[hod] += span
         self.dow_exposure[dow] += span
         key = (int(mid // 86400), hod)
         if self._hour_key is not None and key != self._hour_key:
             self._close_hour()
         self._hour_key = key
-        self.hour_jumps += jumps
-        self.hour_reads += reads
+        self.hour_reads = _plus(self.hour_reads, reads)
         self.hour_seconds += span
-        for i, device in enumerate(self.device_of):
-            self._device_hour[device] = self._device_hour.get(device, 0.0) + float(jumps[i])
+        hour_jumps, hours, device_of = self.hour_jumps, self._device_hour, self.device_of
+        for device in self._devices:  # a quiet device's hour counts too (as 0)
+            hours.setdefault(device, 0.0)
+        for i, n in changed:
+            hour_jumps[i] += n
+            hours[device_of[i]] += n
 
     def _close_hour(self) -> None:
         assert self._hour_key is not None
         hod = self._hour_key[1]
         # Only (nearly) whole hours describe an hour of day.
         if self.hour_seconds >= 0.9 * 3600:
-            counts = self.hour_rates() * 3600.0
+            per_hour = [rate * 3600.0 for rate in self.hour_rates()]
             s1, s2 = self.hourly_sums()
             self.hourly_n[hod] += 1
-            s1[:, hod] += counts
-            s2[:, hod] += counts * counts
+            s1[hod] = _plus(s1[hod], per_hour)
+            s2[hod] = _plus(s2[hod], [c * c for c in per_hour])
         for device, total in self._device_hour.items():
             series = self.device_series.setdefault(device, [])
             series.append(total)
             del series[:-SERIES_HOURS]
         self._device_hour = {}
-        self.hour_jumps[:] = 0
-        self.hour_reads[:] = 0
+        self.hour_jumps = _floats(len(self.keys))
+        self.hour_reads = _floats(len(self.keys))
         self.hour_seconds = 0.0
 
-    def hourly_sums(self) -> tuple[FloatArray, FloatArray]:
+    def hourly_sums(self) -> tuple[list[array[float]], list[array[float]]]:
         """`hourly_s1`, `hourly_s2`, allocated (zeros) if they were not yet."""
         if self.hourly_s1 is None or self.hourly_s2 is None:
-            shape = (len(self.keys), HOURS_PER_DAY)
-            self.hourly_s1 = np.zeros(shape, np.float32)
-            self.hourly_s2 = np.zeros(shape, np.float32)
+            n = len(self.keys)
+            self.hourly_s1 = [_floats(n) for _ in range(HOURS_PER_DAY)]
+            self.hourly_s2 = [_floats(n) for _ in range(HOURS_PER_DAY)]
         return self.hourly_s1, self.hourly_s2
 
     def nbytes(self) -> int:
-        """Bytes of the per-tag arrays held (what grows with the tag count)."""
-        arrays: list[np.ndarray | None] = [
-            self._reads,
-            self._jumps,
-            self._last,
-            self.hod_jumps,
-            self.hod_reads,
-            self.dow_jumps,
-            self.dow_reads,
+        """Bytes of the per-tag columns held (what grows with the tag count)."""
+        columns: list[array[int] | array[float]] = [
+            *self._reads,
+            *self._jumps,
+            self._last_reads,
+            self._last_changes,
+            *self.hod_jumps,
+            *self.hod_reads,
+            *self.dow_jumps,
+            *self.dow_reads,
             self.hour_jumps,
             self.hour_reads,
-            self.hourly_s1,
-            self.hourly_s2,
+            *(self.hourly_s1 or ()),
+            *(self.hourly_s2 or ()),
         ]
-        return sum(a.nbytes for a in arrays if a is not None)
+        return sum(len(c) * c.itemsize for c in columns)
 
     # -- queries -----------------------------------------------------------------
 
@@ -370,11 +450,11 @@ class ActivityTracker:
             if sample is not None:
                 exposure += sample.end - sample.start
         if not slots:
-            return WindowRates({}, np.zeros(0), np.zeros(0), exposure, prior, priors)
+            return WindowRates({}, [], [], exposure, prior, priors)
         return WindowRates(
             self.index,
-            self._jumps[:, slots].sum(axis=1),
-            self._reads[:, slots].sum(axis=1),
+            column_sums([self._jumps[s] for s in slots]),
+            column_sums([self._reads[s] for s in slots]),
             exposure,
             prior,
             priors,
@@ -385,9 +465,20 @@ class ActivityTracker:
 
     def tag_windows(self, keys: Iterable[str], slots: list[int]) -> TagWindowStats:
         rows = [self.index[k] for k in keys if k in self.index]
+
+        def pick(column: array[int]) -> array[float]:
+            return array("d", map(column.__getitem__, rows))
+
         return TagWindowStats(
-            self._reads[np.ix_(rows, slots)].astype(np.float64),
-            self._jumps[np.ix_(rows, slots)].astype(np.float64),
+            [pick(self._reads[s]) for s in slots], [pick(self._jumps[s]) for s in slots]
+        )
+
+    def weekly_rate(self, i: int) -> float:
+        """Tag i's corrected jump rate over every weekday seen (its mean rate)."""
+        return corrected_rate(
+            sum(c[i] for c in self.dow_jumps),
+            sum(c[i] for c in self.dow_reads),
+            sum(self.dow_exposure),
         )
 
     def profile_rate(self, key: str, wall: float) -> float | None:
@@ -396,22 +487,19 @@ class ActivityTracker:
         rate(h, d) = rate(h) × rate(d) / mean rate; None until a whole day is seen.
         """
         i = self.index.get(key)
-        if i is None or self.hod_exposure.min() <= 0:
+        if i is None or min(self.hod_exposure) <= 0:
             return None
         hod, dow = hour_of_day(wall), day_of_week(wall)
         by_hour = corrected_rate(
-            float(self.hod_jumps[i, hod]), float(self.hod_reads[i, hod]), self.hod_exposure[hod]
+            self.hod_jumps[hod][i], self.hod_reads[hod][i], self.hod_exposure[hod]
         )
-        if self.dow_exposure.min() <= 0:
+        if min(self.dow_exposure) <= 0:
             return by_hour
-        total_exposure = float(self.dow_exposure.sum())
-        mean = corrected_rate(
-            float(self.dow_jumps[i].sum()), float(self.dow_reads[i].sum()), total_exposure
-        )
+        mean = self.weekly_rate(i)
         if mean <= 0:
             return by_hour
         by_day = corrected_rate(
-            float(self.dow_jumps[i, dow]), float(self.dow_reads[i, dow]), self.dow_exposure[dow]
+            self.dow_jumps[dow][i], self.dow_reads[dow][i], self.dow_exposure[dow]
         )
         return by_hour * by_day / mean
 
@@ -424,50 +512,42 @@ class ActivityTracker:
         n = int(self.hourly_n[hod])
         if n < 2:
             return None
-        s1 = 0.0 if self.hourly_s1 is None else float(self.hourly_s1[i, hod])
-        s2 = 0.0 if self.hourly_s2 is None else float(self.hourly_s2[i, hod])
+        s1 = 0.0 if self.hourly_s1 is None else self.hourly_s1[hod][i]
+        s2 = 0.0 if self.hourly_s2 is None else self.hourly_s2[hod][i]
         mean = s1 / n
         var = max(0.0, (s2 - n * mean * mean) / (n - 1))
         return mean, math.sqrt(var), n
 
-    def hour_rates(self) -> FloatArray:
+    def hour_rates(self) -> list[float]:
         """Each tag's corrected jump rate so far in the hour being filled."""
-        return corrected_rates(
-            self.hour_jumps.astype(np.float64),
-            self.hour_reads.astype(np.float64),
-            self.hour_seconds,
-        )
+        return corrected_rates(self.hour_jumps, self.hour_reads, self.hour_seconds)
 
-    def weekday_factors(self, wall: float) -> FloatArray | None:
+    def weekday_factors(self, wall: float) -> list[float] | None:
         """Per tag: its rate on `wall`'s weekday over its mean rate (None: weekday never seen)."""
         dow = day_of_week(wall)
         if self.dow_exposure[dow] <= 0:
             return None
-        on_day = corrected_rates(
-            self.dow_jumps[:, dow].astype(np.float64),
-            self.dow_reads[:, dow].astype(np.float64),
-            float(self.dow_exposure[dow]),
-        )
+        on_day = corrected_rates(self.dow_jumps[dow], self.dow_reads[dow], self.dow_exposure[dow])
         overall = corrected_rates(
-            self.dow_jumps.sum(axis=1).astype(np.float64),
-            self.dow_reads.sum(axis=1).astype(np.float64),
-            float(self.dow_exposure.sum()),
+            [sum(row) for row in zip(*self.dow_jumps, strict=True)],
+            [sum(row) for row in zip(*self.dow_reads, strict=True)],
+            sum(self.dow_exposure),
         )
-        safe = np.where(overall > 0, overall, 1.0)
-        return np.where(overall > 0, on_day / safe, 1.0)
+        return [d / o if o > 0 else 1.0 for d, o in zip(on_day, overall, strict=True)]
 
-    def hourly_expectations(self, wall: float) -> tuple[FloatArray, FloatArray, int]:
+    def hourly_expectations(self, wall: float) -> tuple[list[float], list[float], int]:
         """Per tag: mean and sd of changes per hour at `wall`'s hour of day, and days seen."""
         hod = hour_of_day(wall)
         n = int(self.hourly_n[hod])
         if n < 2:
-            zeros = np.zeros(len(self.keys))
-            return zeros, zeros, n
+            return [0.0] * len(self.keys), [0.0] * len(self.keys), n
         s1, s2 = self.hourly_sums()
-        s1, s2 = s1[:, hod].astype(np.float64), s2[:, hod].astype(np.float64)
-        mean = s1 / n
-        var = np.maximum(0.0, (s2 - n * mean * mean) / (n - 1))
-        return mean, np.sqrt(var), n
+        means = [s / n for s in s1[hod]]
+        sds = [
+            math.sqrt(max(0.0, (s - n * m * m) / (n - 1)))
+            for s, m in zip(s2[hod], means, strict=True)
+        ]
+        return means, sds, n
 
     # -- persistence -------------------------------------------------------------
 
@@ -477,17 +557,18 @@ class ActivityTracker:
         """Per-tag learned profiles (of `keys` still tracked; default all), for the state store."""
         out: dict[str, dict[str, list[float]]] = {}
         none = [0.0] * HOURS_PER_DAY  # hourly sums not allocated yet: zeros, as saved before
+        s1, s2 = self.hourly_s1, self.hourly_s2
         for key in self.keys if keys is None else keys:
             i = self.index.get(key)
             if i is None:
                 continue
             out[key] = {
-                "hod_jumps": self.hod_jumps[i].tolist(),
-                "hod_reads": self.hod_reads[i].tolist(),
-                "dow_jumps": self.dow_jumps[i].tolist(),
-                "dow_reads": self.dow_reads[i].tolist(),
-                "hourly_s1": none if self.hourly_s1 is None else self.hourly_s1[i].tolist(),
-                "hourly_s2": none if self.hourly_s2 is None else self.hourly_s2[i].tolist(),
+                "hod_jumps": [c[i] for c in self.hod_jumps],
+                "hod_reads": [c[i] for c in self.hod_reads],
+                "dow_jumps": [c[i] for c in self.dow_jumps],
+                "dow_reads": [c[i] for c in self.dow_reads],
+                "hourly_s1": none if s1 is None else [c[i] for c in s1],
+                "hourly_s2": none if s2 is None else [c[i] for c in s2],
             }
         return out
 
@@ -512,7 +593,7 @@ class ActivityTracker:
         ):
             values = globals_.get(name)
             if isinstance(values, list) and len(values) == len(target):
-                target[:] = values
+                target[:] = array("d", values)
         series = globals_.get("device_series")
         if isinstance(series, dict):
             self.device_series = {
@@ -531,12 +612,16 @@ class ActivityTracker:
             i = self.index.get(key)
             if i is None:
                 continue
-            for name, array in fields.items():
+            for name, columns in fields.items():
                 values = profile.get(name)
-                if values is not None and len(values) == array.shape[1]:
-                    array[i] = values
+                if values is not None and len(values) == len(columns):
+                    for column, value in zip(columns, values, strict=True):
+                        column[i] = value
             for name in hourly:
                 values = profile.get(name)
                 if values is not None and len(values) == HOURS_PER_DAY and any(values):
                     s1, s2 = self.hourly_sums()
-                    (s1 if name == "hourly_s1" else s2)[i] = values
+                    for column, value in zip(
+                        s1 if name == "hourly_s1" else s2, values, strict=True
+                    ):
+                        column[i] = value

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from edgeopt.modbus.planner import CostModel, DeviceLimits, PlanTag, Priority, plan_reads
-from edgeopt.optimizer.activity import PRIOR_JUMPS, ActivityTracker, corrected_rate
+from edgeopt.optimizer.activity import PRIOR_JUMPS, ActivityTracker
 from edgeopt.optimizer.allocation import (
     Allocation,
     TagDemand,
@@ -129,11 +129,7 @@ def period_rate(
     index = len(series) + ahead - period_hours
     if not 0 <= index < len(series):
         return None
-    exposure = float(activity.dow_exposure.sum())
-    tag_mean = corrected_rate(
-        float(activity.dow_jumps[i].sum()), float(activity.dow_reads[i].sum()), exposure
-    )
-    return tag_mean * series[index] / mean
+    return activity.weekly_rate(i) * series[index] / mean
 
 
 # A tag read within this factor of its configured interval is "at base".

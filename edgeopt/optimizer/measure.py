@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 
-import numpy as np
-
 from edgeopt.optimizer.activity import ActivityTracker
 from edgeopt.optimizer.records import WindowMetrics
 from edgeopt.poller import Poller
@@ -70,20 +68,20 @@ class ChangeMeter:
         if not present:
             return [None] * len(slots)
         stats = self.activity.tag_windows(present, slots)
-        periods = np.array([self.effective_period(k) for k in present], np.float64)
+        halves = [self.effective_period(k) / 2.0 for k in present]
         out: list[float | None] = []
-        for w, slot in enumerate(slots):
+        for slot, reads, jumps in zip(slots, stats.reads, stats.jumps, strict=True):
             sample = self.activity.samples[slot]
             if sample is None:
                 out.append(None)
                 continue
             span = max(sample.end - sample.start, 1e-9)
-            seen = stats.reads[:, w] > 0
-            if not seen.any():
-                out.append(None)
-                continue
-            ood = np.minimum(1.0, stats.jumps[:, w] / span * periods / 2.0)
-            out.append(1.0 - float(ood[seen].mean()))
+            ood = [
+                min(1.0, j / span * half)
+                for r, j, half in zip(reads, jumps, halves, strict=True)
+                if r > 0
+            ]
+            out.append(1.0 - sum(ood) / len(ood) if ood else None)
         return out
 
     def ab_pairs(

@@ -20,6 +20,7 @@ than expected it is also read at its configured rate for `burst_duration`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -99,7 +100,7 @@ class PatternStrategy(Strategy):
         self._flagged: set[tuple[str, int]] = set()
 
     def ready(self, context: StrategyContext) -> bool:
-        return bool(context.activity.hod_exposure.min() > 0)
+        return min(context.activity.hod_exposure) > 0
 
     def periods(self, context: StrategyContext) -> dict[str, int]:
         minimum = self.param_float("min_correlation")
@@ -159,41 +160,35 @@ class PatternStrategy(Strategy):
         factors = activity.weekday_factors(context.wall)
         if factors is None:
             return []  # never seen this weekday: nothing to compare with
-        mean, sd = mean * factors, sd * factors
-        observed = activity.hour_rates() * 3600.0
+        observed = activity.hour_rates()
         sigma, excess = self.param_float("sigma"), self.param_float("min_excess")
-        # A profile that never moved still has Poisson noise, and a few days
-        # under-state the spread: floor it at sqrt(mean) and a share of the mean.
-        spread = np.maximum(
-            np.maximum(sd, np.sqrt(np.maximum(mean, 1.0))),
-            self.param_float("min_relative_sd") * mean,
-        )
-        z = (observed - mean) / spread
-        busy = (z > sigma) & (observed - mean >= excess)
-        quiet = (z < -sigma) & (mean - observed >= excess)
+        relative_sd = self.param_float("min_relative_sd")
         # "Too quiet" needs every weekday seen: a weekend is not an anomaly.
-        if activity.hour_seconds < self.param_float("quiet_hour_seconds") or not bool(
-            (activity.dow_exposure > 0).all()
-        ):
-            quiet &= False
+        quiet_too = activity.hour_seconds >= self.param_float("quiet_hour_seconds") and (
+            min(activity.dow_exposure) > 0
+        )
         hour = int(context.wall // 3600)
         out: list[Anomaly] = []
-        for i in np.flatnonzero(busy | quiet).tolist():
-            key = activity.keys[i]
-            if (key, hour) in self._flagged:
+        rows = zip(activity.keys, mean, sd, factors, observed, strict=True)
+        for key, mean_i, sd_i, factor, rate in rows:
+            expected, seen = mean_i * factor, rate * 3600.0
+            # A profile that never moved still has Poisson noise, and a few days
+            # under-state the spread: floor it at sqrt(mean) and a share of the mean.
+            spread = max(sd_i * factor, math.sqrt(max(expected, 1.0)), relative_sd * expected)
+            z = (seen - expected) / spread
+            busy = z > sigma and seen - expected >= excess
+            quiet = quiet_too and z < -sigma and expected - seen >= excess
+            if not (busy or quiet) or (key, hour) in self._flagged:
                 continue
             self._flagged.add((key, hour))
-            low = max(0.0, float(mean[i] - sigma * spread[i]))
-            high = float(mean[i] + sigma * spread[i])
-            zi = float(z[i])
             out.append(
                 Anomaly(
                     key,
-                    float(observed[i]),
-                    low,
-                    high,
-                    zi,
-                    "critical" if abs(zi) >= 2 * sigma else "warning",
+                    seen,
+                    max(0.0, expected - sigma * spread),
+                    expected + sigma * spread,
+                    z,
+                    "critical" if abs(z) >= 2 * sigma else "warning",
                 )
             )
         self._flagged = {f for f in self._flagged if f[1] >= hour - 1}

@@ -19,11 +19,10 @@ intervals, lowest priority first, and says which tags it slowed.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-
-import numpy as np
 
 from edgeopt.modbus.planner import (
     CostModel,
@@ -43,6 +42,20 @@ REFIT_CHANGE = 0.2
 SHED_STEP = 1.5
 
 
+def quantile(values: Sequence[float], q: float) -> float:
+    """The q-quantile of `values`, linear between the two nearest ranks (numpy's default).
+
+    Exact where both ranks hold the same value: a run of equal latencies has
+    itself as its percentile, so none of it is dropped as an outlier.
+    """
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    a, b, t = ordered[low], ordered[high], position - low
+    return b - (b - a) * (1.0 - t) if t >= 0.5 else a + (b - a) * t
+
+
 def fit_cost(
     samples: Sequence[tuple[int, float]],
     *,
@@ -53,23 +66,25 @@ def fit_cost(
     """A cost model fitted to (registers, latency) samples; None with too few of them."""
     if len(samples) < MIN_COST_SAMPLES:
         return None
-    counts = np.array([n for n, _ in samples], np.float64)
-    latencies = np.array([lat for _, lat in samples], np.float64)
     # Retries and hiccups are not the bus's price: drop the slowest tenth.
-    keep = latencies <= np.quantile(latencies, 0.9)
-    counts, latencies = counts[keep], latencies[keep]
+    cut = quantile([lat for _, lat in samples], 0.9)
+    kept = [(float(n), float(lat)) for n, lat in samples if lat <= cut]
+    counts = [n for n, _ in kept]
+    latencies = [lat for _, lat in kept]
     if transport in SERIAL_TRANSPORTS:
         wire = CostModel.serial(baudrate, turnaround=0.0)
-        spare = latencies - (wire.per_read + wire.per_register * counts)
-        turnaround = max(0.0, float(np.median(spare)))
+        spare = [lat - (wire.per_read + wire.per_register * n) for n, lat in kept]
+        turnaround = max(0.0, statistics.median(spare))
         return CostModel.serial(baudrate, turnaround=turnaround)
-    if counts.size >= 2 and float(np.ptp(counts)) >= 4:
-        slope, intercept = np.polyfit(counts, latencies, 1)
-        per_register = max(0.0, float(slope))
-        per_read = max(1e-4, float(intercept))
+    if len(counts) >= 2 and max(counts) - min(counts) >= 4:
+        slope, intercept = statistics.linear_regression(counts, latencies)
+        per_register = max(0.0, slope)
+        per_read = max(1e-4, intercept)
     else:
         ratio = default.per_register / default.per_read if default.per_read > 0 else 0.0
-        per_read = max(1e-4, float(np.median(latencies)) / (1.0 + ratio * float(np.median(counts))))
+        per_read = max(
+            1e-4, statistics.median(latencies) / (1.0 + ratio * statistics.median(counts))
+        )
         per_register = per_read * ratio
     return CostModel(per_read=per_read, per_register=per_register, per_bit=per_register / 16)
 

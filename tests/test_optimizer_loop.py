@@ -22,7 +22,12 @@ from edgeopt.optimizer.cluster_worker import ClusterRunner
 from edgeopt.optimizer.evaluation import Outcome
 from edgeopt.optimizer.loop import Optimizer
 from edgeopt.optimizer.persistence import create_tables, load_state, save_state
-from edgeopt.optimizer.strategies import ClusterStrategy, IntervalStrategy, Proposal
+from edgeopt.optimizer.strategies import (
+    ClusterStrategy,
+    IntervalStrategy,
+    PatternStrategy,
+    Proposal,
+)
 from edgeopt.resources import Pressure, PressureMonitor, ResourceSample
 
 FAST_LOOP = {"quick_every": "60s", "full_every": "600s", "evaluate_after": "120s"}
@@ -126,6 +131,46 @@ async def test_the_interval_plan_is_searched_in_a_child_and_its_references_come_
     assert {"d/busy", "d/quiet1", "d/quiet2", "d/quiet3"} <= set(references)
     assert {when for _, when in references.values()} == {sim.clock.now()}
     assert references["d/busy"][0] > references["d/quiet1"][0]
+    await opt.close()
+
+
+async def test_the_pattern_plan_is_searched_in_a_child_and_its_references_come_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sim, opt = plant()
+    for _ in range(10):  # measure a few windows without running any cycle
+        await sim.run(20.0)
+        opt.tick()
+    # Profiles of whole days, as a restart restores them, and an 8-hour shift
+    # cycle in the device's activity: the strategy is ready and finds it.
+    shift = [10.0 if h % 8 < 3 else 0.0 for h in range(24 * 6)]
+    opt.activity.import_profiles(
+        {},
+        {
+            "hod_exposure": [3600.0] * 24,
+            "dow_exposure": [86400.0] * 7,
+            "device_series": {"d": shift},
+        },
+    )
+    searched_in = tmp_path / "pid"
+    plan = PatternStrategy.plan
+
+    def recording(self: PatternStrategy, context: Any) -> Proposal | None:
+        searched_in.write_text(str(os.getpid()))
+        return plan(self, context)
+
+    monkeypatch.setattr(PatternStrategy, "plan", recording)
+    opt.model.reference_rates.clear()
+    result = await opt.run_strategy("pattern")
+    assert result["strategies"]["pattern"]["status"] == "applied"
+    assert int(searched_in.read_text()) != os.getpid()
+    # The period found in the child came back with its proposal.
+    assert opt.model.forecast and opt.model.periods == {"d": 8}
+    # The tags read at their configured rate refreshed their reference rates
+    # in the child; the parent has them now, stamped with the cycle's time.
+    references = opt.model.reference_rates
+    assert {"d/busy", "d/quiet1", "d/quiet2", "d/quiet3"} <= set(references)
+    assert {when for _, when in references.values()} == {sim.clock.now()}
     await opt.close()
 
 

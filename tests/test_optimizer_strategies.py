@@ -15,7 +15,7 @@ from test_optimizer_sim import MONDAY, config, device, tag
 from edgeopt.config import StrategyConfig
 from edgeopt.optimizer.activity import ActivityTracker
 from edgeopt.optimizer.context import StrategyContext
-from edgeopt.optimizer.demand import plan_allocation, tag_rates
+from edgeopt.optimizer.demand import allocation_plan, tag_rates
 from edgeopt.optimizer.model import PlanModel
 from edgeopt.optimizer.strategies import (
     ClusterStrategy,
@@ -226,10 +226,10 @@ async def test_pattern_speeds_up_before_the_predicted_active_period() -> None:
     assert 7 <= (ctx.wall % 86400) / 3600 < 8
     strategy = PatternStrategy(StrategyConfig(cooldown=21600))
     assert strategy.ready(ctx)
-    without = await plan_allocation(ctx, forecast=False)
+    without = allocation_plan(ctx, forecast=False)
     proposal = await strategy.propose(ctx)
     assert proposal is not None and proposal.forecast is True
-    with_forecast = await plan_allocation(ctx, forecast=True)
+    with_forecast = allocation_plan(ctx, forecast=True)
     # Before 08:00 the forecast already expects the busy period (lead 20 min).
     assert with_forecast.intervals["d/busy"] < without.intervals["d/busy"]
     assert with_forecast.rates["d/busy"] > 10 * without.rates["d/busy"]

@@ -2,20 +2,20 @@
 
 `tag_rates` turns the activity windows (and, when the pattern strategy has
 switched it on, the forecast) into the change rate each tag is expected to
-have over the coming period. `plan_allocation` turns those rates, the
+have over the coming period. `allocation_plan` turns those rates, the
 trigger relations and the cost models into the cheapest intervals that keep
 the fidelity the configured intervals really give (`allocate_for_budget`),
 then widens them where a line is over its bus budget (`shed_to_budget`).
 
-The statistics are read on the event loop; the search runs in a worker
-thread on copies made for it (`PlanInputs`, `TagDemand`s, which it fills in
-with their credit floors), because at 10k tags it takes about a second and
-the poll loop must not wait for it.
+At 10k tags a search takes about a second and builds hundreds of thousands
+of temporaries: its callers run it in a forked child (`edgeopt.forked`), so
+the poll loop does not wait for it and the daemon's heap never holds them.
+The search itself works on copies made for it (`PlanInputs`, `TagDemand`s,
+which it fills in with their credit floors).
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -394,7 +394,7 @@ def trigger_cost(
 
 @dataclass(frozen=True)
 class _Job:
-    """An allocation to compute (in a worker thread)."""
+    """An allocation to compute (pure: it may run anywhere)."""
 
     inputs: PlanInputs
     demands: list[TagDemand]
@@ -467,33 +467,6 @@ def compute_allocation(job: _Job) -> AllocationResult:
     )
 
 
-async def plan_allocation(
-    context: StrategyContext,
-    *,
-    triggers: Mapping[str, frozenset[str] | tuple[str, ...]] | None = None,
-    forecast: bool | None = None,
-    rates: Mapping[str, float | None] | None = None,
-    budget_scale: float = 1.0,
-    periods: Mapping[str, int] | None = None,
-    direction: str | None = None,
-    misses: Mapping[str, float] | None = None,
-) -> AllocationPlan:
-    """The cheapest allocation that keeps the configured intervals' fidelity.
-
-    misses: per follower of `triggers`, the share of its changes the leader
-    misses (the model's, for the followers it knows, by default).
-
-    The statistics are read here; the search itself (a second or so at 10k
-    tags) runs in a worker thread on copies, so the poll loop keeps running.
-    `budget_scale` below 1 asks for a more cautious plan: it scales the
-    fidelity slack, never the loss the configured intervals have anyway.
-    """
-    search = _AllocationSearch(
-        context, triggers, forecast, rates, budget_scale, periods, direction, misses
-    )
-    return search.plan(await asyncio.to_thread(compute_allocation, search.job))
-
-
 def allocation_plan(
     context: StrategyContext,
     *,
@@ -505,7 +478,14 @@ def allocation_plan(
     direction: str | None = None,
     misses: Mapping[str, float] | None = None,
 ) -> AllocationPlan:
-    """`plan_allocation`, searched in this thread (for work that runs in a child of its own)."""
+    """The cheapest allocation that keeps the configured intervals' fidelity, searched here.
+
+    Call it in a forked child (see the module's docstring). misses: per
+    follower of `triggers`, the share of its changes the leader misses (the
+    model's, for the followers it knows, by default). `budget_scale` below 1
+    asks for a more cautious plan: it scales the fidelity slack, never the
+    loss the configured intervals have anyway.
+    """
     search = _AllocationSearch(
         context, triggers, forecast, rates, budget_scale, periods, direction, misses
     )

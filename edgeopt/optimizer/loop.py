@@ -40,8 +40,8 @@ from edgeopt.optimizer.cluster_worker import ClusterRunner
 from edgeopt.optimizer.costs import bus_budget_of, median_latency, refit_costs
 from edgeopt.optimizer.demand import (
     ALLOCATION_DEFAULTS,
+    allocation_plan,
     configured_line_costs,
-    plan_allocation,
     plan_inputs,
     planned_bus,
 )
@@ -1004,15 +1004,32 @@ class Optimizer:
         return self.model.snapshot(self.model.allocated if keys is None else keys)
 
     async def predicted(self) -> dict[str, float]:
-        """The allocation the interval strategy would make now (read-only)."""
-        plan = await plan_allocation(self.context(self.interval))
-        return {
-            "current_bus": plan.current_bus,
-            "proposed_bus": plan.proposed_bus,
-            "current_ood": plan.current_ood,
-            "proposed_ood": plan.proposed_ood,
-            "budget": plan.budget,
-        }
+        """The allocation the interval strategy would make now (changing nothing).
+
+        Searched in a forked child, as the strategy's own is; like every plan, it
+        refreshes the reference rates of the tags read at their configured rate.
+        """
+        context = self.context(self.interval)
+        references = context.model.reference_rates
+
+        def work() -> Iterator[tuple[dict[str, float], dict[str, tuple[float, float]]]]:
+            before = dict(references)
+            plan = allocation_plan(context)
+            yield (
+                {
+                    "current_bus": plan.current_bus,
+                    "proposed_bus": plan.proposed_bus,
+                    "current_ood": plan.current_ood,
+                    "proposed_ood": plan.proposed_ood,
+                    "budget": plan.budget,
+                },
+                {k: v for k, v in references.items() if before.get(k) is not v},
+            )
+
+        forked = ForkedWork(work, keys=list(self.poller.tags))
+        ((predicted, refreshed),) = await forked.items()
+        references.update(refreshed)
+        return predicted
 
 
 def _opt_float(value: object) -> float | None:

@@ -1,6 +1,6 @@
 """The interval strategy: each tag's interval from its change rate and its read's cost.
 
-It proposes the allocation of `plan_allocation`: the cheapest intervals in
+It proposes the allocation of `allocation_plan`: the cheapest intervals in
 [min_interval, max_staleness] whose predicted out-of-deadband total matches
 what the configured intervals would give. A quiet tag drifts towards
 max_staleness, a busy tag that shares a cheap read may go faster than

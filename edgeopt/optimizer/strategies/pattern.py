@@ -16,25 +16,38 @@ Anomalies (checked every window): a tag whose change rate this hour is more
 than `sigma` standard deviations off its profile for this hour of day gets an
 `anomaly` event with the expected range and a severity; when it is busier
 than expected it is also read at its configured rate for `burst_duration`.
+
+The proposal (the period search and two allocations) is worked out in a
+forked child, as the interval strategy's is: at 10k tags its temporaries
+would stay in the daemon's heap, and the period search uses numpy, which
+only the child imports (the daemon never does: it would cost it 20 MB).
+The anomaly check runs in the daemon, every window, in plain Python.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
-
-import numpy as np
+from typing import TYPE_CHECKING, ClassVar
 
 from edgeopt.config import StrategyConfig
-from edgeopt.optimizer.demand import plan_allocation
+from edgeopt.forked import ForkedWork
+from edgeopt.optimizer.demand import allocation_plan
 from edgeopt.optimizer.strategies.base import ParamValue, Proposal, Strategy, StrategyContext
 
-FloatArray = np.ndarray
+if TYPE_CHECKING:
+    import numpy as np
 
 
-def autocorrelation(series: list[float], lag: int) -> float:
-    x = np.asarray(series, np.float64)
+def autocorrelation(series: Sequence[float], lag: int) -> float:
+    """The series' autocorrelation at `lag` (numpy: call it in a forked child, not the daemon)."""
+    import numpy as np  # here, not at the top: the daemon never imports numpy (20 MB)
+
+    return _autocorrelation(np.asarray(series, np.float64), lag)
+
+
+def _autocorrelation(x: np.ndarray, lag: int) -> float:
     if lag <= 0 or lag >= x.size - 1:
         return 0.0
     x = x - x.mean()
@@ -44,11 +57,19 @@ def autocorrelation(series: list[float], lag: int) -> float:
     return float((x[:-lag] * x[lag:]).sum() / denom) * x.size / (x.size - lag)
 
 
-def strongest_period(series: list[float], min_correlation: float, max_lag: int = 168) -> int | None:
-    """The lag (hours) with the highest autocorrelation ≥ min_correlation, seen at least twice."""
+def strongest_period(
+    series: Sequence[float], min_correlation: float, max_lag: int = 168
+) -> int | None:
+    """The lag (hours) with the highest autocorrelation ≥ min_correlation, seen at least twice.
+
+    Uses numpy: call it in a forked child (`PatternStrategy.plan`), not the daemon.
+    """
+    import numpy as np  # here, not at the top: the daemon never imports numpy (20 MB)
+
+    x = np.asarray(series, np.float64)
     best: tuple[float, int] | None = None
     for lag in range(2, min(max_lag, len(series) // 2) + 1):
-        r = autocorrelation(series, lag)
+        r = _autocorrelation(x, lag)
         if r >= min_correlation and (best is None or r > best[0] + 1e-9):
             best = (r, lag)
     return None if best is None else best[1]
@@ -103,6 +124,7 @@ class PatternStrategy(Strategy):
         return min(context.activity.hod_exposure) > 0
 
     def periods(self, context: StrategyContext) -> dict[str, int]:
+        """Each device's shift cycle, where it has one (numpy: in the forked child only)."""
         minimum = self.param_float("min_correlation")
         out: dict[str, int] = {}
         for device, series in context.activity.device_series.items():
@@ -112,12 +134,32 @@ class PatternStrategy(Strategy):
         return out
 
     async def propose(self, context: StrategyContext) -> Proposal | None:
+        """`plan`, worked out in a forked child (see `edgeopt.forked`).
+
+        There its temporaries (two allocations at 10k tags) and numpy (the
+        period search) stay out of the daemon. The reference rates the plans
+        refresh come back with it.
+        """
+        references = context.model.reference_rates
+
+        def work() -> Iterator[tuple[Proposal | None, dict[str, tuple[float, float]]]]:
+            before = dict(references)
+            proposal = self.plan(context)
+            yield proposal, {k: v for k, v in references.items() if before.get(k) is not v}
+
+        forked = ForkedWork(work, keys=list(context.poller.tags))
+        ((proposal, refreshed),) = await forked.items()
+        references.update(refreshed)
+        return proposal
+
+    def plan(self, context: StrategyContext) -> Proposal | None:
+        """The proposal, searched in this thread (numpy is imported: not in the daemon)."""
         model = context.model
         periods = self.periods(context)
         if model.forecast and periods == model.periods:
             return None
-        with_forecast = await plan_allocation(context, forecast=True, periods=periods)
-        without = await plan_allocation(context, forecast=False)
+        with_forecast = allocation_plan(context, forecast=True, periods=periods)
+        without = allocation_plan(context, forecast=False)
         changed = {
             k: v
             for k, v in with_forecast.intervals.items()

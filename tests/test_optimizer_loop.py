@@ -19,6 +19,7 @@ from edgeopt.config import ResourcesConfig
 from edgeopt.optimizer import build_optimizer
 from edgeopt.optimizer import loop as loop_module
 from edgeopt.optimizer.cluster_worker import ClusterRunner
+from edgeopt.optimizer.clustering import pack_indicators
 from edgeopt.optimizer.evaluation import Outcome
 from edgeopt.optimizer.loop import Optimizer
 from edgeopt.optimizer.persistence import create_tables, load_state, save_state
@@ -483,7 +484,7 @@ async def test_kmeans_runs_in_a_worker_process_and_never_in_this_one() -> None:
     rows += [base_b ^ (rng.random(400) < 0.005) for _ in range(4)]
     runner = ClusterRunner()
     try:
-        result = await runner.run(np.array(rows, np.uint8), max_k=4, seed=0)
+        result = await runner.run(pack_indicators(np.array(rows, np.uint8)), max_k=4, seed=0)
     finally:
         await runner.aclose()
     labels = result.labels

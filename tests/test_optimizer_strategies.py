@@ -24,7 +24,7 @@ from edgeopt.optimizer.strategies import (
     PatternStrategy,
     StrategyLearning,
 )
-from edgeopt.optimizer.strategies.cluster import indicator_matrix, recall
+from edgeopt.optimizer.strategies.cluster import indicator_bits, recall
 from edgeopt.optimizer.strategies.pattern import autocorrelation, strongest_period
 from edgeopt.poller import Poller
 
@@ -134,11 +134,11 @@ def test_recall_counts_follower_changes_explained_by_the_leader() -> None:
     assert recall([], leader, before=2, after=2) == 0.0
 
 
-def test_indicator_matrix_marks_bins_and_their_neighbours() -> None:
-    m = indicator_matrix([[0.0, 25.0], []], 0.0, 100.0, 10.0)
-    assert m.shape == (2, 10)
-    assert m[0].tolist() == [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]
-    assert m[1].sum() == 0
+def test_indicator_bits_mark_bins_and_their_neighbours() -> None:
+    m = indicator_bits([[0.0, 25.0], []], 0.0, 100.0, 10.0)
+    assert (m.rows, m.bins) == (2, 10)
+    # Bins 0 and 1 (the change at 0 s), 1 to 3 (at 25 s); the first bin is the high bit.
+    assert m.bits == bytes([0b1111_0000, 0b00_000000, 0, 0])
 
 
 def test_cluster_picks_the_leader_that_explains_its_followers() -> None:

@@ -1,8 +1,11 @@
 """KMeans over register correlations, run in a worker process.
 
-The daemon imports this module only to start the worker and talk to it;
-scikit-learn is imported inside `cluster_tags`, so only the worker process
-ever loads it (about 100 MB the daemon never holds).
+The daemon imports this module only to start the worker and talk to it. It
+imports neither numpy nor scikit-learn: the worker's own code
+(`edgeopt.optimizer.clustering`) does, and only the worker process loads
+it, at its first request (numpy is 20 MB the daemon never holds,
+scikit-learn about 100 MB). The indicators cross the daemon as packed bits
+(`PackedIndicators`), not as an array.
 
 `ClusterRunner` owns the worker: a plain child process (`python -m
 edgeopt.optimizer.cluster_worker`), started on first use, reused by runs
@@ -12,7 +15,7 @@ Requests and replies are pickled, length-prefixed, over its stdin and
 stdout. A plain process, not a multiprocessing pool: a pool would also leave
 multiprocessing's resource tracker (13 MB) running for the daemon's life,
 and a spawned pool worker imports the parent's main module (the whole
-daemon) first; this worker imports numpy, this module and scikit-learn.
+daemon) first; this worker imports numpy, these two modules and scikit-learn.
 """
 
 from __future__ import annotations
@@ -22,19 +25,11 @@ import contextlib
 import pickle
 import sys
 import typing
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 # A worker unused this long exits; the next run starts a new one (about 0.7 s).
 IDLE_EXIT = 120.0
-# Below this silhouette score no split is better than keeping the tags together.
-MIN_SILHOUETTE = 0.25
-# Features are rounded to this many decimals before clustering: rows equal but
-# for float noise (two tags with identical changes) are then exact duplicates.
-FEATURE_DECIMALS = 9
 
 
 @dataclass(frozen=True)
@@ -46,77 +41,28 @@ class ClusterResult:
     silhouette: float
 
 
-def correlation_features(indicators: np.ndarray) -> np.ndarray:
-    """Each row's correlations with every row: the feature vector KMeans sees.
+@dataclass(frozen=True)
+class PackedIndicators:
+    """Change indicators, one bit per tag and time bin, as the daemon holds and passes them on.
 
-    Rounded to FEATURE_DECIMALS: the matrix product leaves identical tags'
-    rows a few ulps apart, and they must compare equal (see `distinct_rows`).
+    Row by row, each row padded to whole bytes, the first bin in a byte's most
+    significant bit (numpy's `packbits` order): an eighth of the uint8 matrix
+    the worker rebuilds from it (`clustering.unpack_indicators`).
     """
-    x = indicators.astype(np.float64)
-    x = x - x.mean(axis=1, keepdims=True)
-    norms = np.sqrt((x * x).sum(axis=1))
-    norms[norms == 0] = 1.0
-    x = x / norms[:, None]
-    corr = x @ x.T
-    np.fill_diagonal(corr, 1.0)
-    return np.round(corr, FEATURE_DECIMALS)
 
+    rows: int  # tags
+    bins: int
+    bits: bytes
 
-def distinct_rows(features: np.ndarray) -> int:
-    """How many different rows `features` has: KMeans cannot find more clusters than that."""
-    if features.shape[0] == 0:
-        return 0
-    return int(np.unique(features, axis=0).shape[0])
+    def __post_init__(self) -> None:
+        if len(self.bits) != self.rows * self.row_bytes:
+            raise ValueError(
+                f"{len(self.bits)} bytes cannot hold {self.rows} rows of {self.bins} bits"
+            )
 
-
-def largest_k(features: np.ndarray, max_k: int) -> int:
-    """The largest k worth trying: at most max_k, n - 1 (silhouette), and the distinct rows."""
-    n = features.shape[0]
-    return min(max_k, n - 1, distinct_rows(features))
-
-
-def cluster_tags(indicators: np.ndarray, max_k: int = 12, seed: int = 0) -> ClusterResult:
-    """KMeans on the rows of the correlation matrix, k by the best silhouette score.
-
-    indicators: one row per tag, one column per time bin (1 where the tag
-    changed in that bin). Runs in the worker process.
-
-    k never exceeds the number of distinct feature rows (tags that change
-    together have equal rows), which is what made sklearn warn "Number of
-    distinct clusters found smaller than n_clusters". Should a fit still
-    warn, that k is skipped and the warning never reaches the log.
-    """
-    from sklearn.cluster import KMeans
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.metrics import silhouette_score
-
-    n = indicators.shape[0]
-    if n < 3:
-        return ClusterResult([0] * n, 1, 0.0)
-    features = correlation_features(indicators)
-    best: ClusterResult | None = None
-    for k in range(2, largest_k(features, max_k) + 1):
-        model = KMeans(n_clusters=k, n_init=4, random_state=seed)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ConvergenceWarning)
-            labels = model.fit_predict(features)
-        degenerate = False
-        for w in caught:
-            if issubclass(w.category, ConvergenceWarning):
-                degenerate = True  # fewer clusters than asked for: not a k to keep
-            else:
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        if degenerate:
-            continue
-        if len(set(labels.tolist())) < 2:
-            continue
-        score = float(silhouette_score(features, labels))
-        if best is None or score > best.silhouette:
-            best = ClusterResult([int(v) for v in labels], k, score)
-    if best is None or best.silhouette < MIN_SILHOUETTE:
-        # No k separates the tags well: they are one group (e.g. identical rows).
-        return ClusterResult([0] * n, 1, 0.0 if best is None else best.silhouette)
-    return best
+    @property
+    def row_bytes(self) -> int:
+        return (self.bins + 7) // 8
 
 
 class WorkerDied(RuntimeError):
@@ -140,8 +86,12 @@ class ClusterRunner:
     def pid(self) -> int | None:
         return None if self._proc is None else self._proc.pid
 
-    async def run(self, indicators: np.ndarray, max_k: int, seed: int) -> ClusterResult:
+    async def run(self, indicators: PackedIndicators, max_k: int, seed: int) -> ClusterResult:
         return typing.cast(ClusterResult, await self._ask(("cluster", indicators, max_k, seed)))
+
+    async def rebuilt(self, indicators: PackedIndicators) -> tuple[tuple[int, int], bytes]:
+        """The matrix the worker clusters for these indicators: (shape, a byte per cell)."""
+        return typing.cast(tuple[tuple[int, int], bytes], await self._ask(("rebuild", indicators)))
 
     async def loaded_modules(self) -> list[str]:
         """The modules the worker has imported (what it holds in memory)."""
@@ -214,8 +164,15 @@ def serve(requests: typing.BinaryIO, replies: typing.BinaryIO) -> None:
         request = pickle.loads(requests.read(int.from_bytes(head, "big")))
         reply: tuple[bool, Any]
         try:
-            if request[0] == "cluster":
-                reply = (True, cluster_tags(*request[1:]))
+            if request[0] in ("cluster", "rebuild"):
+                # The worker's own code: numpy and scikit-learn load here, in the worker.
+                from edgeopt.optimizer.clustering import cluster_tags, unpack_indicators
+
+                matrix = unpack_indicators(request[1])
+                if request[0] == "cluster":
+                    reply = (True, cluster_tags(matrix, *request[2:]))
+                else:
+                    reply = (True, (matrix.shape, matrix.tobytes()))
             elif request[0] == "modules":
                 reply = (True, sorted(sys.modules))
             else:

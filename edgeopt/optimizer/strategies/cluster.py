@@ -5,6 +5,8 @@
    about, are left out).
 2. Features: each tag's row of the correlation matrix of binned (and
    dilated by a bin, since slow reads see a change late) change indicators.
+   The indicators are made in a forked child and cross the daemon as packed
+   bits; the worker builds the matrix and the features (numpy stays there).
 3. KMeans on those rows in a worker process, k by silhouette score.
 4. Per cluster a leader: the tag of the followers' device (a member, or a
    busier tag such as a line's total) whose changes explain most of the
@@ -36,11 +38,9 @@ from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
-import numpy as np
-
 from edgeopt.config import StrategyConfig
 from edgeopt.forked import ForkedWork
-from edgeopt.optimizer.cluster_worker import ClusterResult, ClusterRunner
+from edgeopt.optimizer.cluster_worker import ClusterResult, ClusterRunner, PackedIndicators
 from edgeopt.optimizer.demand import allocation_plan, tag_rates
 from edgeopt.optimizer.strategies.base import ParamValue, Proposal, Strategy, StrategyContext
 from edgeopt.poller import Poller
@@ -75,20 +75,26 @@ def event_series(
     return out
 
 
-def indicator_matrix(
+def indicator_bits(
     series: list[list[float]], start: float, end: float, bin_s: float
-) -> np.ndarray:
-    """One row per tag: 1 in each bin with a change (and its neighbours), else 0."""
+) -> PackedIndicators:
+    """One row per tag: a bit set in each bin with a change, and in its neighbours.
+
+    Packed as the worker unpacks them (see `PackedIndicators`): the daemon
+    holds and passes on an eighth of a byte matrix, and never needs numpy.
+    """
     bins = max(1, math.ceil((end - start) / bin_s))
-    out = np.zeros((len(series), bins), np.uint8)
+    last = bins - 1
+    width = (bins + 7) // 8
+    bits = bytearray(width * len(series))
     for row, times in enumerate(series):
-        if not times:
-            continue
-        idx = np.clip(((np.asarray(times) - start) // bin_s).astype(np.int64), 0, bins - 1)
-        out[row, idx] = 1
-        out[row, np.clip(idx - 1, 0, bins - 1)] = 1
-        out[row, np.clip(idx + 1, 0, bins - 1)] = 1
-    return out
+        base = row * width
+        changed = {min(max(int((t - start) // bin_s), 0), last) for t in times}
+        for b in changed:
+            for c in (b - 1, b, b + 1):
+                if 0 <= c <= last:
+                    bits[base + (c >> 3)] |= 0x80 >> (c & 7)  # first bin: the high bit
+    return PackedIndicators(len(series), bins, bytes(bits))
 
 
 def recall(follower: list[float], leader: list[float], before: float, after: float) -> float:
@@ -201,7 +207,7 @@ class ClusterStrategy(Strategy):
         keys = [k for k, t in context.poller.tags.items() if not isinstance(t.state.value, str)]
         return self.observed_since(context), context.wall, keys
 
-    def _indicators(self, context: StrategyContext) -> tuple[list[str], np.ndarray | None]:
+    def _indicators(self, context: StrategyContext) -> tuple[list[str], PackedIndicators | None]:
         """The candidates (tags changing neither too little nor too much) and their indicators."""
         start, end, keys = self._window(context)
         max_events = self.param_float("max_rate") * (end - start)
@@ -212,7 +218,7 @@ class ClusterStrategy(Strategy):
         )
         if len(candidates) < 3:
             return candidates, None
-        return candidates, indicator_matrix(
+        return candidates, indicator_bits(
             [series[k] for k in candidates], start, end, self.param_float("bin")
         )
 

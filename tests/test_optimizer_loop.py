@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 import logging
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -173,6 +174,23 @@ async def test_the_pattern_plan_is_searched_in_a_child_and_its_references_come_b
     assert {"d/busy", "d/quiet1", "d/quiet2", "d/quiet3"} <= set(references)
     assert {when for _, when in references.values()} == {sim.clock.now()}
     await opt.close()
+
+
+def test_the_optimizer_never_imports_numpy() -> None:
+    # numpy costs the daemon 20 MB: it is for forked children and the cluster worker.
+    code = (
+        "import sys\n"
+        "import edgeopt.optimizer.loop, edgeopt.optimizer.strategies\n"
+        "import edgeopt.optimizer.cluster_worker, edgeopt.optimizer.strategies.pattern\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'sklearn')"
+        " or m == 'edgeopt.optimizer.clustering'))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
 
 
 async def test_rollback_restores_the_exact_prior_plan() -> None:

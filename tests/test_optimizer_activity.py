@@ -162,3 +162,18 @@ def test_hourly_sums_are_allocated_when_the_first_whole_hour_closes() -> None:
     assert tracker.hourly_s1[0][0] == pytest.approx(per_hour, rel=1e-6)  # hour 0, tag 0
     assert tracker.hourly_s2[0][0] == pytest.approx(per_hour**2, rel=1e-6)
     assert tracker.hourly_n[0] == 1
+
+
+def test_weekday_factors_for_some_tags_are_those_of_all_tags() -> None:
+    poller = _poller()
+    tracker = ActivityTracker(60.0)
+    tracker.sync(poller)
+    profile = {**_old_format_profile(), "dow_jumps": [float(d * d) for d in range(7)]}
+    tracker.import_profiles({"d/a": profile}, _old_format_globals())
+    at = MONDAY + 2 * 86400.0  # a Wednesday: 4 changes against 13 a day on average
+    every = tracker.weekday_factors(at)
+    assert every is not None and every[0] == pytest.approx(
+        corrected_rate(4.0, 86400.0, 86400.0) / corrected_rate(91.0, 7 * 86400.0, 7 * 86400.0)
+    )
+    assert tracker.weekday_factors(at, [1, 0]) == [every[1], every[0]]
+    assert tracker.weekday_factors(at, []) == []

@@ -77,13 +77,18 @@ def corrected_rates(jumps: Sequence[float], reads: Sequence[float], exposure: fl
     """`corrected_rate` of each (jumps, reads) pair, by the prior `PRIOR_JUMPS` (0: no reads)."""
     if exposure <= 0:
         return [0.0] * len(jumps)
+    # A plain loop, no min() call: it runs over every tag, every window.
     log1p = math.log1p
-    return [
-        -log1p(-min(MAX_JUMP_SHARE, (j + PRIOR_JUMPS) / (r + PRIOR_READS))) * r / exposure
-        if r > 0
-        else 0.0
-        for j, r in zip(jumps, reads, strict=True)
-    ]
+    out: list[float] = []
+    for j, r in zip(jumps, reads, strict=True):
+        if r > 0:
+            share = (j + PRIOR_JUMPS) / (r + PRIOR_READS)
+            out.append(
+                -log1p(-(share if share < MAX_JUMP_SHARE else MAX_JUMP_SHARE)) * r / exposure
+            )
+        else:
+            out.append(0.0)
+    return out
 
 
 def hour_of_day(wall: float) -> int:
@@ -522,15 +527,24 @@ class ActivityTracker:
         """Each tag's corrected jump rate so far in the hour being filled."""
         return corrected_rates(self.hour_jumps, self.hour_reads, self.hour_seconds)
 
-    def weekday_factors(self, wall: float) -> list[float] | None:
-        """Per tag: its rate on `wall`'s weekday over its mean rate (None: weekday never seen)."""
+    def weekday_factors(self, wall: float, rows: Sequence[int] | None = None) -> list[float] | None:
+        """Per tag: its rate on `wall`'s weekday over its mean rate (None: weekday never seen).
+
+        rows: the tags (their indices) to work it out for, in this order; default all.
+        """
         dow = day_of_week(wall)
         if self.dow_exposure[dow] <= 0:
             return None
-        on_day = corrected_rates(self.dow_jumps[dow], self.dow_reads[dow], self.dow_exposure[dow])
+
+        def chosen(column: array[float]) -> Sequence[float]:
+            return column if rows is None else [column[i] for i in rows]
+
+        jumps = [chosen(c) for c in self.dow_jumps]
+        reads = [chosen(c) for c in self.dow_reads]
+        on_day = corrected_rates(jumps[dow], reads[dow], self.dow_exposure[dow])
         overall = corrected_rates(
-            [sum(row) for row in zip(*self.dow_jumps, strict=True)],
-            [sum(row) for row in zip(*self.dow_reads, strict=True)],
+            list(map(sum, zip(*jumps, strict=True))),
+            list(map(sum, zip(*reads, strict=True))),
             sum(self.dow_exposure),
         )
         return [d / o if o > 0 else 1.0 for d, o in zip(on_day, overall, strict=True)]
@@ -543,10 +557,10 @@ class ActivityTracker:
             return [0.0] * len(self.keys), [0.0] * len(self.keys), n
         s1, s2 = self.hourly_sums()
         means = [s / n for s in s1[hod]]
-        sds = [
-            math.sqrt(max(0.0, (s - n * m * m) / (n - 1)))
-            for s, m in zip(s2[hod], means, strict=True)
-        ]
+        sds: list[float] = []
+        for s, m in zip(s2[hod], means, strict=True):
+            var = (s - n * m * m) / (n - 1)
+            sds.append(math.sqrt(var) if var > 0 else 0.0)
         return means, sds, n
 
     # -- persistence -------------------------------------------------------------

@@ -198,12 +198,19 @@ class PatternStrategy(Strategy):
         mean, sd, days = activity.hourly_expectations(context.wall)
         if days < self.param_float("min_days") or not activity.keys:
             return []
-        # The hour-of-day profile averages all weekdays: scale it to this one.
-        factors = activity.weekday_factors(context.wall)
-        if factors is None:
-            return []  # never seen this weekday: nothing to compare with
         observed = activity.hour_rates()
         sigma, excess = self.param_float("sigma"), self.param_float("min_excess")
+        # A tag without an expectation (never busy at this hour) is off it only by
+        # what it shows now: the weekday scaling is worked out for the others alone.
+        rows = [
+            i
+            for i, (mean_i, rate) in enumerate(zip(mean, observed, strict=True))
+            if mean_i != 0 or abs(rate * 3600.0) >= excess
+        ]
+        # The hour-of-day profile averages all weekdays: scale it to this one.
+        factors = activity.weekday_factors(context.wall, rows if len(rows) < len(mean) else None)
+        if factors is None:
+            return []  # never seen this weekday: nothing to compare with
         relative_sd = self.param_float("min_relative_sd")
         # "Too quiet" needs every weekday seen: a weekend is not an anomaly.
         quiet_too = activity.hour_seconds >= self.param_float("quiet_hour_seconds") and (
@@ -211,15 +218,17 @@ class PatternStrategy(Strategy):
         )
         hour = int(context.wall // 3600)
         out: list[Anomaly] = []
-        rows = zip(activity.keys, mean, sd, factors, observed, strict=True)
-        for key, mean_i, sd_i, factor, rate in rows:
-            expected, seen = mean_i * factor, rate * 3600.0
+        for i, factor in zip(rows, factors, strict=True):
+            expected, seen = mean[i] * factor, observed[i] * 3600.0
+            if abs(seen - expected) < excess:  # neither busy nor quiet (most tags)
+                continue
             # A profile that never moved still has Poisson noise, and a few days
             # under-state the spread: floor it at sqrt(mean) and a share of the mean.
-            spread = max(sd_i * factor, math.sqrt(max(expected, 1.0)), relative_sd * expected)
+            spread = max(sd[i] * factor, math.sqrt(max(expected, 1.0)), relative_sd * expected)
             z = (seen - expected) / spread
             busy = z > sigma and seen - expected >= excess
             quiet = quiet_too and z < -sigma and expected - seen >= excess
+            key = activity.keys[i]
             if not (busy or quiet) or (key, hour) in self._flagged:
                 continue
             self._flagged.add((key, hour))

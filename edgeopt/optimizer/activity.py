@@ -23,7 +23,8 @@ Plain Python over `array.array` columns, without numpy: the daemon imports
 this module, and numpy would cost it 20 MB. Every per-tag quantity is a
 column of n values, one per tag in `keys` order: one window's counts, one
 hour of day's or one weekday's profile sums. Closing a window replaces a few
-whole columns (each in one C-level pass), never a tag at a time.
+whole columns, each in one C-level pass; only the jump sums of the tags that
+changed in it are updated one at a time (most tags do not change).
 """
 
 from __future__ import annotations
@@ -178,7 +179,7 @@ def _plus(column: array[float], values: Iterable[float]) -> array[float]:
 
 
 def _increase(now: array[int], before: array[int]) -> list[int]:
-    """How far each counter went up; a counter that went back (a tag's state replaced) 0."""
+    """How far each counter went up (0 for one that went back: a tag's state replaced)."""
     out = list(map(sub, now, before))
     if out and min(out) < 0:
         out = [max(0, d) for d in out]

@@ -3,9 +3,12 @@
 `read_tiers` reads one tag's range from every tier inside one read
 transaction, so a tier move committed meanwhile cannot hide a sample. (A move
 committed just before can at worst show a sample twice; the merge keeps one.)
-It is blocking: the tier manager runs it in a worker thread on its own
-read-only connection. `build_result` merges what it read into a
-`QueryResult`, pure.
+It is blocking: the tier manager runs it in a thread on its own read-only
+connection. It decodes the hot rows only; the warm chunks and cold blocks
+come as they are stored, and the storage codec worker decodes and merges
+them (`edgeopt.storage.codec_worker.build_result`), so the daemon never
+imports numpy. A range with nothing but hot rows is merged here
+(`hot_result`).
 
 Merging rules:
 - raw points: one per timestamp; the hot tier (and samples not yet flushed)
@@ -27,11 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edgeopt.storage import archive
-from edgeopt.storage.aggregates import Aggregates, aggregate_points, concat, rebucket
-from edgeopt.storage.chunks import decode_aggregates, decode_samples
 from edgeopt.storage.hot import QUERY_TAG_SQL
 from edgeopt.storage.schema import SampleValue, bucket_of, decode_value
 
@@ -81,14 +80,25 @@ class QueryResult:
         }
 
 
+#: A warm chunk as read: `(id, start_ts, end_ts, blob)`.
+ChunkRow = tuple[int, float, float, bytes]
+
+
 @dataclass(slots=True)
 class TierData:
-    """One tag's range as read from each tier, before merging."""
+    """One tag's range [lo, hi] as read from each tier, before decoding and merging."""
 
+    lo: float
+    hi: float
     hot: list[Point] = field(default_factory=list)
-    warm: list[Point] = field(default_factory=list)
-    cold: list[Aggregates] = field(default_factory=list)
-    archive: list[Aggregates] = field(default_factory=list)
+    warm: list[ChunkRow] = field(default_factory=list)  # ordered by start_ts, id
+    cold: list[bytes] = field(default_factory=list)  # aggregate blocks
+    archive: list[bytes] = field(default_factory=list)  # blocks not also in `cold`
+
+    @property
+    def encoded(self) -> bool:
+        """Whether any of it is encoded (chunks, blocks), which only the codec worker reads."""
+        return bool(self.warm or self.cold or self.archive)
 
 
 _WARM_SQL = (
@@ -118,7 +128,7 @@ def read_tiers(
     """
     lo = -math.inf if since is None else since
     hi = math.inf if until is None else until
-    out = TierData()
+    out = TierData(lo, hi)
     cold_ids: set[int] = set()
     conn.execute("BEGIN")
     try:
@@ -144,67 +154,17 @@ def read_tiers(
                 ]
             else:
                 out.hot = [(ts, value) for ts, value, _ in rows]
-            out.warm = _warm_points(
-                conn.execute(_WARM_SQL, (tag_id, lo - chunk_span, hi, lo)).fetchall(), lo, hi
-            )
+            out.warm = conn.execute(_WARM_SQL, (tag_id, lo - chunk_span, hi, lo)).fetchall()
             for block_id, blob in conn.execute(_COLD_SQL, (tag_id, lo - block_span, hi, lo)):
                 cold_ids.add(int(block_id))
-                out.cold.append(_clip(decode_aggregates(blob), lo, hi))
+                out.cold.append(blob)
     finally:
         conn.execute("COMMIT")
     if archive_dir is not None:
         for block in archive.read_blocks(archive_dir, tag, since, until):
             if block.id not in cold_ids:  # copied but not yet deleted from the cold tier
-                out.archive.append(_clip(decode_aggregates(block.blob), lo, hi))
+                out.archive.append(block.blob)
     return out
-
-
-def _warm_points(
-    chunks: list[tuple[int, float, float, bytes]], lo: float, hi: float
-) -> list[Point]:
-    """Points of the chunks (ordered by start), ascending and one per ts."""
-    out: list[Point] = []
-    overlap = False
-    previous_end = -math.inf
-    for _, start, end, blob in chunks:
-        overlap = overlap or start <= previous_end
-        previous_end = max(previous_end, end)
-        out.extend(_chunk_points(blob, lo, hi))
-    if not overlap:
-        return out  # each chunk is ascending with unique ts, and they follow each other
-    # A chunk written later (a late sample) overlaps an earlier one: the
-    # newer chunk (higher id) wins for equal ts, as a newer write does in hot.
-    by_ts: dict[float, SampleValue] = {}
-    for _, _, _, blob in sorted(chunks, key=lambda c: c[0]):
-        by_ts.update(_chunk_points(blob, lo, hi))
-    return sorted(by_ts.items())
-
-
-def _chunk_points(blob: bytes, lo: float, hi: float) -> list[Point]:
-    rows = decode_samples(blob)
-    ts = rows.ts
-    inside = (ts >= lo) & (ts <= hi)
-    if not inside.all():
-        rows = rows.take(np.flatnonzero(inside))
-    return list(zip(rows.ts.tolist(), rows.decoded(), strict=True))  # type: ignore[arg-type]
-
-
-def _clip(agg: Aggregates, lo: float, hi: float) -> Aggregates:
-    """The buckets of `agg` overlapping [lo, hi]."""
-    inside = (agg.start + agg.resolution > lo) & (agg.start <= hi)
-    if inside.all():
-        return agg
-    idx = np.flatnonzero(inside)
-    return Aggregates(
-        agg.resolution,
-        agg.start[idx],
-        agg.count[idx],
-        agg.numeric[idx],
-        agg.min[idx],
-        agg.max[idx],
-        agg.mean[idx],
-        agg.last[idx],
-    )
 
 
 def merge_points(*parts: Sequence[Point]) -> list[Point]:
@@ -227,79 +187,13 @@ def merge_points(*parts: Sequence[Point]) -> list[Point]:
     return sorted(by_ts.items())
 
 
-def _merged_aggregates(parts: Sequence[Aggregates]) -> Aggregates | None:
-    parts = [p for p in parts if len(p)]
-    if not parts:
-        return None
-    resolution = max(p.resolution for p in parts)
-    return rebucket(concat(parts, resolution), resolution)
-
-
-def _aggregate_points(agg: Aggregates) -> list[AggregatePoint]:
-    return [
-        AggregatePoint(start, agg.resolution, count, numeric, lo, hi, mean, last)
-        for start, count, numeric, lo, hi, mean, last in agg.rows()
-    ]
-
-
-def build_result(
-    tag: str,
-    data: TierData,
-    pending: dict[float, SampleValue],
-    *,
-    resolution: float | None = None,
-    limit: int | None = None,
+def hot_result(
+    tag: str, data: TierData, pending: dict[float, SampleValue], limit: int | None
 ) -> QueryResult:
-    """Merge one tag's tier data (and unflushed samples) into a `QueryResult`."""
-    tiers = [
-        name
-        for name, has in zip(
-            TIERS,
-            (
-                bool(data.hot or pending),
-                bool(data.warm),
-                any(len(a) for a in data.cold),
-                any(len(a) for a in data.archive),
-            ),
-            strict=True,
-        )
-        if has
-    ]
-    raw = merge_points(data.warm, data.hot, sorted(pending.items()))
-    aggs = _merged_aggregates([*data.archive, *data.cold])
-    if resolution is not None:
-        if resolution <= 0:
-            raise ValueError(f"resolution must be > 0 seconds, got {resolution}")
-        # Raw points go into buckets of `resolution`; cold aggregates cannot be
-        # split, so a coarser cold resolution stays as it is. Buckets of equal
-        # width and start merge.
-        by_width: dict[float, list[Aggregates]] = {}
-        if raw:
-            ts = np.fromiter((p[0] for p in raw), dtype=np.float64, count=len(raw))
-            by_width.setdefault(resolution, []).append(
-                aggregate_points(ts, [p[1] for p in raw], resolution)
-            )
-        if aggs is not None:
-            width = max(resolution, aggs.resolution)
-            by_width.setdefault(width, []).append(rebucket(aggs, width))
-        buckets = sorted(
-            (
-                b
-                for width, group in by_width.items()
-                for b in _aggregate_points(rebucket(concat(group, width), width))
-            ),
-            key=lambda b: b.ts,
-        )
-        points: list[Point] = [(b.ts, b.mean) for b in buckets]
-        if limit is not None:
-            del points[limit:]
-            del buckets[limit:]
-        return QueryResult(tag, points, tiers, buckets, resolution)
-    buckets = _aggregate_points(aggs) if aggs is not None else []
-    points = merge_points([(b.ts, b.mean) for b in buckets], raw) if buckets else raw
-    if limit is not None:
-        del points[limit:]
-        if buckets:
-            last = points[-1][0] if points else -math.inf
-            buckets = [b for b in buckets if b.ts <= last]
-    return QueryResult(tag, points, tiers, buckets, None)
+    """The result for a range with nothing encoded (`not data.encoded`) and no resolution.
+
+    `edgeopt.storage.codec_worker.build_result` gives the same for such data;
+    this needs no numpy, so the daemon answers it without the worker.
+    """
+    points = merge_points(data.hot, sorted(pending.items()))
+    return QueryResult(tag, points[:limit], ["hot"] if points else [], [], None)

@@ -30,9 +30,7 @@ from edgeopt.storage import HotStore, Sample
 from edgeopt.storage import archive as archive_files
 from edgeopt.storage.aggregates import aggregate_points
 from edgeopt.storage.chunks import decode_aggregates, decode_samples
-from edgeopt.storage.codec_worker import build_result
 from edgeopt.storage.hot_to_warm import MOVE_BATCH_SAMPLES, move_batches
-from edgeopt.storage.query import TierData, hot_result
 from edgeopt.storage.tiers import CHUNK_SECONDS, MAX_CHUNK_SAMPLES, TierManager
 from edgeopt.worker import WorkerProcess, WorkerStartFailed
 
@@ -805,20 +803,6 @@ async def test_the_codec_worker_starts_only_for_encoded_data_and_stops_when_idle
     assert not worker.started
     assert psutil.Process().children(recursive=True) == []
     await store.close()
-
-
-def test_a_hot_only_query_answered_here_matches_the_workers_answer() -> None:
-    rng = random.Random(11)
-    for _ in range(50):
-        stamps = sorted(rng.sample(range(1000), rng.randrange(0, 30)))
-        hot = [(D0 + t, rng.choice([1.5, 2, "on", True, None, math.inf])) for t in stamps]
-        pending = {D0 + t: float(t) for t in rng.sample(range(1000), rng.randrange(0, 5))}
-        limit = rng.choice([None, 0, 1, 5, 100])
-        data = TierData(D0, D0 + 1000, hot=hot)
-        assert not data.encoded
-        assert hot_result("d/t", data, pending, limit) == build_result(
-            "d/t", data, pending, None, limit
-        )
 
 
 # --- kill -9 during migration -------------------------------------------------------------------

@@ -4,9 +4,10 @@ Encoding hot rows into chunks, aggregating a day of chunks and decoding a
 query's chunks and blocks need numpy, which would cost the daemon 20 MB for
 good. `CodecClient` sends that work to `python -m edgeopt.storage.codec_worker`
 (an `edgeopt.worker.WorkerProcess`, started on first use and stopped when
-idle) and gets back plain Python: the classes below and `QueryResult`. The
-reply unpickler admits nothing else, so a numpy value in a reply is an error,
-never numpy imported here. The SQL and its transactions stay in the daemon.
+idle) and gets back plain Python: the classes below, `Decoded` and
+`QueryResult`. The reply unpickler admits nothing else, so a numpy value in a
+reply is an error, never numpy imported here. The SQL and its transactions
+stay in the daemon.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from edgeopt.storage.query import QueryResult, TierData
+from edgeopt.storage.query import Decoded, QueryResult, TierData
 from edgeopt.storage.schema import SampleValue
 from edgeopt.worker import IDLE_EXIT, WorkerProcess
 
@@ -95,6 +96,10 @@ class CodecClient:
             ColdBlock,
             await self._worker.call("aggregate", list(blobs), resolution, self._compressors),
         )
+
+    async def decode(self, data: TierData) -> Decoded:
+        """`edgeopt.storage.codec_worker.decode` of `data`'s chunks and blocks, in the worker."""
+        return typing.cast(Decoded, await self._worker.call("decode", data.without_hot()))
 
     async def build_result(
         self,

@@ -4,8 +4,9 @@ Run as `python -m edgeopt.storage.codec_worker`; the daemon talks to it
 through `edgeopt.storage.codec_client.CodecClient`. Each request is a pure
 function of plain data: hot rows to chunks (`encode_hot`), a tag-day of
 chunks to a block of aggregates (`aggregate`), a query's chunks and blocks to
-its `QueryResult` (`build_result`). Replies are plain Python (lists, floats,
-the dataclasses of `codec_client` and `query`), never numpy objects.
+points and buckets (`decode`), or to the whole `QueryResult` when it is
+bucketed by a resolution (`build_result`). Replies are plain Python (lists,
+floats, the dataclasses of `codec_client` and `query`), never numpy objects.
 """
 
 from __future__ import annotations
@@ -30,13 +31,15 @@ from edgeopt.storage.codec_client import ColdBlock, HotRecord, WarmChunk
 from edgeopt.storage.codecs import Compressor
 from edgeopt.storage.moves import MAX_CHUNK_SAMPLES
 from edgeopt.storage.query import (
-    TIERS,
     AggregatePoint,
     ChunkRow,
+    Decoded,
     Point,
     QueryResult,
     TierData,
     merge_points,
+    merge_result,
+    tiers_found,
 )
 from edgeopt.storage.schema import SampleValue, ValueKind
 from edgeopt.storage.swinging_door import keep_mask
@@ -122,6 +125,12 @@ def aggregate(
 # --- queries -------------------------------------------------------------------------
 
 
+def decode(data: TierData) -> Decoded:
+    """The points of `data`'s warm chunks and the buckets of its cold and archive blocks."""
+    warm, aggs, tiers = _decode(data)
+    return Decoded(warm, _aggregate_points(aggs) if aggs is not None else [], tiers)
+
+
 def build_result(
     tag: str,
     data: TierData,
@@ -131,64 +140,55 @@ def build_result(
 ) -> QueryResult:
     """Decode and merge one tag's tier data (and unflushed samples) into a `QueryResult`.
 
-    The merging rules are in `edgeopt.storage.query`'s docstring.
+    With `resolution`, every point is the mean of a bucket of that width. The
+    merging rules are in `edgeopt.storage.query`'s docstring.
     """
+    if resolution is None:
+        return merge_result(tag, data, decode(data), pending, limit)
+    if resolution <= 0:
+        raise ValueError(f"resolution must be > 0 seconds, got {resolution}")
+    warm, aggs, tiers = _decode(data)
+    raw = merge_points(warm, data.hot, sorted(pending.items()))
+    # Raw points go into buckets of `resolution`; cold aggregates cannot be
+    # split, so a coarser cold resolution stays as it is. Buckets of equal
+    # width and start merge.
+    by_width: dict[float, list[Aggregates]] = {}
+    if raw:
+        ts = np.fromiter((p[0] for p in raw), dtype=np.float64, count=len(raw))
+        by_width.setdefault(resolution, []).append(
+            aggregate_points(ts, [p[1] for p in raw], resolution)
+        )
+    if aggs is not None:
+        width = max(resolution, aggs.resolution)
+        by_width.setdefault(width, []).append(rebucket(aggs, width))
+    buckets = sorted(
+        (
+            b
+            for width, group in by_width.items()
+            for b in _aggregate_points(rebucket(concat(group, width), width))
+        ),
+        key=lambda b: b.ts,
+    )
+    points: list[Point] = [(b.ts, b.mean) for b in buckets]
+    if limit is not None:
+        del points[limit:]
+        del buckets[limit:]
+    return QueryResult(tag, points, tiers_found(data, pending, tiers), buckets, resolution)
+
+
+def _decode(data: TierData) -> tuple[list[Point], Aggregates | None, list[str]]:
+    """Warm points, cold and archive aggregates merged, and the tiers that had data."""
     lo, hi = data.lo, data.hi
     warm = _warm_points(data.warm, lo, hi)
     cold = [_clip(decode_aggregates(blob), lo, hi) for blob in data.cold]
     archived = [_clip(decode_aggregates(blob), lo, hi) for blob in data.archive]
-    tiers = [
-        name
-        for name, has in zip(
-            TIERS,
-            (
-                bool(data.hot or pending),
-                bool(warm),
-                any(len(a) for a in cold),
-                any(len(a) for a in archived),
-            ),
-            strict=True,
-        )
-        if has
-    ]
-    raw = merge_points(warm, data.hot, sorted(pending.items()))
-    aggs = _merged_aggregates([*archived, *cold])
-    if resolution is not None:
-        if resolution <= 0:
-            raise ValueError(f"resolution must be > 0 seconds, got {resolution}")
-        # Raw points go into buckets of `resolution`; cold aggregates cannot be
-        # split, so a coarser cold resolution stays as it is. Buckets of equal
-        # width and start merge.
-        by_width: dict[float, list[Aggregates]] = {}
-        if raw:
-            ts = np.fromiter((p[0] for p in raw), dtype=np.float64, count=len(raw))
-            by_width.setdefault(resolution, []).append(
-                aggregate_points(ts, [p[1] for p in raw], resolution)
-            )
-        if aggs is not None:
-            width = max(resolution, aggs.resolution)
-            by_width.setdefault(width, []).append(rebucket(aggs, width))
-        buckets = sorted(
-            (
-                b
-                for width, group in by_width.items()
-                for b in _aggregate_points(rebucket(concat(group, width), width))
-            ),
-            key=lambda b: b.ts,
-        )
-        points: list[Point] = [(b.ts, b.mean) for b in buckets]
-        if limit is not None:
-            del points[limit:]
-            del buckets[limit:]
-        return QueryResult(tag, points, tiers, buckets, resolution)
-    buckets = _aggregate_points(aggs) if aggs is not None else []
-    points = merge_points([(b.ts, b.mean) for b in buckets], raw) if buckets else raw
-    if limit is not None:
-        del points[limit:]
-        if buckets:
-            last = points[-1][0] if points else -math.inf
-            buckets = [b for b in buckets if b.ts <= last]
-    return QueryResult(tag, points, tiers, buckets, None)
+    found = {
+        "warm": bool(warm),
+        "cold": any(len(a) for a in cold),
+        "archive": any(len(a) for a in archived),
+    }
+    tiers = [tier for tier, has in found.items() if has]
+    return warm, _merged_aggregates([*archived, *cold]), tiers
 
 
 def _warm_points(chunks: Sequence[ChunkRow], lo: float, hi: float) -> list[Point]:
@@ -256,6 +256,7 @@ def _aggregate_points(agg: Aggregates) -> list[AggregatePoint]:
 HANDLERS: dict[str, Callable[..., Any]] = {
     "encode_hot": encode_hot,
     "aggregate": aggregate,
+    "decode": decode,
     "build_result": build_result,
 }
 

@@ -76,7 +76,7 @@ from edgeopt.storage.moves import (
     Run,
     StorageInvariantError,
 )
-from edgeopt.storage.query import QueryResult, TierData, hot_result, read_tiers
+from edgeopt.storage.query import QueryResult, TierData, merge_result, read_tiers
 from edgeopt.storage.warm_to_cold import WarmToCold
 from edgeopt.worker import IDLE_EXIT, WorkerError, WorkerFailed, WorkerProcess
 
@@ -398,9 +398,11 @@ class TierManager:
         # worst (merged), never not at all.
         pending = self._store.pending(tag, since, until)
         data = await asyncio.to_thread(self._read_tiers, tag, since, until)
-        if data.encoded or resolution is not None:
+        if resolution is not None:
             return await self._codec.build_result(tag, data, pending, resolution, limit)
-        return hot_result(tag, data, pending, limit)  # the usual recent range: no worker
+        # A range of hot rows alone (the usual recent one) needs no worker.
+        decoded = await self._codec.decode(data) if data.encoded else None
+        return merge_result(tag, data, decoded, pending, limit)
 
     def _read_tiers(self, tag: str, since: float | None, until: float | None) -> TierData:
         with self._reading() as conn:

@@ -398,6 +398,8 @@ def _kind(cmd: str, first: float) -> str:
         return "multiprocessing resource tracker"
     if "cluster_worker" in cmd or "spawn_main" in cmd or "forkserver" in cmd:
         return "cluster worker"
+    if "codec_worker" in cmd:
+        return "storage codec worker"
     return cmd[:60]
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import logging
 import math
 import os
 import random
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import pytest
 
 from edgeopt.clock import VirtualClock
@@ -29,12 +32,14 @@ from edgeopt.storage.aggregates import aggregate_points
 from edgeopt.storage.chunks import decode_aggregates, decode_samples
 from edgeopt.storage.hot_to_warm import MOVE_BATCH_SAMPLES, move_batches
 from edgeopt.storage.tiers import CHUNK_SECONDS, MAX_CHUNK_SAMPLES, TierManager
+from edgeopt.worker import WorkerProcess, WorkerStartFailed
 
 HOUR = 3600.0
 DAY = 86400.0
 D0 = 1_700_006_400.0  # a UTC midnight (2023-11-15)
 assert D0 % DAY == 0
 PROC = Path(__file__).with_name("storage_lifecycle_proc.py")
+CODEC_PROC = Path(__file__).with_name("storage_codec_proc.py")
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -611,6 +616,195 @@ async def test_flushes_interleave_with_a_lifecycle_run(tmp_path: Path) -> None:
     await store.close()
 
 
+# --- the codec worker -------------------------------------------------------------------------
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+
+
+def test_importing_storage_leaves_numpy_out_until_a_codec_name_is_used() -> None:
+    code = (
+        "import sys\n"
+        "import edgeopt.storage, edgeopt.storage.tiers, edgeopt.storage.hot\n"
+        "print('numpy' in sys.modules)\n"
+        "from edgeopt.storage import CodecError, Rows, decode_aggregates, decode_samples\n"
+        "print('numpy' in sys.modules, Rows.__module__, CodecError.__module__)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=_env(), check=True
+    )
+    assert out.stdout.split("\n")[:2] == [
+        "False",
+        "True edgeopt.storage.chunks edgeopt.storage.codecs",
+    ]
+
+
+def test_moves_and_queries_do_their_numpy_work_in_the_codec_worker(tmp_path: Path) -> None:
+    # A process that imports nothing but what the daemon does (not this test's numpy).
+    done = subprocess.run(
+        [sys.executable, str(CODEC_PROC), str(tmp_path / "edgeopt.db"), str(tmp_path / "archive")],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+        check=True,
+    )
+    out = json.loads(done.stdout)
+    assert out["numpy"] is False
+    assert out["worker_pid"] not in (None, out["pid"]) and "numpy" in out["worker_modules"]
+    assert out["worker_after_close"] is None  # closed with the tier manager
+    report = out["report"]
+    assert report["errors"] == []
+    assert report["hot_to_warm"] > 0 and report["warm_to_cold"] > 0 and report["archived_blocks"]
+    raw, hourly = out["raw"], out["hourly"]
+    assert raw["tiers"] == hourly["tiers"] == ["hot", "warm", "cold", "archive"]
+    temp = [round(20 + 5 * math.sin(i / 30), 1) for i in range(4 * 1440)]
+    # Raw where raw exists (days 2 and 3), 10 min means beyond (days 0 and 1).
+    assert [v for _, v in raw["points"][2 * 144 :]] == temp[2 * 1440 :]
+    assert raw["points"][0] == [D0, pytest.approx(sum(temp[:10]) / 10)]
+    assert len(hourly["points"]) == 4 * 24
+    assert hourly["points"][-1] == [D0 + 4 * DAY - HOUR, pytest.approx(sum(temp[-60:]) / 60)]
+
+
+async def test_a_codec_worker_killed_mid_move_loses_nothing_and_the_next_run_moves_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "edgeopt.db"
+    clock = VirtualClock(D0)
+    store = await open_store(db, clock)
+    rng = random.Random(3)
+    written = [
+        Sample(f"d/t{k}", D0 + i, rng.random(), "good") for i in range(3600) for k in range(6)
+    ]
+    await write(store, written)
+    events = EventLog()
+    tiers = tiers_for(store, clock, tmp_path, hot_retention=60.0, emit=events.emit)
+    receive = WorkerProcess._receive
+    killed: list[int] = []
+
+    async def kill_mid_move(self: WorkerProcess, proc: asyncio.subprocess.Process) -> bytes:
+        if not killed:  # the first move's rows are sent: the worker dies before it answers
+            killed.append(proc.pid)
+            proc.kill()
+            await proc.wait()
+        return await receive(self, proc)
+
+    monkeypatch.setattr(WorkerProcess, "_receive", kill_mid_move)
+    clock.advance(2 * HOUR)
+    report = await tiers.run_lifecycle()
+    assert killed and report.hot_to_warm == 0
+    assert len(report.errors) == 1 and report.errors[0].startswith("hot → warm: WorkerDied:")
+    assert "killed by signal 9" in report.errors[0]
+    assert [e.kind for e in events.recent()] == ["storage_lifecycle_failed"]
+    expected = {f"d/t{k}": [D0 + i for i in range(3600)] for k in range(6)}
+    c = census(db, tmp_path / "archive")
+    assert_each_sample_once(c, expected)
+    assert set(c.per_tier) == {"hot"}  # the move rolled back
+    report = await tiers.run_lifecycle()
+    assert report.errors == [] and report.hot_to_warm == len(written)
+    assert tiers.codec_worker.pid not in (None, killed[0])
+    assert [e.kind for e in events.recent()][-1] == "storage_lifecycle_recovered"
+    c = census(db, tmp_path / "archive")
+    assert_each_sample_once(c, expected)
+    assert set(c.per_tier) == {"warm"}
+    await tiers.close()
+    await store.close()
+
+
+async def test_a_codec_worker_that_cannot_start_fails_the_run_clearly_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = tmp_path / "edgeopt.db"
+    clock = VirtualClock(D0)
+    store = await open_store(db, clock)
+    samples = minutes("d/t", D0, 180)
+    await write(store, samples)
+    tiers = tiers_for(store, clock, tmp_path, hot_retention=HOUR)
+    clock.advance(4 * HOUR)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))  # exec fails
+    with caplog.at_level(logging.WARNING, logger="edgeopt.storage.tiers"):
+        report = await tiers.run_lifecycle()
+    assert report.hot_to_warm == 0 and len(report.errors) == 1
+    assert report.errors[0].startswith(
+        "hot → warm: WorkerStartFailed: cannot start the storage codec worker"
+    )
+    assert "no-such-python" in caplog.text and "will retry on the next run" in caplog.text
+    assert census(db, None).per_tier == {"hot": 180}
+    with pytest.raises(WorkerStartFailed):  # a query that needs the worker says so too
+        await tiers.query("d/t", resolution=HOUR)
+    monkeypatch.undo()
+    report = await tiers.run_lifecycle()
+    assert report.errors == [] and report.hot_to_warm == 180
+    assert_each_sample_once(census(db, None), {"d/t": [s.ts for s in samples]})
+    await tiers.close()
+    await store.close()
+
+
+async def test_a_chunk_the_codec_worker_cannot_decode_fails_its_move_and_stays(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = tmp_path / "edgeopt.db"
+    clock = VirtualClock(D0)
+    store = await open_store(db, clock)
+    await write(store, minutes("d/bad", D0, 1440) + minutes("d/good", D0, 1440))
+    tiers = tiers_for(store, clock, tmp_path, hot_retention=HOUR, warm_retention=DAY)
+    clock.advance(DAY + HOUR)
+    assert (await tiers.run_lifecycle()).hot_to_warm == 2 * 1440
+    await store.connection.execute(
+        "UPDATE chunks SET blob = substr(blob, 1, 12) WHERE id = (SELECT MIN(c.id) FROM chunks c "
+        "JOIN tags t ON t.id = c.tag_id WHERE t.name = 'd/bad')"
+    )
+    await store.connection.commit()
+    clock.advance(DAY)
+    with caplog.at_level(logging.ERROR, logger="edgeopt.storage.tiers"):
+        report = await tiers.run_lifecycle()
+    assert len(report.errors) == 1 and report.errors[0].startswith("warm → cold: WorkerFailed:")
+    assert "CodecError" in report.errors[0]
+    assert "Traceback" in caplog.text and "decode_samples" in caplog.text
+    assert report.warm_to_cold == 0  # the move rolled back, and the phase stopped there
+    conn = sqlite3.connect(db)
+    tables = {
+        table: dict(
+            conn.execute(
+                f"SELECT t.name, SUM(x.count) FROM {table} x JOIN tags t ON t.id = x.tag_id "
+                "GROUP BY t.name"
+            ).fetchall()
+        )
+        for table in ("chunks", "cold")
+    }
+    conn.close()
+    assert tables == {"chunks": {"d/bad": 1440, "d/good": 1440}, "cold": {}}
+    await tiers.close()
+    await store.close()
+
+
+async def test_the_codec_worker_starts_only_for_encoded_data_and_stops_when_idle_or_closed(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "edgeopt.db"
+    clock = VirtualClock(D0)
+    store = await open_store(db, clock)
+    await write(store, minutes("d/t", D0, 180))
+    tiers = tiers_for(store, clock, tmp_path, hot_retention=HOUR, codec_idle_exit=0.5)
+    worker = tiers.codec_worker
+    # A range of hot rows alone is answered without the worker.
+    assert len((await tiers.query("d/t")).points) == 180 and not worker.started
+    clock.advance(2 * HOUR + 1)
+    report = await tiers.run_lifecycle()
+    assert report.chunks_written == 1 and worker.started
+    pid = worker.pid
+    await asyncio.sleep(1.0)
+    assert not worker.started  # idle: stopped, its memory given back
+    result = await tiers.query("d/t")
+    assert result.tiers == ["hot", "warm"] and len(result.points) == 180
+    assert worker.started and worker.pid != pid
+    await tiers.close()
+    assert not worker.started
+    assert psutil.Process().children(recursive=True) == []
+    await store.close()
+
+
 # --- kill -9 during migration -------------------------------------------------------------------
 
 
@@ -634,7 +828,7 @@ def test_kill_9_during_tier_moves_leaves_every_sample_in_exactly_one_tier(tmp_pa
         await store.close()
 
     asyncio.run(prepare())
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    env = _env()
     rng = random.Random(7)
     step = 1800.0
     kills = 0

@@ -3,10 +3,17 @@
 `HotStore` takes every sample (raw rows, batched). `TierManager` moves them on
 (hot → warm → cold → archive), keeps the disk budget, and answers queries
 across all tiers. docs/chunk-format.md specifies the chunk bytes.
+
+Importing this package does not import numpy (the daemon never holds it; the
+storage codec worker does the numpy work). The chunk codec's names below are
+loaded on first use, which imports numpy in that process (tests, tools).
 """
 
-from edgeopt.storage.chunks import Rows, decode_aggregates, decode_samples
-from edgeopt.storage.codecs import CodecError
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from edgeopt.storage.hot import HotStore, SampleLike, StorageStatus
 from edgeopt.storage.query import AggregatePoint, QueryResult
 from edgeopt.storage.schema import MIGRATIONS, Migration, SchemaError, migrate
@@ -18,6 +25,26 @@ from edgeopt.storage.tiers import (
     TierManager,
 )
 from edgeopt.tags import Sample  # the one sample record, shared with the poller
+
+if TYPE_CHECKING:
+    from edgeopt.storage.chunks import Rows, decode_aggregates, decode_samples
+    from edgeopt.storage.codecs import CodecError
+
+# The numpy-backed names, by the module that defines them.
+_LAZY = {
+    "CodecError": "edgeopt.storage.codecs",
+    "Rows": "edgeopt.storage.chunks",
+    "decode_aggregates": "edgeopt.storage.chunks",
+    "decode_samples": "edgeopt.storage.chunks",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "MIGRATIONS",

@@ -2,6 +2,8 @@
 
 Tags with a swinging-door `compression_deviation` are thinned first; every
 other tag's rows come back bit for bit from the chunk (`edgeopt.storage.chunks`).
+The rows are read, deleted and replaced here, in one transaction; the storage
+codec worker makes the chunks (`edgeopt.storage.codec_worker.encode_hot`).
 
 Several tags' chunks move in one transaction (up to MOVE_BATCH_SAMPLES rows in
 all): hot rows are clustered by time, then tag, so every tag's delete dirties
@@ -13,12 +15,14 @@ to the WAL once per tag. A tag with more rows than that moves alone, a chunk
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Mapping, Sequence
+from operator import itemgetter
+from typing import cast
 
-import numpy as np
+import aiosqlite
 
-from edgeopt.storage.chunks import Encoded, Rows, StoredValue, encode_samples
-from edgeopt.storage.codecs import Compressor
+from edgeopt.storage.codec_client import CodecClient, HotRecord, WarmChunk
 from edgeopt.storage.hot import HotStore
 from edgeopt.storage.moves import (
     CHUNK_SECONDS,
@@ -28,8 +32,7 @@ from edgeopt.storage.moves import (
     changes,
     oldest_window,
 )
-from edgeopt.storage.schema import ValueKind, bucket_of
-from edgeopt.storage.swinging_door import keep_mask
+from edgeopt.storage.schema import bucket_of
 
 #: Most hot rows one move transaction reads, encodes and deletes (several
 #: tags' chunks). It bounds how long a move holds the write lock (flushes wait)
@@ -53,7 +56,7 @@ WHERE bucket IN (SELECT k FROM b) AND tag_id >= ?3 AND tag_id <= ?4 AND ts >= ?5
 # (bucket, tag_id) in each, as the hot tier's own query does.
 _READ_HOT = """
 WITH RECURSIVE b(k) AS (SELECT ?1 UNION ALL SELECT k + 1 FROM b WHERE k < ?2)
-SELECT s.ts, s.value, s.quality, s.kind
+SELECT s.tag_id, s.ts, s.value, s.quality, s.kind
 FROM b CROSS JOIN samples AS s ON s.bucket = b.k AND s.tag_id = ?3
 WHERE s.ts >= ?4 AND s.ts < ?5
 ORDER BY s.ts
@@ -77,9 +80,9 @@ _INSERT_CHUNK = (
 class HotToWarm:
     """Moves hot rows into warm chunks, a batch of tag-hours per transaction."""
 
-    def __init__(self, store: HotStore, compressors: Sequence[Compressor]) -> None:
+    def __init__(self, store: HotStore, codec: CodecClient) -> None:
         self._store = store
-        self._compressors = tuple(compressors)
+        self._codec = codec
         #: swinging-door deviation by tag name; tags not listed stay lossless.
         self.deviations: Mapping[str, float] = {}
         self._tag_names: dict[int, str] = {}
@@ -113,23 +116,12 @@ class HotToWarm:
         end = window + CHUNK_SECONDS
         bounds = (bucket_of(window), bucket_of(end), lo, hi, window, end)
         async with self._store.transaction() as conn:
-            records = list(await conn.execute_fetchall(_READ_HOT_TAGS, bounds))
+            records = cast(
+                list[HotRecord], list(await conn.execute_fetchall(_READ_HOT_TAGS, bounds))
+            )
             if not records:
                 return
-            by_tag: dict[int, list[tuple[float, StoredValue, int, int]]] = {}
-            for tag_id, ts, value, quality, kind in records:
-                by_tag.setdefault(tag_id, []).append((ts, value, quality, kind))
-            pieces: list[tuple[int, Rows, float | None]] = []
-            for tag_id in sorted(by_tag):
-                deviation = await self._deviation_of(tag_id)
-                rows = _by_ts(Rows.from_records(by_tag[tag_id]))
-                # Cut as the tag's own moves would: the oldest MAX_CHUNK_SAMPLES first.
-                for i in range(0, len(rows), MAX_CHUNK_SAMPLES):
-                    piece = rows
-                    if len(rows) > MAX_CHUNK_SAMPLES:
-                        piece = rows.take(np.arange(i, min(i + MAX_CHUNK_SAMPLES, len(rows))))
-                    pieces.append((tag_id, piece, deviation))
-            encoded = await asyncio.to_thread(self._encode_all, pieces)
+            chunks = await self._encode(records, f"tags {lo}..{hi} at {window}")
             await conn.execute(_DELETE_HOT_TAGS, bounds)
             deleted = await changes(conn)
             if deleted != len(records):
@@ -137,66 +129,62 @@ class HotToWarm:
                     f"moving tags {lo}..{hi} at {window}: read {len(records)} rows, "
                     f"delete would remove {deleted}"
                 )
-            await conn.executemany(
-                _INSERT_CHUNK,
-                [
-                    (tag_id, e.start, e.end, e.count, e.codec, e.blob)
-                    for (tag_id, _, _), (e, _) in zip(pieces, encoded, strict=True)
-                ],
-            )
-        report = run.report
-        report.hot_to_warm += len(records)
-        report.chunks_written += len(pieces)
-        report.swinging_door_dropped += len(records) - sum(kept for _, kept in encoded)
+            await self._insert(conn, chunks)
+        self._count(run, len(records), chunks)
 
     async def _move_rows(self, tag_id: int, window: float, run: Run) -> int:
         """Move up to MAX_CHUNK_SAMPLES of one tag's rows in one window into a chunk."""
         end = window + CHUNK_SECONDS
-        deviation = await self._deviation_of(tag_id)
         async with self._store.transaction() as conn:
-            records = await conn.execute_fetchall(
-                _READ_HOT,
-                (bucket_of(window), bucket_of(end), tag_id, window, end, MAX_CHUNK_SAMPLES),
-            )
+            bounds = (bucket_of(window), bucket_of(end), tag_id, window, end, MAX_CHUNK_SAMPLES)
+            read = await conn.execute_fetchall(_READ_HOT, bounds)
+            records = cast(list[HotRecord], list(read))
             if not records:
                 return 0
-            rows = Rows.from_records(records)
-            encoded, kept = await asyncio.to_thread(self._encode, rows, deviation)
-            first, last = float(rows.ts[0]), float(rows.ts[-1])
+            chunks = await self._encode(records, f"tag {tag_id} at {window}")
+            first, last = records[0][1], records[-1][1]  # ordered by ts
             await conn.execute(
                 _DELETE_HOT, (bucket_of(first), bucket_of(last), tag_id, first, last)
             )
             deleted = await changes(conn)
-            if deleted != len(rows):
+            if deleted != len(records):
                 raise StorageInvariantError(
-                    f"moving tag {tag_id} at {window}: read {len(rows)} rows, "
+                    f"moving tag {tag_id} at {window}: read {len(records)} rows, "
                     f"delete would remove {deleted}"
                 )
-            await conn.execute(
-                _INSERT_CHUNK,
-                (tag_id, encoded.start, encoded.end, encoded.count, encoded.codec, encoded.blob),
-            )
+            await self._insert(conn, chunks)
+        self._count(run, len(records), chunks)
+        return len(records)
+
+    async def _encode(self, records: list[HotRecord], what: str) -> list[WarmChunk]:
+        """The chunks of `records`, from the codec worker, checked to hold every row once."""
+        deviations: dict[int, float] = {}
+        if self.deviations:
+            for tag_id in {r[0] for r in records}:
+                deviation = await self._deviation_of(tag_id)
+                if deviation is not None:
+                    deviations[tag_id] = deviation
+        chunks = await self._codec.encode_hot(records, deviations)
+        # A reply that does not account for every row it was sent must never
+        # replace them.
+        got: Counter[int] = Counter()
+        for c in chunks:
+            got[c.tag_id] += c.rows
+        if got != Counter(map(itemgetter(0), records)) or any(c.count > c.rows for c in chunks):
+            raise StorageInvariantError(f"moving {what}: the chunks do not hold the rows read")
+        return chunks
+
+    async def _insert(self, conn: aiosqlite.Connection, chunks: Sequence[WarmChunk]) -> None:
+        await conn.executemany(
+            _INSERT_CHUNK, [(c.tag_id, c.start, c.end, c.count, c.codec, c.blob) for c in chunks]
+        )
+
+    @staticmethod
+    def _count(run: Run, rows: int, chunks: Sequence[WarmChunk]) -> None:
         report = run.report
-        report.hot_to_warm += len(rows)
-        report.chunks_written += 1
-        report.swinging_door_dropped += len(rows) - kept
-        return len(rows)
-
-    def _encode_all(
-        self, pieces: Sequence[tuple[int, Rows, float | None]]
-    ) -> list[tuple[Encoded, int]]:
-        return [self._encode(rows, deviation) for _, rows, deviation in pieces]
-
-    def _encode(self, rows: Rows, deviation: float | None) -> tuple[Encoded, int]:
-        if deviation is not None:
-            mask, floats = rows.numeric()
-            # Bools and NaN markers are states, not measurements: never thinned.
-            eligible = mask & (rows.kind == ValueKind.NATIVE)
-            group = rows.quality.astype(np.int64) * 256 + rows.kind
-            keep = keep_mask(rows.ts, floats, eligible, group, deviation)
-            if not keep.all():
-                rows = rows.take(np.flatnonzero(keep))
-        return encode_samples(rows, compressors=self._compressors), len(rows)
+        report.hot_to_warm += rows
+        report.chunks_written += len(chunks)
+        report.swinging_door_dropped += rows - sum(c.count for c in chunks)
 
     async def _deviation_of(self, tag_id: int) -> float | None:
         if not self.deviations:
@@ -223,10 +211,3 @@ def move_batches(counts: Sequence[tuple[int, int]]) -> list[tuple[int, int, int]
         else:
             out.append((tag_id, tag_id, rows))
     return out
-
-
-def _by_ts(rows: Rows) -> Rows:
-    """`rows` ascending by ts (they nearly always are already)."""
-    if len(rows) > 1 and not bool((np.diff(rows.ts) > 0).all()):
-        return rows.take(np.argsort(rows.ts, kind="stable"))
-    return rows

@@ -3,9 +3,12 @@
 `read_tiers` reads one tag's range from every tier inside one read
 transaction, so a tier move committed meanwhile cannot hide a sample. (A move
 committed just before can at worst show a sample twice; the merge keeps one.)
-It is blocking: the tier manager runs it in a worker thread on its own
-read-only connection. `build_result` merges what it read into a
-`QueryResult`, pure.
+It is blocking: the tier manager runs it in a thread on its own read-only
+connection. It decodes the hot rows only: the storage codec worker decodes
+the warm chunks and cold blocks (`edgeopt.storage.codec_worker.decode`), so
+the daemon never imports numpy, and `merge_result` merges the lot here. A
+query with a `resolution` buckets raw points, which needs numpy: the worker
+builds the whole result then (`codec_worker.build_result`).
 
 Merging rules:
 - raw points: one per timestamp; the hot tier (and samples not yet flushed)
@@ -23,15 +26,12 @@ import itertools
 import math
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edgeopt.storage import archive
-from edgeopt.storage.aggregates import Aggregates, aggregate_points, concat, rebucket
-from edgeopt.storage.chunks import decode_aggregates, decode_samples
 from edgeopt.storage.hot import QUERY_TAG_SQL
 from edgeopt.storage.schema import SampleValue, bucket_of, decode_value
 
@@ -80,15 +80,70 @@ class QueryResult:
             "aggregates": [asdict(a) for a in self.aggregates],
         }
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A codec worker's reply: buckets go as plain tuples (see `_pack`).
+        args = (self.tag, self.points, self.tiers, _pack(self.aggregates), self.resolution)
+        return (_unpickle_result, args)
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """A range's chunks and blocks, decoded by the codec worker (`codec_worker.decode`)."""
+
+    warm: list[Point]  # ascending, one per ts, within the range
+    buckets: list[AggregatePoint]  # cold and archive merged, ascending, overlapping the range
+    tiers: list[str]  # which of "warm", "cold", "archive" had data in the range
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_unpickle_decoded, (self.warm, _pack(self.buckets), self.tiers))
+
+
+_bucket_fields = attrgetter(*(f.name for f in fields(AggregatePoint)))
+
+
+def _pack(buckets: list[AggregatePoint]) -> list[Any]:
+    # As plain tuples a day of 1 min buckets pickles and loads in 5 ms, as
+    # objects in 30 (each runs the dataclass's __getstate__ and __setstate__).
+    return [_bucket_fields(b) for b in buckets]
+
+
+def _unpack(rows: list[Any]) -> list[AggregatePoint]:
+    return [AggregatePoint(*r) for r in rows]
+
+
+def _unpickle_result(
+    tag: str, points: list[Point], tiers: list[str], rows: list[Any], resolution: float | None
+) -> QueryResult:
+    return QueryResult(tag, points, tiers, _unpack(rows), resolution)
+
+
+def _unpickle_decoded(warm: list[Point], rows: list[Any], tiers: list[str]) -> Decoded:
+    return Decoded(warm, _unpack(rows), tiers)
+
+
+#: A warm chunk as read: `(id, start_ts, end_ts, blob)`.
+ChunkRow = tuple[int, float, float, bytes]
+
 
 @dataclass(slots=True)
 class TierData:
-    """One tag's range as read from each tier, before merging."""
+    """One tag's range [lo, hi] as read from each tier, before decoding and merging."""
 
+    lo: float
+    hi: float
     hot: list[Point] = field(default_factory=list)
-    warm: list[Point] = field(default_factory=list)
-    cold: list[Aggregates] = field(default_factory=list)
-    archive: list[Aggregates] = field(default_factory=list)
+    warm: list[ChunkRow] = field(default_factory=list)  # ordered by start_ts, id
+    cold: list[bytes] = field(default_factory=list)  # aggregate blocks
+    archive: list[bytes] = field(default_factory=list)  # blocks not also in `cold`
+
+    @property
+    def encoded(self) -> bool:
+        """Whether any of it is encoded (chunks, blocks), which only the codec worker reads."""
+        return bool(self.warm or self.cold or self.archive)
+
+    def without_hot(self) -> TierData:
+        """The encoded part alone (what the codec worker decodes; the hot rows stay here)."""
+        return TierData(self.lo, self.hi, [], self.warm, self.cold, self.archive)
 
 
 _WARM_SQL = (
@@ -118,7 +173,7 @@ def read_tiers(
     """
     lo = -math.inf if since is None else since
     hi = math.inf if until is None else until
-    out = TierData()
+    out = TierData(lo, hi)
     cold_ids: set[int] = set()
     conn.execute("BEGIN")
     try:
@@ -144,67 +199,17 @@ def read_tiers(
                 ]
             else:
                 out.hot = [(ts, value) for ts, value, _ in rows]
-            out.warm = _warm_points(
-                conn.execute(_WARM_SQL, (tag_id, lo - chunk_span, hi, lo)).fetchall(), lo, hi
-            )
+            out.warm = conn.execute(_WARM_SQL, (tag_id, lo - chunk_span, hi, lo)).fetchall()
             for block_id, blob in conn.execute(_COLD_SQL, (tag_id, lo - block_span, hi, lo)):
                 cold_ids.add(int(block_id))
-                out.cold.append(_clip(decode_aggregates(blob), lo, hi))
+                out.cold.append(blob)
     finally:
         conn.execute("COMMIT")
     if archive_dir is not None:
         for block in archive.read_blocks(archive_dir, tag, since, until):
             if block.id not in cold_ids:  # copied but not yet deleted from the cold tier
-                out.archive.append(_clip(decode_aggregates(block.blob), lo, hi))
+                out.archive.append(block.blob)
     return out
-
-
-def _warm_points(
-    chunks: list[tuple[int, float, float, bytes]], lo: float, hi: float
-) -> list[Point]:
-    """Points of the chunks (ordered by start), ascending and one per ts."""
-    out: list[Point] = []
-    overlap = False
-    previous_end = -math.inf
-    for _, start, end, blob in chunks:
-        overlap = overlap or start <= previous_end
-        previous_end = max(previous_end, end)
-        out.extend(_chunk_points(blob, lo, hi))
-    if not overlap:
-        return out  # each chunk is ascending with unique ts, and they follow each other
-    # A chunk written later (a late sample) overlaps an earlier one: the
-    # newer chunk (higher id) wins for equal ts, as a newer write does in hot.
-    by_ts: dict[float, SampleValue] = {}
-    for _, _, _, blob in sorted(chunks, key=lambda c: c[0]):
-        by_ts.update(_chunk_points(blob, lo, hi))
-    return sorted(by_ts.items())
-
-
-def _chunk_points(blob: bytes, lo: float, hi: float) -> list[Point]:
-    rows = decode_samples(blob)
-    ts = rows.ts
-    inside = (ts >= lo) & (ts <= hi)
-    if not inside.all():
-        rows = rows.take(np.flatnonzero(inside))
-    return list(zip(rows.ts.tolist(), rows.decoded(), strict=True))  # type: ignore[arg-type]
-
-
-def _clip(agg: Aggregates, lo: float, hi: float) -> Aggregates:
-    """The buckets of `agg` overlapping [lo, hi]."""
-    inside = (agg.start + agg.resolution > lo) & (agg.start <= hi)
-    if inside.all():
-        return agg
-    idx = np.flatnonzero(inside)
-    return Aggregates(
-        agg.resolution,
-        agg.start[idx],
-        agg.count[idx],
-        agg.numeric[idx],
-        agg.min[idx],
-        agg.max[idx],
-        agg.mean[idx],
-        agg.last[idx],
-    )
 
 
 def merge_points(*parts: Sequence[Point]) -> list[Point]:
@@ -227,79 +232,34 @@ def merge_points(*parts: Sequence[Point]) -> list[Point]:
     return sorted(by_ts.items())
 
 
-def _merged_aggregates(parts: Sequence[Aggregates]) -> Aggregates | None:
-    parts = [p for p in parts if len(p)]
-    if not parts:
-        return None
-    resolution = max(p.resolution for p in parts)
-    return rebucket(concat(parts, resolution), resolution)
+def tiers_found(
+    data: TierData, pending: dict[float, SampleValue], decoded: Sequence[str]
+) -> list[str]:
+    """The tiers that had data: hot (or unflushed samples) and those `decoded` names."""
+    found = {*decoded, "hot"} if data.hot or pending else set(decoded)
+    return [t for t in TIERS if t in found]
 
 
-def _aggregate_points(agg: Aggregates) -> list[AggregatePoint]:
-    return [
-        AggregatePoint(start, agg.resolution, count, numeric, lo, hi, mean, last)
-        for start, count, numeric, lo, hi, mean, last in agg.rows()
-    ]
-
-
-def build_result(
+def merge_result(
     tag: str,
     data: TierData,
+    decoded: Decoded | None,
     pending: dict[float, SampleValue],
-    *,
-    resolution: float | None = None,
-    limit: int | None = None,
+    limit: int | None,
 ) -> QueryResult:
-    """Merge one tag's tier data (and unflushed samples) into a `QueryResult`."""
-    tiers = [
-        name
-        for name, has in zip(
-            TIERS,
-            (
-                bool(data.hot or pending),
-                bool(data.warm),
-                any(len(a) for a in data.cold),
-                any(len(a) for a in data.archive),
-            ),
-            strict=True,
-        )
-        if has
-    ]
-    raw = merge_points(data.warm, data.hot, sorted(pending.items()))
-    aggs = _merged_aggregates([*data.archive, *data.cold])
-    if resolution is not None:
-        if resolution <= 0:
-            raise ValueError(f"resolution must be > 0 seconds, got {resolution}")
-        # Raw points go into buckets of `resolution`; cold aggregates cannot be
-        # split, so a coarser cold resolution stays as it is. Buckets of equal
-        # width and start merge.
-        by_width: dict[float, list[Aggregates]] = {}
-        if raw:
-            ts = np.fromiter((p[0] for p in raw), dtype=np.float64, count=len(raw))
-            by_width.setdefault(resolution, []).append(
-                aggregate_points(ts, [p[1] for p in raw], resolution)
-            )
-        if aggs is not None:
-            width = max(resolution, aggs.resolution)
-            by_width.setdefault(width, []).append(rebucket(aggs, width))
-        buckets = sorted(
-            (
-                b
-                for width, group in by_width.items()
-                for b in _aggregate_points(rebucket(concat(group, width), width))
-            ),
-            key=lambda b: b.ts,
-        )
-        points: list[Point] = [(b.ts, b.mean) for b in buckets]
-        if limit is not None:
-            del points[limit:]
-            del buckets[limit:]
-        return QueryResult(tag, points, tiers, buckets, resolution)
-    buckets = _aggregate_points(aggs) if aggs is not None else []
+    """One tag's hot rows, decoded chunks and blocks, and unflushed samples, as a `QueryResult`.
+
+    `decoded` is None when `data` holds nothing encoded. Raw points where they
+    exist, `(bucket start, mean)` beyond; `limit` keeps the oldest points.
+    """
+    if decoded is None:
+        decoded = Decoded([], [], [])
+    raw = merge_points(decoded.warm, data.hot, sorted(pending.items()))
+    buckets = decoded.buckets
     points = merge_points([(b.ts, b.mean) for b in buckets], raw) if buckets else raw
     if limit is not None:
         del points[limit:]
         if buckets:
             last = points[-1][0] if points else -math.inf
             buckets = [b for b in buckets if b.ts <= last]
-    return QueryResult(tag, points, tiers, buckets, None)
+    return QueryResult(tag, points, tiers_found(data, pending, decoded.tiers), buckets, None)

@@ -17,13 +17,19 @@
 
 Every move is one small transaction through `HotStore.transaction()` (so it
 never interleaves with a flush): read a few tag-hours (up to MAX_CHUNK_SAMPLES
-rows in all) or one tag-day, encode them in a worker thread, delete the
-source rows and insert the chunks, commit, then yield to the event loop.
+rows in all) or one tag-day, have the storage codec worker encode them, delete
+the source rows and insert the chunks, commit, then yield to the event loop.
 Source and destination change in the same commit, so a kill -9 at any moment
 leaves each sample in exactly one tier. The delete comes before the insert:
 on a full disk the pages it frees can hold the (smaller) chunks. A failed
-move (SQLITE_FULL, I/O error) rolls back, is reported, and is retried on the
-next run.
+move (SQLITE_FULL, I/O error, a codec worker that could not start or died)
+rolls back, is reported, and is retried on the next run.
+
+The codec worker (`python -m edgeopt.storage.codec_worker`, through
+`edgeopt.storage.codec_client`) holds all the numpy work: encoding and
+aggregating for the moves, decoding chunks and blocks for queries. It starts
+when first needed and stops when idle (`edgeopt.worker.IDLE_EXIT`) or when
+the manager closes, so the daemon never imports numpy.
 
 Archive moves span two files, so they are two commits: the block is written
 to the archive file (fsync'd) before it is deleted here. A crash in between
@@ -50,8 +56,7 @@ from typing import TYPE_CHECKING, Any
 from edgeopt.clock import Clock
 from edgeopt.storage import archive
 from edgeopt.storage.budget import EARLY_HOT_KEEP, VACUUM_STEP, DiskBudget
-from edgeopt.storage.chunks import ALL_COMPRESSORS
-from edgeopt.storage.codecs import Compressor
+from edgeopt.storage.codec_client import CodecClient
 from edgeopt.storage.expiry import BLOCK_BATCH, ColdExpiry
 from edgeopt.storage.figures import (
     FIGURES_BIG_EVERY,
@@ -71,11 +76,13 @@ from edgeopt.storage.moves import (
     Run,
     StorageInvariantError,
 )
-from edgeopt.storage.query import QueryResult, build_result, read_tiers
+from edgeopt.storage.query import QueryResult, TierData, merge_result, read_tiers
 from edgeopt.storage.warm_to_cold import WarmToCold
+from edgeopt.worker import IDLE_EXIT, WorkerError, WorkerFailed, WorkerProcess
 
 if TYPE_CHECKING:
     from edgeopt.config.model import StorageConfig
+    from edgeopt.storage.codecs import Compressor
 
 __all__ = [
     "BLOCK_BATCH",
@@ -118,7 +125,8 @@ class TierManager:
         max_disk: int | None = None,
         emit: Emit | None = None,
         deviations: Mapping[str, float] | None = None,
-        compressors: Sequence[Compressor] = ALL_COMPRESSORS,
+        compressors: Sequence[Compressor] | None = None,
+        codec_idle_exit: float = IDLE_EXIT,
     ) -> None:
         """Wire the tiers to an open `HotStore`.
 
@@ -135,7 +143,8 @@ class TierManager:
             emit: called as `emit(ts, kind, message, **data)` for operator events.
             deviations: swinging-door `compression_deviation` by tag name
                 ("DEVICE/NAME"); tags not listed stay lossless.
-            compressors: the compressors each chunk may choose from.
+            compressors: the compressors each chunk may choose from; None: all.
+            codec_idle_exit: seconds without work after which the codec worker stops.
         """
         for name, value in (
             ("hot_retention", hot_retention),
@@ -147,7 +156,7 @@ class TierManager:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value}")
         if max_disk is not None and max_disk <= 0:
             raise ValueError(f"max_disk must be a positive number of bytes, got {max_disk}")
-        if not compressors:
+        if compressors is not None and not compressors:
             raise ValueError("compressors must name at least one compressor")
         self._store = store
         self._clock = clock
@@ -157,9 +166,10 @@ class TierManager:
         self._archive_dir = archive_dir
         self._max_disk = max_disk
         self._emit = emit
+        self._codec = CodecClient(compressors=compressors, idle_exit=codec_idle_exit)
         # The phases of a run, each in its own module.
-        self._hot_to_warm = HotToWarm(store, compressors)
-        self._warm_to_cold = WarmToCold(store, compressors, cold_resolution)
+        self._hot_to_warm = HotToWarm(store, self._codec)
+        self._warm_to_cold = WarmToCold(store, self._codec, cold_resolution)
         self._expiry = ColdExpiry(store, clock, archive_dir)
         self._budget = DiskBudget(
             store,
@@ -225,9 +235,13 @@ class TierManager:
         await self.close()
 
     async def close(self) -> None:
-        """Wait for a lifecycle run in progress, then close the read connection. Idempotent."""
+        """Wait for a lifecycle run in progress, then stop the codec worker and the reader.
+
+        Idempotent.
+        """
         async with self._run_lock:
             self._closed = True
+            await self._codec.aclose()
             await asyncio.to_thread(self._close_reader)
 
     def _close_reader(self) -> None:
@@ -246,6 +260,11 @@ class TierManager:
     @property
     def archive_dir(self) -> Path | None:
         return self._archive_dir
+
+    @property
+    def codec_worker(self) -> WorkerProcess:
+        """The process that encodes and decodes for the moves and queries (started when needed)."""
+        return self._codec.worker
 
     async def disk_usage(self) -> DiskUsage:
         """The database's pages, free pages and WAL size (three cheap PRAGMAs)."""
@@ -292,12 +311,15 @@ class TierManager:
             for name, phase in phases:
                 try:
                     await phase()
-                except (sqlite3.Error, OSError, StorageInvariantError) as exc:
+                except (sqlite3.Error, OSError, StorageInvariantError, WorkerError) as exc:
+                    if isinstance(exc, WorkerFailed):
+                        # Data a codec refuses (a CodecError in the worker): a bug,
+                        # but it must not stop the other phases or the next runs.
+                        log.error("storage %s failed in the codec worker:\n%s", name, exc.details)
                     report.errors.append(f"{name}: {type(exc).__name__}: {exc}")
                 except (ValueError, TypeError) as exc:
-                    # Data a codec refuses (CodecError is a ValueError): a bug,
-                    # but it must not stop the other phases or the next runs.
-                    log.exception("storage %s failed on data it cannot encode", name)
+                    # Data a move did not expect: a bug, as above.
+                    log.exception("storage %s failed on data it cannot handle", name)
                     report.errors.append(f"{name}: {type(exc).__name__}: {exc}")
             self._after_run(report, now)
             self._moved_since_measure += report.hot_to_warm
@@ -361,6 +383,10 @@ class TierManager:
         the tiers that had data, `result.aggregates` details the buckets.
         With `resolution` (seconds), every point is a bucket mean. `limit`
         keeps the oldest `limit` points.
+
+        Raises:
+            edgeopt.worker.WorkerError: the range holds chunks or blocks (or
+                `resolution` is given) and the codec worker could not answer.
         """
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
@@ -371,21 +397,24 @@ class TierManager:
         # Unflushed samples first: one flushed meanwhile shows up twice at
         # worst (merged), never not at all.
         pending = self._store.pending(tag, since, until)
+        data = await asyncio.to_thread(self._read_tiers, tag, since, until)
+        if resolution is not None:
+            return await self._codec.build_result(tag, data, pending, resolution, limit)
+        # A range of hot rows alone (the usual recent one) needs no worker.
+        decoded = await self._codec.decode(data) if data.encoded else None
+        return merge_result(tag, data, decoded, pending, limit)
 
-        def work() -> QueryResult:
-            with self._reading() as conn:
-                data = read_tiers(
-                    conn,
-                    self._archive_dir,
-                    tag,
-                    since,
-                    until,
-                    chunk_span=CHUNK_SECONDS,
-                    block_span=COLD_BLOCK_SECONDS,
-                )
-            return build_result(tag, data, pending, resolution=resolution, limit=limit)
-
-        return await asyncio.to_thread(work)
+    def _read_tiers(self, tag: str, since: float | None, until: float | None) -> TierData:
+        with self._reading() as conn:
+            return read_tiers(
+                conn,
+                self._archive_dir,
+                tag,
+                since,
+                until,
+                chunk_span=CHUNK_SECONDS,
+                block_span=COLD_BLOCK_SECONDS,
+            )
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:

@@ -2,19 +2,17 @@
 
 The raw samples are gone after this move; the block keeps count, min, max,
 mean and last per `cold_resolution` bucket (`edgeopt.storage.aggregates`).
+The chunks are read, deleted and replaced here, in one transaction; the
+storage codec worker decodes them and makes the block
+(`edgeopt.storage.codec_worker.aggregate`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
 
-import numpy as np
-
-from edgeopt.storage.aggregates import aggregate
-from edgeopt.storage.chunks import Encoded, decode_samples, encode_aggregates
-from edgeopt.storage.codecs import Compressor
+from edgeopt.storage.codec_client import CodecClient
 from edgeopt.storage.hot import HotStore
 from edgeopt.storage.moves import COLD_BLOCK_SECONDS, Run, StorageInvariantError, oldest_window
 
@@ -27,11 +25,9 @@ _INSERT_COLD = (
 class WarmToCold:
     """Aggregates warm chunks into cold blocks, one tag-day per transaction."""
 
-    def __init__(
-        self, store: HotStore, compressors: Sequence[Compressor], resolution: float
-    ) -> None:
+    def __init__(self, store: HotStore, codec: CodecClient, resolution: float) -> None:
         self._store = store
-        self._compressors = tuple(compressors)
+        self._codec = codec
         self._resolution = resolution
 
     async def move(self, cutoff: float, run: Run) -> None:
@@ -90,9 +86,14 @@ class WarmToCold:
             )
             if not chunks:
                 return
-            encoded, samples = await asyncio.to_thread(
-                self._encode, [bytes(blob) for _, _, blob in chunks]
+            block = await self._codec.aggregate(
+                [bytes(blob) for _, _, blob in chunks], self._resolution
             )
+            if block.samples != sum(int(count) for _, count, _ in chunks):
+                raise StorageInvariantError(
+                    f"aggregating tag {tag_id} on day {day}: the block does not stand for "
+                    "the samples of its chunks"
+                )
             cursor = await conn.executemany(
                 "DELETE FROM chunks WHERE id = ?", [(chunk_id,) for chunk_id, _, _ in chunks]
             )
@@ -105,28 +106,14 @@ class WarmToCold:
                 _INSERT_COLD,
                 (
                     tag_id,
-                    encoded.start,
-                    encoded.end,
-                    samples,
-                    encoded.count,
+                    block.start,
+                    block.end,
+                    block.samples,
+                    block.buckets,
                     self._resolution,
-                    encoded.codec,
-                    encoded.blob,
+                    block.codec,
+                    block.blob,
                 ),
             )
-        run.report.warm_to_cold += samples
+        run.report.warm_to_cold += block.samples
         run.report.cold_blocks_written += 1
-
-    def _encode(self, blobs: Sequence[bytes]) -> tuple[Encoded, int]:
-        ts_parts, float_parts, mask_parts = [], [], []
-        for blob in blobs:
-            rows = decode_samples(blob)
-            mask, floats = rows.numeric()
-            ts_parts.append(rows.ts)
-            float_parts.append(floats)
-            mask_parts.append(mask)
-        ts = np.concatenate(ts_parts)
-        agg = aggregate(
-            ts, np.concatenate(float_parts), np.concatenate(mask_parts), self._resolution
-        )
-        return encode_aggregates(agg, compressors=self._compressors), int(ts.size)

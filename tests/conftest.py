@@ -26,7 +26,8 @@ def write_config(plant: Plant, server: PlantServer, tmp: Path, **extra: Any) -> 
     """Write the plant's edgeopt config for the server's endpoints; return its path."""
     cfg = plant.to_config(server.endpoints, str(tmp / "state"), str(tmp / "ctl.sock"))
     for section, values in extra.items():
-        cfg.setdefault(section, {}).update(values)
+        # A new dict: the plant's sections may be shared with its module's defaults.
+        cfg[section] = {**cfg.get(section, {}), **values}
     path = tmp / "edgeopt.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path

@@ -705,6 +705,53 @@ over plant sizes, the same config measured by another command):
 - **The cluster worker** is a plain child process, not a multiprocessing
   pool (see its table).
 
+**The fifth pass** (2026-11-30, memory): **numpy out of the daemon's
+process** (20 MB of RSS: its extension modules, OpenBLAS and their heap).
+Its numeric work runs where numpy already lived or in new homes: the
+activity tracker keeps its per-tag counts in `array.array` columns (a
+window's sums add whole columns at once, exact at every width; replays of
+a seeded three-day scenario through the old and new tracker gave the same
+209,105 floats, bit for bit); the fidelity measure and the latency fit are
+plain Python (`statistics`); the pattern strategy plans in a forked child
+like the interval strategy, and the cluster indicators cross the daemon as
+packed bits to the worker; the storage tiers' encoding, aggregating and
+decoding run in a codec worker process (`python -m
+edgeopt.storage.codec_worker`, started on use, gone after two idle
+minutes) while the SQL and its one-transaction-per-move guarantees stay in
+the daemon. Both helper processes are one `edgeopt.worker.WorkerProcess`,
+whose replies may hold only their own module's classes. A test starts a
+daemon, runs a quick and a full cycle, an evaluation and a query, and finds
+no numpy file in its `/proc/PID/maps`. Measured on 2026-11-30 (a slow day
+for this machine: the hot tier's ingest read 135–148k samples/s against
+362k in the storage table's earlier run):
+
+- RSS at 10k tags, defaults on, this tree (661f659) beside e8bf1fd for 20
+  minutes (`python -m benchmarks.footprint rss --tags 10000 --devices 100
+  --seconds 1200 --optimizer on --base e8bf1fd`, with the test suite
+  running beside it): 72.0 / 80.7 / 84.0 / 84.6 / 86.9 MB at 30 / 300 /
+  630 / 1,020 / 1,200 s against 84.7 / 93.2 / 101.4 / 105.8 / 105.8 MB.
+  CPU-s 448.8 against 416.5 with children; 17.5 of the 32 s came in the
+  first half minute and did not come back when the start was measured
+  alone (14.5 CPU-s in the first 30 s, as before).
+- CPU per register, optimizer off (`python -m benchmarks.footprint ab
+  --base e8bf1fd --seconds 30`), twice: 1.58× and 1.57× the bare loop for
+  this tree against 1.48× and 1.58× for e8bf1fd (the spread between runs is
+  that of the machine), at 71 MB against 85 MB of RSS.
+- Warm-tier ingest, paired on the same day (`python -m benchmarks
+  storage`, at e8bf1fd and at this tree): 52,696 samples/s before, 44,487
+  and 56,094 after, with the worker's start (0.5–0.6 s, once per lifecycle
+  run) reported beside the rate and not in it; the worker pickles 8,192 rows
+  in about 2 ms. Queries of compressed data pay the pipe: 24 h of one tag
+  from the warm tier in 79–84 ms against 40 ms, 1,440 cold buckets in 16 ms
+  against 6 ms; a range still in the hot tier never calls the worker.
+- What is left at 10k tags after 20 minutes (about 85 MB): the imports
+  (about 45 MB: pydantic and its core 6 MB, APScheduler with
+  importlib.metadata 4 MB, pymodbus 3 MB, libcrypto for asyncio's ssl 3.5
+  MB), the tags' state and statistics (about 7 MiB of Python objects), the
+  config (2.4 MiB), the activity columns (about 4 MB), and pymalloc's
+  partly used arenas around all of it. glibc's `malloc_trim` every 30 s
+  gave back about 1 MB (tried, not kept).
+
 **The fourth pass** (2026-11-30, memory; the hour-long table above is its
 before and after, the daemon at d43db93 beside this tree's):
 

@@ -100,7 +100,7 @@ async def test_the_worker_imports_neither_the_daemon_nor_the_parents_main_module
         loaded = await runner.loaded_modules()
     finally:
         await runner.aclose()
-    assert "edgeopt.optimizer.cluster_worker" in loaded and "sklearn" in loaded
+    assert "edgeopt.optimizer.clustering" in loaded and "sklearn" in loaded
     assert not {"pytest", "_pytest", "pydantic", "pymodbus", "yaml", "edgeopt.cli"} & set(loaded)
 
 

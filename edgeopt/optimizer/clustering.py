@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 
-from edgeopt.optimizer.cluster_worker import ClusterResult, PackedIndicators
+from edgeopt.optimizer.indicators import ClusterResult, PackedIndicators
 
 # Below this silhouette score no split is better than keeping the tags together.
 MIN_SILHOUETTE = 0.25

@@ -10,7 +10,9 @@ which imports `edgeopt.optimizer.cluster_worker`, stays small):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from edgeopt.exports import lazy_exports
 
 if TYPE_CHECKING:
     from edgeopt.optimizer.loop import Optimizer, build_optimizer
@@ -36,10 +38,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_exports(__name__, _WHERE)

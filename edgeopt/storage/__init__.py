@@ -11,9 +11,9 @@ loaded on first use, which imports numpy in that process (tests, tools).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from edgeopt.exports import lazy_exports
 from edgeopt.storage.hot import HotStore, SampleLike, StorageStatus
 from edgeopt.storage.query import AggregatePoint, QueryResult
 from edgeopt.storage.schema import MIGRATIONS, Migration, SchemaError, migrate
@@ -39,11 +39,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = [

@@ -108,6 +108,20 @@ async def test_strategies_on_cooldown_are_skipped_with_a_debug_log(
     await opt.close()
 
 
+def record_plan_pid(
+    cls: type[IntervalStrategy | PatternStrategy], where: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Make `cls.plan` write the pid of the process it runs in to `where`."""
+    plan = cls.plan
+
+    def recording(self: Any, context: Any) -> Proposal | None:
+        where.write_text(str(os.getpid()))
+        return plan(self, context)
+
+    monkeypatch.setattr(cls, "plan", recording)
+    return where
+
+
 async def test_the_interval_plan_is_searched_in_a_child_and_its_references_come_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -115,14 +129,7 @@ async def test_the_interval_plan_is_searched_in_a_child_and_its_references_come_
     for _ in range(10):  # measure a few windows without running any cycle
         await sim.run(20.0)
         opt.tick()
-    searched_in = tmp_path / "pid"
-    plan = IntervalStrategy.plan
-
-    def recording(self: IntervalStrategy, context: Any) -> Proposal | None:
-        searched_in.write_text(str(os.getpid()))
-        return plan(self, context)
-
-    monkeypatch.setattr(IntervalStrategy, "plan", recording)
+    searched_in = record_plan_pid(IntervalStrategy, tmp_path / "pid", monkeypatch)
     opt.model.reference_rates.clear()
     result = await opt.run_strategy("interval")
     assert result["strategies"]["interval"]["status"] == "applied"
@@ -154,14 +161,7 @@ async def test_the_pattern_plan_is_searched_in_a_child_and_its_references_come_b
             "device_series": {"d": shift},
         },
     )
-    searched_in = tmp_path / "pid"
-    plan = PatternStrategy.plan
-
-    def recording(self: PatternStrategy, context: Any) -> Proposal | None:
-        searched_in.write_text(str(os.getpid()))
-        return plan(self, context)
-
-    monkeypatch.setattr(PatternStrategy, "plan", recording)
+    searched_in = record_plan_pid(PatternStrategy, tmp_path / "pid", monkeypatch)
     opt.model.reference_rates.clear()
     result = await opt.run_strategy("pattern")
     assert result["strategies"]["pattern"]["status"] == "applied"

@@ -3,10 +3,12 @@ outbox on a real SQLite file (order, acknowledgements, budget, restart)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -228,6 +230,42 @@ async def test_outbox_over_budget_drops_exactly_the_oldest(tmp_path):
     assert (hub.dropped, hub.messages, hub.bytes) == (21, 20, 250)
     assert drops[-1][:3] == ("hub", 6, 60)
     await box.close()
+
+
+async def test_stopping_the_writer_mid_drop_still_counts_every_message(tmp_path):
+    """The writer cancelled (at shutdown) while its drop's DELETE runs in SQLite's thread:
+    the flush finishes its bookkeeping, so every message is still delivered, dropped or
+    on disk, counted once (a cancel there once left a deleted message uncounted)."""
+    box = await Outbox.open(tmp_path / "nb.db", SystemClock(), flush_interval=0.01)
+    await box.attach("hub", 250)
+    conn = box._conn
+    execute = conn.execute
+    deleting, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_drop(sql: str, *args: Any) -> Any:
+        done = await execute(sql, *args)
+        if sql.startswith("DELETE FROM outbox WHERE target = ? AND id <= ?"):
+            deleting.set()  # done in SQLite; its caller not yet resumed
+            await release.wait()
+        return done
+
+    conn.execute = slow_drop  # type: ignore[method-assign]
+    box.add("hub", [msg(i) for i in range(40)])
+    writer = asyncio.create_task(box.run())
+    await asyncio.wait_for(deleting.wait(), 5)
+    writer.cancel()
+    await asyncio.sleep(0)
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await writer
+    await box.close()
+    hub = box.boxes["hub"]
+    again = await Outbox.open(tmp_path / "nb.db", SystemClock())
+    await again.attach("hub", 250)
+    on_disk = await again.read("hub", 0, 100, 100)
+    await again.close()
+    assert (hub.enqueued, hub.dropped, len(on_disk)) == (40, 15, 25)
+    assert [m.id for m in on_disk] == list(range(16, 41))
 
 
 async def test_outbox_reads_written_and_unwritten_messages_in_one_order(tmp_path):

@@ -95,6 +95,7 @@ class Outbox:
         self._kick = asyncio.Event()
         self._closed = False
         self._orphans: list[TargetBox] = []  # detached with unwritten changes
+        self._flushing: asyncio.Future[None] | None = None  # the writer's latest flush
 
     @classmethod
     async def open(
@@ -220,8 +221,13 @@ class Outbox:
         while True:
             await wait_event(self._kick, self.flush_interval)
             self._kick.clear()
+            # A cancel (the daemon stopping) must not land between a statement that
+            # SQLite's thread has already run and the counters that follow it: a drop
+            # would delete messages uncounted, and the next flush drop again. So the
+            # flush finishes on its own, and close() waits for it.
+            self._flushing = asyncio.ensure_future(self.flush())
             try:
-                await self.flush()
+                await asyncio.shield(self._flushing)
             except Exception as exc:  # a full disk: the messages wait in memory
                 log.error("northbound outbox flush failed: %s", exc)
 
@@ -338,6 +344,10 @@ class Outbox:
             return
         self._closed = True
         try:
+            if self._flushing is not None:
+                # The writer's last flush, if it was cancelled mid-way (its error is logged
+                # by the flush below, which meets the same cause).
+                await asyncio.gather(self._flushing, return_exceptions=True)
             await self.flush()
         finally:
             await self._conn.close()

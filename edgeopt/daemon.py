@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from edgeopt.clock import Clock, SystemClock
-from edgeopt.config import Config, ConfigError, load_config
+from edgeopt.config import Config, ConfigError, ConfigLoad
 from edgeopt.control.commands import DaemonView, register
 from edgeopt.control.optimizer_commands import register_optimizer
 from edgeopt.control.server import ControlError, ControlServer, Peer
@@ -439,7 +439,10 @@ class Daemon:
     async def _reload(self) -> ReloadResult:
         path = Path(self.config.source)
         try:
-            new = await asyncio.to_thread(load_config, path)
+            # Parsed in a forked child, as at start: pydantic and the parse's
+            # temporaries stay out of the daemon's heap.
+            pending = ConfigLoad(path)
+            new = await asyncio.to_thread(pending.result)
         except ConfigError as exc:
             log.error("reload of %s failed; keeping the running config:\n%s", path, exc)
             self.events.emit(

@@ -138,7 +138,7 @@ def test_shedding_that_returns_soon_after_recovery_waits_longer_next_time() -> N
 
 
 def test_own_rss_at_its_limit_sheds_and_machine_memory_does_not() -> None:
-    cfg = ResourcesConfig(memory_high=50, own_rss_limit="100MB")
+    cfg = ResourcesConfig.model_validate({"memory_high": 50, "own_rss_limit": "100MB"})
     monitor = PressureMonitor(cfg, EventLog(), hold=1)
     monitor.shedding.hold = 1
     monitor.update(ResourceSample(memory_percent=99), 0.0)
@@ -363,7 +363,8 @@ async def test_a_late_line_sheds_only_its_own_tags_and_own_memory_sheds_every_li
     sim = Sim(cfg.devices, {})
     line_a, line_b = (sim.poller.devices[d].line for d in ("a", "b"))
     assert line_a != line_b
-    monitor = PressureMonitor(ResourcesConfig(own_rss_limit="100MB"), sim.events)
+    limit = ResourcesConfig.model_validate({"own_rss_limit": "100MB"})
+    monitor = PressureMonitor(limit, sim.events)
     monitor.shedding.hold = 1
     opt = build_optimizer(sim.poller, cfg, sim.clock, sim.events, resources=monitor)
     tags = sim.poller.tags

@@ -1,7 +1,9 @@
-"""The daemon's own process never loads numpy (20 MB of RSS): its numeric work runs in children.
+"""The daemon's own process never loads numpy or pydantic: their work runs in children.
 
-numpy stays a dependency of the forked children, the cluster worker and the
-storage codec worker; these tests look at the daemon process itself.
+numpy (20 MB of RSS) stays a dependency of the forked children, the cluster
+worker and the storage codec worker; pydantic (9 MB with the config's
+schemas) of the forked child that validates the config. These tests look at
+the daemon process itself.
 """
 
 from __future__ import annotations
@@ -18,21 +20,21 @@ from test_cli import ctl, start_daemon, wait_all_good, wait_ready
 from simulators.plants import demo_plant
 
 
-def numpy_mapped(pid: int) -> list[str]:
-    """The numpy files mapped into process `pid` (its extension modules, once imported)."""
+def mapped(pid: int, package: str = "numpy") -> list[str]:
+    """The files of `package` mapped into process `pid` (its extension modules, once imported)."""
     maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
-    return sorted({line.split()[-1] for line in maps if "/numpy" in line})
+    return sorted({line.split()[-1] for line in maps if f"/{package}" in line})
 
 
-def test_importing_the_daemon_leaves_numpy_out() -> None:
+def test_importing_the_daemon_leaves_numpy_and_pydantic_out() -> None:
     code = (
         "import sys, edgeopt.cli, edgeopt.daemon, edgeopt.storage, edgeopt.optimizer.loop; "
-        "print('numpy' in sys.modules)"
+        "print(sorted({'numpy', 'pydantic', 'pydantic_core', 'yaml'} & set(sys.modules)))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
-    assert result.stdout.strip() == "False"
+    assert result.stdout.strip() == "[]"
 
 
 def test_the_check_sees_numpy_in_a_process_that_loaded_it() -> None:
@@ -45,14 +47,16 @@ def test_the_check_sees_numpy_in_a_process_that_loaded_it() -> None:
     )
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "up"
-        assert any("_multiarray_umath" in path for path in numpy_mapped(proc.pid))
+        assert any("_multiarray_umath" in path for path in mapped(proc.pid))
     finally:
         proc.kill()
         proc.wait()
 
 
-async def test_a_running_daemon_optimizes_and_queries_without_numpy(tmp_path: Path) -> None:
-    """Quick and full optimizer cycles, an evaluation and a query: the daemon maps no numpy."""
+async def test_a_running_daemon_optimizes_queries_and_reloads_without_numpy_or_pydantic(
+    tmp_path: Path,
+) -> None:
+    """Optimizer cycles, an evaluation, a query, a reload: the daemon maps no numpy or pydantic."""
     plant = demo_plant()
     async with serve_plant(plant) as server:
         config = write_config(plant, server, tmp_path, optimizer={"evaluate_after": "40s"})
@@ -69,10 +73,31 @@ async def test_a_running_daemon_optimizes_and_queries_without_numpy(tmp_path: Pa
             points = await ctl(sock, "--json", "query", f"{tags[0]['device']}/{tags[0]['name']}")
             assert points.returncode == 0, points.stderr
             assert json.loads(points.stdout)["points"], points.stdout
-            for args in (("stats",), ("recommendations",), ("history",)):
-                assert (await ctl(sock, "--json", *args)).returncode == 0
-            assert numpy_mapped(proc.pid) == []
+            for args in (("stats",), ("recommendations",), ("history",), ("reload",)):
+                reply = await ctl(sock, "--json", *args)
+                assert reply.returncode == 0, reply.stderr
+            assert mapped(proc.pid) == []
+            assert mapped(proc.pid, "pydantic") == []
         finally:
             proc.terminate()
             await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 0
+
+
+def test_the_check_sees_pydantic_in_a_process_that_validated_a_config() -> None:
+    """The probe for pydantic: validating a config maps pydantic-core's extension."""
+    code = (
+        "import sys; from edgeopt.config import parse_config; "
+        "parse_config('devices: [{name: d, transport: tcp, host: h, "
+        "tags: [{name: t, table: input, address: 0, type: int16}]}]'); "
+        "print('up', flush=True); sys.stdin.read()"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "up"
+        assert any("_pydantic_core" in path for path in mapped(proc.pid, "pydantic"))
+    finally:
+        proc.kill()
+        proc.wait()

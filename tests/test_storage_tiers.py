@@ -885,7 +885,17 @@ async def test_from_config_follows_the_storage_section(tmp_path: Path) -> None:
     _OPEN.extend([on, off])
     assert on.archive_dir == tmp_path / "archive" and off.archive_dir is None
     assert StorageConfig().lifecycle_interval == 600.0
-    tag = TagConfig(name="t", table="input", address=0, type="float32", compression_deviation=0.5)
+    tag = TagConfig.model_validate(
+        {
+            "name": "t",
+            "table": "input",
+            "address": 0,
+            "type": "float32",
+            "compression_deviation": 0.5,
+        }
+    )
     assert tag.compression_deviation == 0.5
     with pytest.raises(ValueError, match="only used by numeric types"):
-        TagConfig(name="b", table="coil", address=0, compression_deviation=0.5)
+        TagConfig.model_validate(
+            {"name": "b", "table": "coil", "address": 0, "compression_deviation": 0.5}
+        )

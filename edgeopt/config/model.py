@@ -1,39 +1,49 @@
-"""The typed, validated config: frozen pydantic models, one per YAML section.
+"""The typed config: one frozen dataclass per YAML section, with every rule it obeys.
 
-Every check lives here, so a config built in code is held to the same rules as
-one loaded from YAML. Rules that span fields raise one error listing each
-problem with its own sub-path (see `RULE_ERROR`); the loader turns those into
-`file:line: path: message` issues.
+Every check lives here, so a config built in code with `model_validate` is
+held to the same rules as one loaded from YAML. Rules that span fields
+report each problem with its own sub-path (see `RULE_ERROR`); the loader
+turns those into `file:line: path: message` issues. pydantic does the
+validating, in the process that validates only (see `fields`).
 """
 
 from __future__ import annotations
 
 import codecs
-import functools
 import platform
 import re
 import string
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from dataclasses import field
 from pathlib import Path
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
+from annotated_types import Ge, Gt, Interval, Le, Len, MinLen
+
+from edgeopt.config.durations import format_duration
+from edgeopt.config.fields import (
+    After,
+    Before,
+    Fraction,
+    FsPath,
+    Name,
+    NonNegativeDuration,
+    Number,
+    Percent,
+    PositiveDuration,
+    PositiveSize,
+    Section,
     StrictBool,
     StrictFloat,
     StrictInt,
-    TypeAdapter,
-    field_validator,
-    model_validator,
+    Word,
+    none_is_empty,
+    none_is_list,
+    positive_duration,
+    reject_bool,
+    section,
 )
-from pydantic.dataclasses import dataclass as pydantic_dataclass
-from pydantic_core import ArgsKwargs, PydanticCustomError
-
-from edgeopt.config.durations import format_duration, parse_duration, parse_size
+from edgeopt.config.issues import RULE_ERROR, Problem, raise_problems
 from edgeopt.modbus.codec import DataType, codec_for, register_width
 
 __all__ = [
@@ -81,117 +91,6 @@ DEFAULT_INTERVAL = 1.0
 # max_staleness defaults to this many intervals.
 STALENESS_FACTOR = 10
 
-# pydantic error type of a failed cross-field rule. Its ctx["problems"] holds
-# the individual `Problem`s; the loader expands them into one issue each.
-RULE_ERROR = "edgeopt_rule"
-
-Loc = tuple[str | int, ...]
-
-
-class Problem(NamedTuple):
-    """One failed rule: where (relative to the model checked) and why."""
-
-    loc: Loc
-    message: str
-    # Where the other half of a conflict is (a duplicate's first definition),
-    # so the loader can add its line.
-    other: Loc | None = None
-
-
-def _raise_problems(problems: Sequence[Problem]) -> None:
-    """Raises all `problems` as one pydantic error (a validator can raise only one)."""
-    if not problems:
-        return
-    summary = "; ".join(
-        f"{_dotted(p.loc) or '<model>'}: {p.message}"
-        + (f" (see {_dotted(p.other)})" if p.other is not None else "")
-        for p in problems
-    )
-    raise PydanticCustomError(RULE_ERROR, "{summary}", {"summary": summary, "problems": problems})
-
-
-def _dotted(loc: Iterable[str | int]) -> str:
-    """`('devices', 0, 'name')` -> `devices[0].name`."""
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-# --- field types -------------------------------------------------------------
-# Validators raise ValueError with the whole message; pydantic prefixes
-# "Value error, ", which the loader strips.
-
-
-def _reject_bool(value: object) -> object:
-    # `stopbits: true` would otherwise pass as 1: bool is an int subclass.
-    if isinstance(value, bool):
-        raise ValueError(f"expected a number, got {value!r}")
-    return value
-
-
-def _duration(value: object, *, allow_zero: bool) -> float:
-    if type(value) is str:
-        # A plant repeats a few durations ("1s") across thousands of tags.
-        return _text_duration(value, allow_zero)
-    return _checked_duration(value, allow_zero)
-
-
-@functools.lru_cache(maxsize=1024)
-def _text_duration(value: str, allow_zero: bool) -> float:
-    return _checked_duration(value, allow_zero)
-
-
-def _checked_duration(value: object, allow_zero: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise ValueError(f"expected a duration like 250ms, 10s or 5m, got {value!r}")
-    seconds = parse_duration(value)
-    if seconds < 0 or (seconds == 0 and not allow_zero):
-        kind = "non-negative" if allow_zero else "positive"
-        raise ValueError(f"must be a {kind} duration, got {value!r}")
-    return seconds
-
-
-def _positive_duration(value: object) -> float:
-    return _duration(value, allow_zero=False)
-
-
-def _non_negative_duration(value: object) -> float:
-    return _duration(value, allow_zero=True)
-
-
-def _positive_size(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise ValueError(f"expected a size like 512MB, 2GB or 10KiB, got {value!r}")
-    size = parse_size(value)
-    if size <= 0:
-        raise ValueError(f"must be a positive size, got {value!r}")
-    return size
-
-
-_NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
-
-
-def _name(value: str) -> str:
-    if not _NAME_RE.fullmatch(value):
-        raise ValueError(f"{value!r} may contain only letters, digits, '_', '.' and '-'")
-    return value
-
-
-def _word(value: str) -> str:
-    # Host names, groups: a stray space is always a typo.
-    if not value or any(c.isspace() for c in value):
-        raise ValueError(f"must be a non-empty word without spaces, got {value!r}")
-    return value
-
-
-def _path(value: object) -> Path:
-    if isinstance(value, Path):
-        return value
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"expected a file system path, got {value!r}")
-    return Path(value)
-
 
 def _non_zero(value: float) -> float:
     if value == 0:
@@ -233,46 +132,18 @@ def _topic_level(value: str) -> str:
     return value
 
 
-PositiveDuration = Annotated[float, BeforeValidator(_positive_duration)]
-NonNegativeDuration = Annotated[float, BeforeValidator(_non_negative_duration)]
-PositiveSize = Annotated[int, BeforeValidator(_positive_size)]
-Name = Annotated[str, AfterValidator(_name)]
-Word = Annotated[str, AfterValidator(_word)]
-FsPath = Annotated[Path, BeforeValidator(_path)]
-Percent = Annotated[StrictFloat, Field(gt=0, le=100)]
-Fraction = Annotated[StrictFloat, Field(ge=0, le=1)]
-# StrictFloat still takes ints (`scale: 2`), but never bools or strings.
-Number = StrictFloat
-
-
-class _Model(BaseModel):
-    """Shared settings: frozen, unknown keys are errors, no NaN or infinity."""
-
-    # defer_build: the daemon takes its config from a forked parse (see the
-    # loader) and never validates itself, so it need not hold the schemas.
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
-
-
-def _none_is_empty(value: object) -> object:
-    # A section whose keys are all commented out (`storage:`) is YAML null.
-    return {} if value is None else value
-
-
-def _none_is_list(value: object) -> object:
-    return [] if value is None else value
-
-
 # --- sections ------------------------------------------------------------------
 
 
-class DaemonConfig(_Model):
+@section
+class DaemonConfig(Section):
     """Process-level settings: where state lives and who may use the socket.
 
     `name` is the gateway's name in MQTT topics and its default client id; None
     means the host name (`gateway_name`).
     """
 
-    name: Annotated[str, AfterValidator(_topic_level)] | None = None
+    name: Annotated[str, After(_topic_level)] | None = None
     state_dir: FsPath = Path("/var/lib/edgeopt")
     socket: FsPath = Path("/run/edgeopt/edgeopt.sock")
     socket_group: Word | None = None
@@ -285,7 +156,8 @@ class DaemonConfig(_Model):
         return self.name or platform.node().split(".")[0] or "edgeopt"
 
 
-class StorageConfig(_Model):
+@section
+class StorageConfig(Section):
     """How long each storage tier keeps data, and how writes are batched."""
 
     hot_retention: PositiveDuration = 86400.0
@@ -294,26 +166,51 @@ class StorageConfig(_Model):
     cold_resolution: PositiveDuration = 60.0
     max_disk: PositiveSize | None = None
     flush_interval: PositiveDuration = 1.0
-    flush_rows: Annotated[StrictInt, Field(ge=1)] = 5000
+    flush_rows: Annotated[StrictInt, Ge(1)] = 5000
     archive: StrictBool = True
     lifecycle_interval: PositiveDuration = 600.0
 
 
-class StrategyConfig(_Model):
+@section
+class StrategyConfig(Section):
     """One optimizer strategy: on or off, its cooldown, and tuning knobs."""
 
     enabled: StrictBool = True
     cooldown: NonNegativeDuration
-    params: dict[str, Annotated[ParamValue, BeforeValidator(_param_value)]] = Field(
-        default_factory=dict
-    )
+    params: dict[str, Annotated[ParamValue, Before(_param_value)]] = field(default_factory=dict)
 
 
 def _default_strategies() -> dict[str, StrategyConfig]:
     return {name: StrategyConfig(cooldown=c) for name, c in DEFAULT_COOLDOWNS.items()}
 
 
-class OptimizerConfig(_Model):
+def _fill_strategies(value: object) -> object:
+    """Every known strategy, the ones left out with their defaults; no unknown ones."""
+    if value is None:
+        return _default_strategies()
+    if not isinstance(value, dict):
+        return value  # pydantic reports the wrong type
+    known = ", ".join(DEFAULT_COOLDOWNS)
+    raise_problems(
+        [
+            Problem((name,), f"unknown strategy {name!r} (known: {known})")
+            for name in value
+            if name not in DEFAULT_COOLDOWNS
+        ]
+    )
+    merged: dict[str, object] = {}
+    for name, cooldown in DEFAULT_COOLDOWNS.items():
+        entry = value.get(name)
+        if entry is None:
+            entry = {}
+        if isinstance(entry, dict) and "cooldown" not in entry:
+            entry = {**entry, "cooldown": cooldown}
+        merged[name] = entry
+    return merged
+
+
+@section
+class OptimizerConfig(Section):
     """When the optimizer runs and what counts as a change worth keeping.
 
     `strategies` always holds every known strategy after validation; the
@@ -326,11 +223,12 @@ class OptimizerConfig(_Model):
     evaluate_after: PositiveDuration = DEFAULT_EVALUATE_AFTER
     min_improvement: Fraction = 0.10
     max_fidelity_loss: Fraction = 0.02
-    strategies: dict[str, StrategyConfig] = Field(default_factory=_default_strategies)
+    strategies: Annotated[dict[str, StrategyConfig], Before(_fill_strategies)] = field(
+        default_factory=_default_strategies
+    )
 
-    @model_validator(mode="before")
     @classmethod
-    def _cooldowns_follow_a_faster_cadence(cls, data: Any) -> Any:
+    def prepared(cls, data: Any) -> Any:
         """A strategy whose cooldown the config leaves out waits in step with the cadence.
 
         The defaults (10 min, 1 h, 6 h) suit `evaluate_after: 10m`; with a faster
@@ -339,7 +237,7 @@ class OptimizerConfig(_Model):
         if not isinstance(data, dict) or data.get("evaluate_after") is None:
             return data
         try:
-            scale = _positive_duration(data["evaluate_after"]) / DEFAULT_EVALUATE_AFTER
+            scale = positive_duration(data["evaluate_after"]) / DEFAULT_EVALUATE_AFTER
         except (TypeError, ValueError):
             return data  # the field's own validation reports it
         strategies = data.get("strategies")
@@ -353,33 +251,9 @@ class OptimizerConfig(_Model):
                 filled[name] = {**entry, "cooldown": cooldown * scale}
         return {**data, "strategies": filled}
 
-    @field_validator("strategies", mode="before")
-    @classmethod
-    def _fill_strategies(cls, value: object) -> object:
-        if value is None:
-            return _default_strategies()
-        if not isinstance(value, dict):
-            return value  # pydantic reports the wrong type
-        known = ", ".join(DEFAULT_COOLDOWNS)
-        _raise_problems(
-            [
-                Problem((name,), f"unknown strategy {name!r} (known: {known})")
-                for name in value
-                if name not in DEFAULT_COOLDOWNS
-            ]
-        )
-        merged: dict[str, object] = {}
-        for name, cooldown in DEFAULT_COOLDOWNS.items():
-            entry = value.get(name)
-            if entry is None:
-                entry = {}
-            if isinstance(entry, dict) and "cooldown" not in entry:
-                entry = {**entry, "cooldown": cooldown}
-            merged[name] = entry
-        return merged
 
-
-class ResourcesConfig(_Model):
+@section
+class ResourcesConfig(Section):
     """When the daemon defers optional work, and when it sheds acquisition.
 
     The machine thresholds (percent, and °C) only defer optional work (KMeans,
@@ -392,15 +266,16 @@ class ResourcesConfig(_Model):
     memory_high: Percent = 85.0
     disk_high: Percent = 90.0
     temp_high: Number | None = None
-    max_deferrals: Annotated[StrictInt, Field(ge=0, le=1000)] = 3
-    lag_limit: Annotated[StrictFloat, Field(gt=0, le=10)] = 0.5
+    max_deferrals: Annotated[StrictInt, Interval(ge=0, le=1000)] = 3
+    lag_limit: Annotated[StrictFloat, Interval(gt=0, le=10)] = 0.5
     own_rss_limit: PositiveSize | None = None
 
 
-class MetricsConfig(_Model):
+@section
+class MetricsConfig(Section):
     """The optional metrics endpoint; off unless `listen` is set."""
 
-    listen: Annotated[str, AfterValidator(_listen)] | None = None
+    listen: Annotated[str, After(_listen)] | None = None
 
 
 # --- northbound (MQTT) ----------------------------------------------------------
@@ -440,7 +315,8 @@ def _status_topic(template: str) -> str:
     return _topic_template(template, allowed=("gateway",), required=())
 
 
-class NorthboundTls(_Model):
+@section
+class NorthboundTls(Section):
     """TLS to the broker: `ca` verifies it (default: the system's CAs), `cert` and `key`
     identify the gateway; `insecure` skips only the host name check."""
 
@@ -449,26 +325,26 @@ class NorthboundTls(_Model):
     key: FsPath | None = None
     insecure: StrictBool = False
 
-    @model_validator(mode="after")
-    def _pair(self) -> NorthboundTls:
+    def problems(self) -> list[Problem]:
         problems = []
         if self.key is not None and self.cert is None:
             problems.append(Problem(("cert",), "key needs cert (the client certificate)"))
         if self.cert is not None and self.key is None:
             problems.append(Problem(("key",), "cert needs key (its private key)"))
-        _raise_problems(problems)
-        return self
+        return problems
 
 
-class NorthboundBatch(_Model):
+@section
+class NorthboundBatch(Section):
     """Pack up to `max_messages` changes of one device in one message, waiting at most
     `max_delay` for them (0: only the changes of one read)."""
 
-    max_messages: Annotated[StrictInt, Field(ge=1, le=10000)] = 1
+    max_messages: Annotated[StrictInt, Interval(ge=1, le=10000)] = 1
     max_delay: NonNegativeDuration = 0.0
 
 
-class NorthboundTarget(_Model):
+@section
+class NorthboundTarget(Section):
     """One MQTT broker that tag changes are published to, through a persistent outbox.
 
     `port` defaults to 8883 with `tls` and 1883 without. `client_id` defaults to
@@ -477,54 +353,41 @@ class NorthboundTarget(_Model):
 
     name: Name
     host: Word
-    port: Annotated[StrictInt, Field(ge=1, le=65535)] | None = None
-    client_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
-    keepalive: Annotated[float, BeforeValidator(_positive_duration), Field(le=65535)] = 60.0
-    username: Annotated[str, Field(min_length=1)] | None = None
+    port: Annotated[StrictInt, Interval(ge=1, le=65535)] | None = None
+    client_id: Annotated[str, Len(1, 128)] | None = None
+    keepalive: Annotated[float, Before(positive_duration), Le(65535)] = 60.0
+    username: Annotated[str, MinLen(1)] | None = None
     password_file: FsPath | None = None
     tls: NorthboundTls | None = None
-    qos: Annotated[Literal[0, 1], BeforeValidator(_reject_bool)] = 1
+    qos: Annotated[Literal[0, 1], Before(reject_bool)] = 1
     retain_last: StrictBool = False
-    topic: Annotated[str, AfterValidator(_data_topic)] = DEFAULT_TOPIC
-    status_topic: Annotated[str, AfterValidator(_status_topic)] = DEFAULT_STATUS_TOPIC
-    batch: Annotated[NorthboundBatch, BeforeValidator(_none_is_empty)] = Field(
+    topic: Annotated[str, After(_data_topic)] = DEFAULT_TOPIC
+    status_topic: Annotated[str, After(_status_topic)] = DEFAULT_STATUS_TOPIC
+    batch: Annotated[NorthboundBatch, Before(none_is_empty)] = field(
         default_factory=NorthboundBatch
     )
     outbox_max: PositiveSize = 100_000_000
     # Backlog messages per second after an outage (0: as fast as the broker acknowledges).
-    drain_rate: Annotated[StrictInt, Field(ge=0)] = 1000
+    drain_rate: Annotated[StrictInt, Ge(0)] = 1000
     reconnect_max: PositiveDuration = 30.0
     # Device writes from `.../{device}/{tag}/set` (writable tags only), with the
     # outcome on `.../set/result`; audited with the target's name as the caller.
     commands: StrictBool = False
 
-    @model_validator(mode="before")
     @classmethod
-    def _no_inline_password(cls, data: Any) -> Any:
+    def prepared(cls, data: Any) -> Any:
         if isinstance(data, dict) and "password" in data:
-            raise PydanticCustomError(
-                RULE_ERROR,
-                "{summary}",
-                {
-                    "summary": "password: not allowed inline",
-                    "problems": [
-                        Problem(
-                            ("password",),
-                            "an inline password is not allowed (status would show it); "
-                            "put it in a file and set password_file",
-                        )
-                    ],
-                },
+            message = (
+                "an inline password is not allowed (status would show it); "
+                "put it in a file and set password_file"
             )
+            raise_problems([Problem(("password",), message)])
         return data
 
-    @model_validator(mode="after")
-    def _check_target(self) -> NorthboundTarget:
-        problems = []
+    def problems(self) -> list[Problem]:
         if self.password_file is not None and self.username is None:
-            problems.append(Problem(("password_file",), "needs username"))
-        _raise_problems(problems)
-        return self
+            return [Problem(("password_file",), "needs username")]
+        return []
 
     @property
     def broker_port(self) -> int:
@@ -536,7 +399,8 @@ class NorthboundTarget(_Model):
 # --- tags ----------------------------------------------------------------------
 
 
-class WriteConfig(_Model):
+@section
+class WriteConfig(Section):
     """How a writable tag may be written (only with `writable: true`).
 
     `min`/`max` bound the requested value in engineering units (before scale
@@ -554,36 +418,28 @@ class WriteConfig(_Model):
     min_interval: NonNegativeDuration = 1.0
 
 
-@pydantic_dataclass(
-    slots=True,
-    frozen=True,
-    config=ConfigDict(extra="forbid", allow_inf_nan=False, defer_build=True),
-)
-class TagConfig:
+@section
+class TagConfig(Section):
     """One value on a device: where it is, how to decode it, how often to read it.
 
     `min_interval` defaults to `interval` and `max_staleness` to ten times
     `interval`. On coil and discrete tables `type` defaults to bool.
-
-    A slotted dataclass, validated as the models are: a plant has thousands
-    of tags, and a model keeps each one's fields in a dict of its own (about
-    1.2 KB a tag against 0.2 KB: 10 MB of the daemon's memory at 10k tags).
     """
 
     name: Name
     table: Table
-    address: Annotated[StrictInt, Field(ge=0, le=ADDRESS_SPACE - 1)]
+    address: Annotated[StrictInt, Interval(ge=0, le=ADDRESS_SPACE - 1)]
     type: DataType
-    bit: Annotated[StrictInt, Field(ge=0, le=15)] | None = None
+    bit: Annotated[StrictInt, Interval(ge=0, le=15)] | None = None
     # A bit field: `type: uint16`, `bit` its lowest bit, `bits` its width.
-    bits: Annotated[StrictInt, Field(ge=1, le=16)] | None = None
+    bits: Annotated[StrictInt, Interval(ge=1, le=16)] | None = None
     # int8 / uint8: which byte of the register (after byte_order).
     byte: Literal["high", "low"] | None = None
-    length: Annotated[StrictInt, Field(ge=1)] | None = None
+    length: Annotated[StrictInt, Ge(1)] | None = None
     byte_order: Literal["big", "little"] = "big"
     word_order: Literal["big", "little"] = "big"
     string_encoding: str | None = None
-    scale: Annotated[Number, AfterValidator(_non_zero)] = 1.0
+    scale: Annotated[Number, After(_non_zero)] = 1.0
     offset: Number = 0.0
     unit: str | None = None
     description: str | None = None
@@ -592,11 +448,11 @@ class TagConfig:
     # before-validator below derives the real ones from it.
     min_interval: PositiveDuration = DEFAULT_INTERVAL
     max_staleness: PositiveDuration = DEFAULT_INTERVAL * STALENESS_FACTOR
-    deadband: Annotated[Number, Field(ge=0)] = 0.0
+    deadband: Annotated[Number, Ge(0)] = 0.0
     priority: Priority = "normal"
     # Lossy storage (swinging door) once data leaves the hot tier: every
     # dropped point stays within this of the line through the kept ones.
-    compression_deviation: Annotated[Number, Field(gt=0)] | None = None
+    compression_deviation: Annotated[Number, Gt(0)] | None = None
     writable: StrictBool = False
     write: WriteConfig | None = None
     # Sent to the northbound targets (with the device's own `publish`).
@@ -618,28 +474,11 @@ class TagConfig:
         return self.address + self.width
 
     @classmethod
-    def model_validate(cls, data: Any) -> TagConfig:
-        """A tag from its YAML mapping, as the models' own `model_validate`."""
-        return _tag_adapter().validate_python(data)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _defaults(cls, data: Any) -> Any:
-        if isinstance(data, ArgsKwargs):  # TagConfig(name=..., ...) in code
-            if data.args or data.kwargs is None:
-                return data
-            return ArgsKwargs((), _tag_defaults(data.kwargs))
+    def prepared(cls, data: Any) -> Any:
         return _tag_defaults(data) if isinstance(data, dict) else data
 
-    @model_validator(mode="after")
-    def _check(self) -> TagConfig:
-        _raise_problems(tag_problems(self))
-        return self
-
-
-@functools.cache
-def _tag_adapter() -> TypeAdapter[TagConfig]:
-    return TypeAdapter(TagConfig)
+    def problems(self) -> list[Problem]:
+        return tag_problems(self)
 
 
 def _tag_defaults(data: dict[str, Any]) -> dict[str, Any]:
@@ -649,7 +488,7 @@ def _tag_defaults(data: dict[str, Any]) -> dict[str, Any]:
         data["type"] = DataType.BOOL.value
     if "min_interval" not in data or "max_staleness" not in data:
         try:
-            interval = _positive_duration(data.get("interval", DEFAULT_INTERVAL))
+            interval = positive_duration(data.get("interval", DEFAULT_INTERVAL))
         except ValueError:
             return data  # `interval` gets its own error
         data.setdefault("min_interval", interval)
@@ -804,7 +643,8 @@ def _timing_problems(tag: TagConfig) -> list[Problem]:
 # --- devices -------------------------------------------------------------------
 
 
-class DeviceSettings(_Model):
+@section
+class DeviceSettings(Section):
     """A device without its tags (`DeviceConfig` adds them).
 
     Separate so the loader can check a device's own keys even when one of
@@ -816,17 +656,17 @@ class DeviceSettings(_Model):
     host: Word | None = None
     # After validation: an int for tcp and rtu_over_tcp, a path for rtu. The
     # empty default only stands for "not given" until the rules below run.
-    port: Annotated[int | str, BeforeValidator(_port_value)] = ""
-    baudrate: Annotated[StrictInt, Field(gt=0)] = 9600
+    port: Annotated[int | str, Before(_port_value)] = ""
+    baudrate: Annotated[StrictInt, Gt(0)] = 9600
     parity: Literal["N", "E", "O"] = "N"
-    stopbits: Annotated[Literal[1, 2], BeforeValidator(_reject_bool)] = 1
-    bytesize: Annotated[Literal[7, 8], BeforeValidator(_reject_bool)] = 8
-    unit: Annotated[StrictInt, Field(ge=0, le=247)] = 1
+    stopbits: Annotated[Literal[1, 2], Before(reject_bool)] = 1
+    bytesize: Annotated[Literal[7, 8], Before(reject_bool)] = 8
+    unit: Annotated[StrictInt, Interval(ge=0, le=247)] = 1
     timeout: PositiveDuration = 1.0
-    retries: Annotated[StrictInt, Field(ge=0, le=10)] = 1
-    max_registers_per_read: Annotated[StrictInt, Field(ge=1, le=125)] = 125
-    max_bits_per_read: Annotated[StrictInt, Field(ge=1, le=2000)] = 2000
-    max_gap: Annotated[StrictInt, Field(ge=0, le=124)] = 10
+    retries: Annotated[StrictInt, Interval(ge=0, le=10)] = 1
+    max_registers_per_read: Annotated[StrictInt, Interval(ge=1, le=125)] = 125
+    max_bits_per_read: Annotated[StrictInt, Interval(ge=1, le=2000)] = 2000
+    max_gap: Annotated[StrictInt, Interval(ge=0, le=124)] = 10
     # A slow device: after its reply the line stays quiet this long before the
     # next request (to any device on the line).
     turnaround: NonNegativeDuration = 0.0
@@ -841,18 +681,15 @@ class DeviceSettings(_Model):
         host = f"[{self.host}]" if self.host and ":" in self.host else self.host
         return f"{host}:{self.port}"
 
-    @model_validator(mode="before")
     @classmethod
-    def _default_port(cls, data: Any) -> Any:
+    def prepared(cls, data: Any) -> Any:
         tcp = isinstance(data, dict) and data.get("transport") in ("tcp", "rtu_over_tcp")
         if tcp and "port" not in data:
             data = {**data, "port": 502}
         return data
 
-    @model_validator(mode="after")
-    def _check_settings(self) -> DeviceSettings:
-        _raise_problems(device_settings_problems(self))
-        return self
+    def problems(self) -> list[Problem]:
+        return device_settings_problems(self)
 
 
 def device_settings_problems(device: DeviceSettings) -> list[Problem]:
@@ -886,6 +723,7 @@ def device_settings_problems(device: DeviceSettings) -> list[Problem]:
     return problems
 
 
+@section
 class DeviceConfig(DeviceSettings):
     """One Modbus device (one unit id on one connection or serial line) and its tags.
 
@@ -893,12 +731,13 @@ class DeviceConfig(DeviceSettings):
     serial device path. Serial settings (baudrate, parity, …) apply to rtu.
     """
 
-    tags: list[TagConfig] = Field(min_length=1)
+    tags: Annotated[list[TagConfig], MinLen(1)]
 
-    @model_validator(mode="after")
-    def _check_tags(self) -> DeviceConfig:
-        _raise_problems(device_tag_problems(self, list(enumerate(self.tags))))
-        return self
+    def problems(self) -> list[Problem]:
+        # The tags' rules only where the device's own settings pass.
+        # (Not super(): a slotted dataclass is a new class, which zero-argument super() misses.)
+        settings = DeviceSettings.problems(self)
+        return settings or device_tag_problems(self, list(enumerate(self.tags)))
 
 
 def device_tag_problems(
@@ -1029,40 +868,31 @@ def _span(table: str, tag: TagConfig) -> str:
 # --- the whole file ------------------------------------------------------------
 
 
-class Config(_Model):
+@section
+class Config(Section):
     """A whole edgeopt config. `source` names the file it came from."""
 
-    daemon: Annotated[DaemonConfig, BeforeValidator(_none_is_empty)] = Field(
-        default_factory=DaemonConfig
-    )
-    storage: Annotated[StorageConfig, BeforeValidator(_none_is_empty)] = Field(
-        default_factory=StorageConfig
-    )
-    optimizer: Annotated[OptimizerConfig, BeforeValidator(_none_is_empty)] = Field(
+    daemon: Annotated[DaemonConfig, Before(none_is_empty)] = field(default_factory=DaemonConfig)
+    storage: Annotated[StorageConfig, Before(none_is_empty)] = field(default_factory=StorageConfig)
+    optimizer: Annotated[OptimizerConfig, Before(none_is_empty)] = field(
         default_factory=OptimizerConfig
     )
-    resources: Annotated[ResourcesConfig, BeforeValidator(_none_is_empty)] = Field(
+    resources: Annotated[ResourcesConfig, Before(none_is_empty)] = field(
         default_factory=ResourcesConfig
     )
-    metrics: Annotated[MetricsConfig, BeforeValidator(_none_is_empty)] = Field(
-        default_factory=MetricsConfig
-    )
-    northbound: Annotated[list[NorthboundTarget], BeforeValidator(_none_is_list)] = Field(
+    metrics: Annotated[MetricsConfig, Before(none_is_empty)] = field(default_factory=MetricsConfig)
+    northbound: Annotated[list[NorthboundTarget], Before(none_is_list)] = field(
         default_factory=list
     )
-    devices: list[DeviceConfig] = Field(min_length=1)
+    devices: Annotated[list[DeviceConfig], MinLen(1)]
     source: str = "<string>"
 
-    @model_validator(mode="after")
-    def _check_devices(self) -> Config:
-        _raise_problems(config_device_problems(list(enumerate(self.devices))))
-        return self
-
-    @model_validator(mode="after")
-    def _check_northbound(self) -> Config:
+    def problems(self) -> list[Problem]:
+        # As pydantic's chained validators did: the northbound rule only when the devices pass.
         names = [(index, target.name) for index, target in enumerate(self.northbound)]
-        _raise_problems(duplicate_name_problems("northbound", "northbound target", names))
-        return self
+        return config_device_problems(list(enumerate(self.devices))) or duplicate_name_problems(
+            "northbound", "northbound target", names
+        )
 
 
 # Serial settings every device on one RTU line must agree on.

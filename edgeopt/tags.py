@@ -64,45 +64,6 @@ def moved_beyond(a: Value | None, b: Value | None, deadband: float) -> bool:
 
 
 @dataclass(slots=True)
-class RunningStats:
-    """Welford mean and variance, plus min and max, of a stream of numbers."""
-
-    n: int = 0
-    mean: float = 0.0
-    m2: float = 0.0
-    low: float = math.inf
-    high: float = -math.inf
-
-    def add(self, x: float) -> None:
-        self.n += 1
-        delta = x - self.mean
-        self.mean += delta / self.n
-        self.m2 += delta * (x - self.mean)
-        self.low = min(self.low, x)
-        self.high = max(self.high, x)
-
-    def add_repeated(self, x: float, k: int) -> None:
-        """`add(x)` k times, in O(1) (Chan et al.'s merge of a constant batch)."""
-        if k <= 0:
-            return
-        n_before = self.n
-        self.n += k
-        delta = x - self.mean
-        self.mean += delta * k / self.n
-        self.m2 += delta * delta * n_before * k / self.n
-        self.low = min(self.low, x)
-        self.high = max(self.high, x)
-
-    @property
-    def variance(self) -> float:
-        return self.m2 / (self.n - 1) if self.n > 1 else 0.0
-
-    @property
-    def std(self) -> float:
-        return math.sqrt(self.variance)
-
-
-@dataclass(slots=True)
 class TagStats:
     """Online change statistics: what the strategies learn from.
 
@@ -123,11 +84,11 @@ class TagStats:
     # Recent event times (`recent_events`), made at the first event: most tags
     # of a plant never change, and an empty ring still costs 136 bytes.
     _events: TimeRing | None = None
-    # The value spread and the read-to-read steps (`spread`, `steps`), kept up to
-    # date lazily: most reads of a quiet tag repeat the previous value, and those
-    # are only counted here and merged into both in one step when next looked at.
-    _spread: RunningStats = field(default_factory=RunningStats)
-    _steps: RunningStats = field(default_factory=RunningStats)
+    # The read-to-read steps |value - previous value| (`step_count`, `mean_step`),
+    # kept up to date lazily: most reads of a quiet tag repeat the previous value
+    # (a step of 0), and those are only counted here and merged when next looked at.
+    _step_count: int = 0
+    _step_total: float = 0.0
     _repeats: int = 0
 
     @property
@@ -136,25 +97,23 @@ class TagStats:
         return NO_EVENTS if self._events is None else self._events
 
     @property
-    def spread(self) -> RunningStats:
-        """Running statistics of the (numeric, finite) values read."""
+    def step_count(self) -> int:
+        """Consecutive pairs of (numeric, finite) reads: the steps `mean_step` averages."""
         if self._repeats:
             self._merge_repeats()
-        return self._spread
+        return self._step_count
 
     @property
-    def steps(self) -> RunningStats:
-        """|value - previous value| between consecutive reads: the read-to-read noise."""
-        if self._repeats:
-            self._merge_repeats()
-        return self._steps
+    def mean_step(self) -> float:
+        """Mean |value - previous value| between consecutive reads: the read-to-read noise."""
+        count = self.step_count
+        return self._step_total / count if count else 0.0
 
     def _merge_repeats(self) -> None:
         k, self._repeats = self._repeats, 0
         x = self.previous_value
         if isinstance(x, int | float) and math.isfinite(x):
-            self._spread.add_repeated(float(x), k)
-            self._steps.add_repeated(0.0, k)
+            self._step_count += k  # steps of 0
 
     def repeat(self, ts: float) -> None:
         """Count one good read of the same value as the previous read (never an event).
@@ -178,10 +137,14 @@ class TagStats:
         previous, self.previous_value = self.previous_value, value
         if previous is not None and moved_beyond(previous, value, deadband):
             self.jumps += 1
-        if isinstance(value, int | float) and math.isfinite(value):
-            self._spread.add(float(value))
-            if isinstance(previous, int | float) and math.isfinite(previous):
-                self._steps.add(abs(float(value) - float(previous)))
+        if (
+            isinstance(value, int | float)
+            and isinstance(previous, int | float)
+            and math.isfinite(value)
+            and math.isfinite(previous)
+        ):
+            self._step_count += 1
+            self._step_total += abs(float(value) - float(previous))
         if self.last_event_ts is None:
             self.last_event_ts, self.last_event_value = ts, value
             return False

@@ -100,16 +100,17 @@ def recommendations(
         if stats.reads < MIN_READS:
             continue
         deadband = float(tag.config.deadband)
-        noisy = stats.jumps / stats.reads >= NOISY_SHARE and stats.steps.n >= MIN_READS
-        if noisy and stats.steps.mean > deadband:
-            suggested = float(f"{2.5 * stats.steps.mean:.2g}")
+        noisy = stats.jumps / stats.reads >= NOISY_SHARE and stats.step_count >= MIN_READS
+        mean_step = stats.mean_step
+        if noisy and mean_step > deadband:
+            suggested = float(f"{2.5 * mean_step:.2g}")
             out.append(
                 {
                     "priority": "medium",
                     "kind": "deadband_below_noise",
                     "target": key,
                     "message": (
-                        f"{key} moves {stats.steps.mean:.3g} between reads on average, past its "
+                        f"{key} moves {mean_step:.3g} between reads on average, past its "
                         f"deadband {deadband:g} in {stats.jumps / stats.reads:.0%} of reads: "
                         f"a deadband near {suggested:g} would record real changes only"
                     ),

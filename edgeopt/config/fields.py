@@ -50,8 +50,8 @@ __all__ = [
 
 
 @dataclass(frozen=True, slots=True)
-class Before:
-    """`Annotated` marker: `check` sees the raw value first (pydantic's BeforeValidator)."""
+class _FieldCheck:
+    """`Annotated` marker: `check` runs on the field's value (pydantic's Before/AfterValidator)."""
 
     check: Callable[[Any], Any]
 
@@ -60,21 +60,21 @@ class Before:
     ) -> CoreSchema:
         from pydantic_core import core_schema
 
-        return core_schema.no_info_before_validator_function(self.check, handler(source))
-
-
-@dataclass(frozen=True, slots=True)
-class After:
-    """`Annotated` marker: `check` sees the value once its type is validated (AfterValidator)."""
-
-    check: Callable[[Any], Any]
-
-    def __get_pydantic_core_schema__(
-        self, source: Any, handler: GetCoreSchemaHandler
-    ) -> CoreSchema:
-        from pydantic_core import core_schema
-
+        if isinstance(self, Before):
+            return core_schema.no_info_before_validator_function(self.check, handler(source))
         return core_schema.no_info_after_validator_function(self.check, handler(source))
+
+
+class Before(_FieldCheck):
+    """`check` sees the raw value first, and returns what the type then validates."""
+
+    __slots__ = ()
+
+
+class After(_FieldCheck):
+    """`check` sees the value once its type is validated."""
+
+    __slots__ = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ class Table(StrEnum):
 
     @property
     def is_bits(self) -> bool:
-        return self in (Table.COIL, Table.DISCRETE)
+        return self in _BIT_TABLES
 
     @property
     def function_code(self) -> int:
@@ -43,6 +43,7 @@ class Table(StrEnum):
 
 
 _FUNCTION_CODES = {Table.COIL: 1, Table.DISCRETE: 2, Table.HOLDING: 3, Table.INPUT: 4}
+_BIT_TABLES = frozenset({Table.COIL, Table.DISCRETE})
 
 
 class Priority(StrEnum):

@@ -565,7 +565,7 @@ _FOOTPRINT_PARTS = (
         "memory",
         "**What holds the daemon's memory**: tracemalloc's top source lines after the daemon "
         "ran in-process, its config loaded as `edgeopt run` loads it (imports excluded: "
-        "they are 57 MB of RSS before any config, 61 MB before this work).",
+        "the daemon's are 37 MB of RSS as of the sixth pass, 61 MB before this work).",
     ),
     (
         "worker",
@@ -582,22 +582,21 @@ _FOOTPRINT_PARTS = (
         "154 MB, 6.5 CPU-s). The daemon's RSS around the worker includes its first full "
         "cycle (the cluster strategy) and save. Before the fourth pass it read 102 / 124 / "
         "125 MB (before the worker, while it lived, after it); with the forked work but the "
-        "cluster strategy's own work still in the daemon, 91 / 108 / 107 MB.",
+        "cluster strategy's own work still in the daemon, 91 / 108 / 107 MB; at the end of the "
+        "fourth pass (ef262d3, numpy and pydantic still in), 90 / 99 / 100 MB.",
     ),
     (
         "rss",
         "**RSS over an hour, defaults on, before and after in one run** (the optimizer "
         "learning, re-planning and saving its state every 300 s): this tree's daemon (as of "
-        "0336743, the fourth pass's forked work) and the daemon at d43db93 (before it) side "
-        "by side, each against a simulator of its own. The histories fill over the first "
-        "minutes, the activity tracker allocates its arrays at the first window (60 s), and "
-        "the first quick cycle (300 s: most tags slowed, the reads re-planned) raises it "
-        "once; the smaller steps after it come with the next cycles and the storage "
-        "lifecycle's tier moves (every 600 s). The last row is the first full cycle (at an "
-        "hour: the cluster strategy's first run, this tree's a few seconds before the other "
-        "one's), in progress; the worker table below shows what it leaves. The CPU seconds "
-        "here leave out the forked children's (a few tenths of a second each); from this "
-        "pass on `footprint` counts them.",
+        "3508eb9, the sixth pass: the config without pydantic, the tag statistics trimmed) "
+        "and the daemon at 9807b9d (the fifth pass) side by side, each against a simulator "
+        "of its own. The histories fill over the first minutes, and the first quick cycle "
+        "(300 s: most tags slowed, the reads re-planned) raises it once; the smaller steps "
+        "after it come with the next cycles. The last row is the moment of the first full "
+        "cycle (an hour); the worker table shows what a full cycle leaves. CPU seconds count "
+        "the forked children; this tree's daemon was started a few seconds before the other "
+        "(about 2 CPU-s of the first rows' difference).",
     ),
 )
 
@@ -697,13 +696,54 @@ over plant sizes, the same config measured by another command):
   storage lifecycle's compressors (zstd 19, lzma, bz2) freed their work
   buffers, medium blocks came from the heaps and their freed pages stayed in
   RSS (a test doing the same work: +9.4 MB of RSS by default, +0.8 MB
-  pinned). The hour-long curve above predates it. The same command with it,
+  pinned). The fourth pass's hour-long curve predates it. The same command with it,
   run for 25 minutes beside that one, read 90.7 / 100.4 / 114.7 / 119.2 /
   124.7 MB at 30 / 300 / 330 / 630 / 1,470 s, against 91.9 / 100.8 / 117.3 /
-  120.6 / 129.2 MB in the curve above: the steps at the tier moves are
+  120.6 / 129.2 MB in that curve: the steps at the tier moves are
   smaller (+4.5 MB at 1,230 s against +6.6 MB), not gone.
 - **The cluster worker** is a plain child process, not a multiprocessing
   pool (see its table).
+
+**The sixth pass** (2026-11-30, memory): **pydantic and PyYAML out of the
+daemon's process**, and **tag statistics that keep only what is read**. At
+10k tags, defaults on, the hour-long table above: 76.4 MB after an hour
+(goal 80 MB) against 88.5 MB at 9807b9d beside it, and 643 against 685
+CPU-s over the hour (6 % less).
+
+- **The config's sections are frozen, slotted stdlib dataclasses**
+  (`edgeopt/config/model.py`), no longer pydantic models. Their field types
+  carry their rules as `Annotated` metadata: annotated_types bounds and two
+  markers of `edgeopt/config/fields.py` (a field check before or after the
+  type's own, and strictness) that pydantic reads through
+  `__get_pydantic_core_schema__`; a section's rules across fields are a
+  `problems()` method. pydantic validates these dataclasses in the forked
+  child that parses the file (`edgeopt/config/validation.py`, PyYAML's part
+  in `edgeopt/config/document.py`), and only the finished config comes back
+  pickled, so neither library is ever imported by the daemon;
+  `edgeoptctl reload` now parses in a forked child too. Every error message is the same:
+  the 82 case folders of `tests/configs/` pin file, line, field and message
+  and all pass unchanged. The daemon's imports alone (`import edgeopt.cli,
+  edgeopt.daemon`) went from 46.9 to 37.3 MB of RSS; start-up to first poll
+  at 10k tags is unchanged (`python -m benchmarks.footprint startup --base
+  9807b9d`: 1.26 s against 1.31 s, medians of three alternating starts on a
+  loaded machine). A test starts a daemon, runs its optimizer, a query and a
+  reload, and finds neither numpy nor pydantic-core in its
+  `/proc/PID/maps`.
+- **Tag statistics**: each tag kept a Welford mean, variance, minimum and
+  maximum of its values, updated on every change, that nothing read; the
+  deadband advice reads only the read-to-read steps, now kept as a count and
+  a total. About 300 bytes a tag less (two objects and their numbers), and
+  less work per changed value.
+- **Where the rest goes**, at 10k tags after 21 minutes (74 MB, from
+  `/proc/PID/smaps`): anonymous memory 58 MB, of it about 6 MB the glibc
+  arenas of aiosqlite's threads (SQLite's page caches) and the rest the
+  main heap and pymalloc's arenas, holding the imported modules' objects
+  and about 22 MiB of the daemon's own (tracemalloc, the same plant run
+  in-process); libpython 5 MB; libcrypto 3.5 MB (pymodbus and asyncio both
+  import ssl, so it stays). Measured around a quick cycle, a full cycle and
+  a learned-state save with glibc's `mallinfo2`, each left 0.2–3 MB more
+  RSS and glibc held about 4 MB free in its heaps, so `malloc_trim` would
+  give back little (as the fifth pass found).
 
 **The fifth pass** (2026-11-30, memory): **numpy out of the daemon's
 process** (20 MB of RSS: its extension modules, OpenBLAS and their heap).
@@ -752,8 +792,11 @@ for this machine: the hot tier's ingest read 135–148k samples/s against
   partly used arenas around all of it. glibc's `malloc_trim` every 30 s
   gave back about 1 MB (tried, not kept).
 
-**The fourth pass** (2026-11-30, memory; the hour-long table above is its
-before and after, the daemon at d43db93 beside this tree's):
+**The fourth pass** (2026-11-30, memory; its hour-long before and after,
+0336743 beside d43db93, since replaced above by the sixth pass's: 84.3 /
+98.7 / 104.6 / 108.1 / 109.8 MB at 30 s / 5 / 10.5 / 20 / 59.5 min
+against 85.2 / 94.7 / 111.0 / 112.4 / 118.4 MB, and 134.0 MB in its last
+row, the first full cycle in progress):
 
 - **Pure work runs in a forked child** (`edgeopt/forked.py`): the interval
   strategy's search, the cluster strategy's own work before and after the
@@ -776,8 +819,8 @@ before and after, the daemon at d43db93 beside this tree's):
   CPU-s. Fork itself costs 2–3 ms here at 130 MB;
   pages the daemon writes while a child lives are copied (about 10 µs each),
   and a child's own CPU is counted with the daemon's in `footprint`'s CPU
-  seconds from this pass on (the table above predates that: its CPU seconds
-  leave the children out). A child that dies or overruns is killed, reaped
+  seconds from this pass on (its hour-long table predates that: its CPU
+  seconds leave the children out). A child that dies or overruns is killed, reaped
   and reported, its work lost for that cycle, and from then on such work
   runs in the daemon; a SIGTERM meant for a child cannot reach the daemon's
   loop through the wakeup fd the two share. The config parse at start goes
@@ -817,8 +860,8 @@ run at 06:50: 89 / 108 / 121 MB at 30 s / 330 s / an hour, against 97 /
   keeps 500 records, so over days of changes this is what kept growing.
 
 Left, with the reason. RSS at 10k tags is 84 MB half a minute in, 99 MB
-after the first optimization and 110 MB from 25 minutes on (the hour-long
-table above; 85, 107 and 118 MB at d43db93 beside it), and 100 MB after
+after the first optimization and 110 MB from 25 minutes on (the fourth
+pass's hour-long table; 85, 107 and 118 MB at d43db93 beside it), and 100 MB after
 the first full cycle in the worker table (125 MB before this pass), against
 the goal of 80 MB: 20–30 MB over. The imports are 57 MB of it (the
 interpreter 11, numpy 13, asyncio with ssl 9, pydantic 5, APScheduler 4,

@@ -746,6 +746,14 @@ CPU-s over the hour (6 % less).
   a learned-state save with glibc's `mallinfo2`, each left 0.2–3 MB more
   RSS and glibc held about 4 MB free in its heaps, so `malloc_trim` would
   give back little (as the fifth pass found).
+- **The storage table (§3) re-run** with the machine otherwise idle (its
+  storage code is the fifth pass's): warm-tier ingest 130,830 samples/s
+  (goal 100k) and 24 h of one tag read back from the warm tier in 40 ms
+  (goal 50 ms), against 44,487 and 79 ms on the loaded afternoon. Six
+  more runs that hour, alternating with a trial of faster compressor
+  set-up (a reused zstd context, an LZMA dictionary and bzip2 block fitted
+  to the body: the same bytes, or the same sizes), gave 107–134k samples/s
+  without the trial and 107–117k with it: no gain, so not kept.
 
 **The fifth pass** (2026-11-30, memory): **numpy out of the daemon's
 process** (20 MB of RSS: its extension modules, OpenBLAS and their heap).

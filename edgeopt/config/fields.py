@@ -54,13 +54,15 @@ class _FieldCheck:
     """`Annotated` marker: `check` runs on the field's value (pydantic's Before/AfterValidator)."""
 
     check: Callable[[Any], Any]
+    # Whether `check` runs before the type's own validation (else after it).
+    first: ClassVar[bool]
 
     def __get_pydantic_core_schema__(
         self, source: Any, handler: GetCoreSchemaHandler
     ) -> CoreSchema:
         from pydantic_core import core_schema
 
-        if isinstance(self, Before):
+        if self.first:
             return core_schema.no_info_before_validator_function(self.check, handler(source))
         return core_schema.no_info_after_validator_function(self.check, handler(source))
 
@@ -69,12 +71,14 @@ class Before(_FieldCheck):
     """`check` sees the raw value first, and returns what the type then validates."""
 
     __slots__ = ()
+    first = True
 
 
 class After(_FieldCheck):
     """`check` sees the value once its type is validated."""
 
     __slots__ = ()
+    first = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,10 +153,8 @@ class Section:
 
         # Like a model's validators: `prepared` before the fields, and the
         # rules only once every field is valid.
-        schema: CoreSchema = core_schema.no_info_after_validator_function(_checked, handler(source))
-        if cls.prepared.__func__ is not Section.prepared.__func__:  # type: ignore[attr-defined]
-            schema = core_schema.no_info_before_validator_function(cls.prepared, schema)
-        return schema
+        checked = core_schema.no_info_after_validator_function(_checked, handler(source))
+        return core_schema.no_info_before_validator_function(cls.prepared, checked)
 
 
 # One pydantic TypeAdapter per section validated as a whole (built on first use).

@@ -746,6 +746,13 @@ CPU-s over the hour (6 % less).
   a learned-state save with glibc's `mallinfo2`, each left 0.2–3 MB more
   RSS and glibc held about 4 MB free in its heaps, so `malloc_trim` would
   give back little (as the fifth pass found).
+- **The optimizer's figures on plants nobody tuned for** (§5, `python -m
+  benchmarks generated --workers 2`, re-run on this tree: the statistics the
+  tags keep changed): on the 48 held-out plants, bus load median 0.41×, 90th
+  percentile 0.66×, worst 0.94× (gen:1020); reads/s 0.39× / 0.62× / 0.89×;
+  out_of_deadband against each tag at its interval 0.92× / 1.04× / 1.17×
+  (gen:1010); SLA 1.0000 on every plant; do no harm on 46 of 48. Every
+  plant's ratios are those of the run before, to the last digits shown.
 - **The storage table (§3) re-run** with the machine otherwise idle (its
   storage code is the fifth pass's): warm-tier ingest 130,830 samples/s
   (goal 100k) and 24 h of one tag read back from the warm tier in 40 ms

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
+from array import array
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -307,7 +309,7 @@ class _StrictFraming:
         if exp.timed_out:
             g.drop(ReadError.LATE, "the reply came after the timeout")
             return None
-        pdu = self.decoder.decode(pdu_bytes)
+        pdu = _read_reply(pdu_bytes, exp) or self.decoder.decode(pdu_bytes)
         if pdu is None:
             g.drop(ReadError.GARBAGE, "undecodable reply")
             return None
@@ -338,6 +340,37 @@ def _rtu_size(data: bytes, i: int) -> int | None:
     if fc == FC_MASK_WRITE:
         return 10
     return None
+
+
+# The reply classes of the four reads, by function code.
+_READ_REPLIES: dict[int, type[ModbusPDU]] = {
+    fc: cls
+    for fc in _FC.values()
+    if (cls := DecodePDU(False).lookupPduClass(bytes((0, fc)))) is not None
+}
+_SWAP = sys.byteorder == "little"
+
+
+def _read_reply(pdu: bytes, exp: _Expect) -> ModbusPDU | None:
+    """The PDU of a read's reply whose shape `_check` has passed (None: not a read reply).
+
+    pymodbus's `DecodePDU.decode` formats every reply into a debug string,
+    registers and all, even with debug logging off, and unpacks registers one
+    by one: together most of a read's decoding cost, which this skips.
+    """
+    fc = pdu[0]
+    cls = _READ_REPLIES.get(fc) if exp.echo is None and fc == exp.fc else None
+    if cls is None:
+        return None
+    reply = cls()
+    if fc in (3, 4):
+        registers = array("H", pdu[2:])
+        if _SWAP:
+            registers.byteswap()  # Modbus registers are big-endian
+        reply.registers = registers.tolist()
+    else:
+        reply.decode(pdu[1:])
+    return reply
 
 
 def _shape_problem(pdu: bytes, exp: _Expect) -> str:
@@ -624,7 +657,7 @@ def _values(response: Any, table: Table, count: int) -> list[int] | list[bool] |
     registers: Sequence[int] = getattr(response, "registers", None) or []
     if len(registers) != count:
         return None
-    return list(registers)
+    return registers if type(registers) is list else list(registers)
 
 
 def _short(exc: Exception) -> str:

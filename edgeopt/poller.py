@@ -21,7 +21,7 @@ from typing import Any
 from edgeopt.clock import Clock
 from edgeopt.config import DeviceConfig, TagConfig
 from edgeopt.events import EventLog
-from edgeopt.modbus.codec import BlockDecoder, DecodeError, TagCodec, codec_for
+from edgeopt.modbus.codec import BitBlockDecoder, BlockDecoder, DecodeError, TagCodec, codec_for
 from edgeopt.modbus.health import DeviceHealth, DeviceState, ReadStats
 from edgeopt.modbus.planner import (
     CostModel,
@@ -218,9 +218,7 @@ class Poller:
         self._triggered_at: dict[object, float] = {}
         self.lag: dict[str, LineLag] = {}  # line -> how late its reads start
         # Built once per planned read (Telegraf builds its decoders at config time too).
-        self._decoders: dict[
-            tuple[str, Table, int, int], tuple[list[TagRuntime], BlockDecoder | None]
-        ] = {}
+        self._decoders: dict[tuple[str, Table, int, int], _Block] = {}
         for device in devices:
             self.add_device(device)
 
@@ -538,24 +536,36 @@ class Poller:
     ) -> list[Sample]:
         """Decode a block into its tags' state; the tags with a change event go to `events`."""
         samples: list[Sample] = []
-        members, decoder = self._decoder(read)
-        if read.table.is_bits:
-            for tag in members:
-                bit = tag.codec.decode_bits([bool(values[int(tag.config.address) - read.start])])
-                tag.state.observe_into(bit, wall, samples)
-                if tag.state.event:
+        block = self._block(read)
+        members = block.members
+        decoded: Sequence[Value] | None = None
+        if values == block.registers:
+            # The registers of the last read again (most blocks, most reads):
+            # each tag still decoded from them holds its value. Only the others
+            # need the block decoded.
+            for i, tag in enumerate(members):
+                state = tag.state
+                if state.decoded_from is block and state.repeat_into(wall, samples):
+                    continue
+                if decoded is None:
+                    decoded = block.decoder.decode(values)
+                state.observe_into(decoded[i], wall, samples)
+                state.decoded_from = block
+                if state.event:
                     events.append(tag)
             return samples
-        assert decoder is not None  # registers always have one
+        block.registers = None
         try:
-            decoded = decoder.decode(values)
+            decoded = block.decoder.decode(values)
         except (DecodeError, ValueError):
             return self._decode_each(read, members, values, wall, events)
         for tag, value in zip(members, decoded, strict=True):
             state = tag.state
             state.observe_into(value, wall, samples)
+            state.decoded_from = block
             if state.event:
                 events.append(tag)
+        block.registers = values
         return samples
 
     def _decode_each(
@@ -570,9 +580,14 @@ class Poller:
         samples: list[Sample] = []
         for tag in members:
             offset = int(tag.config.address) - read.start
-            chunk = [int(v) for v in values[offset : offset + int(tag.config.width)]]
             try:
-                value = tag.codec.decode(chunk)
+                if read.table.is_bits:
+                    value: Value = tag.codec.decode_bits(
+                        [bool(b) for b in values[offset : offset + 1]]
+                    )
+                else:
+                    chunk = [int(v) for v in values[offset : offset + int(tag.config.width)]]
+                    value = tag.codec.decode(chunk)
             except (DecodeError, ValueError) as exc:
                 samples.extend(tag.state.fail(f"decode error: {exc}", wall))
                 continue
@@ -584,18 +599,22 @@ class Poller:
     def _members(self, read: Read) -> list[TagRuntime]:
         return [self.tags[k] for k in read.tags if k in self.tags]
 
-    def _decoder(self, read: Read) -> tuple[list[TagRuntime], BlockDecoder | None]:
-        """The read's member tags and block decoder (None for bits), built once per read."""
-        cached = self._decoders.get(read.key)
-        if cached is None:
+    def _block(self, read: Read) -> _Block:
+        """The read's member tags and block decoder, built once per planned read."""
+        block = self._decoders.get(read.key)
+        if block is None:
             members = self._members(read)
-            decoder = None
-            if not read.table.is_bits:
-                fields = [(int(t.config.address) - read.start, t.codec) for t in members]
-                decoder = BlockDecoder(read.count, fields)
-            cached = (members, decoder)
-            self._decoders[read.key] = cached
-        return cached
+            offsets = [int(t.config.address) - read.start for t in members]
+            decoder: BlockDecoder | BitBlockDecoder
+            if read.table.is_bits:
+                decoder = BitBlockDecoder(read.count, offsets)
+            else:
+                decoder = BlockDecoder(
+                    read.count, [(o, t.codec) for o, t in zip(offsets, members, strict=True)]
+                )
+            block = _Block(members, decoder)
+            self._decoders[read.key] = block
+        return block
 
     def _split(self, device: DeviceRuntime, read: Read, now: float) -> bool:
         members = [k for k in read.tags if k in self.tags]
@@ -668,6 +687,15 @@ class Poller:
                 sink(samples)
             except Exception:  # a broken sink must never stop acquisition
                 log.exception("sample sink %r failed", sink)
+
+
+@dataclass(slots=True, eq=False)
+class _Block:
+    """One planned read's tags, their decoder, and the registers its last good read decoded."""
+
+    members: list[TagRuntime]
+    decoder: BlockDecoder | BitBlockDecoder
+    registers: list[int] | list[bool] | None = None
 
 
 # One-shot work that needs the line to itself (a write and its read-back).

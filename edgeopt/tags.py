@@ -186,6 +186,10 @@ class TagState:
     _held_value: Value | None = None
     _held_ts: float | None = None
     _held_quality: str = ""
+    # The poller's block read whose registers `value` was decoded from (None:
+    # it came from elsewhere): while the block's registers are unchanged, the
+    # poller repeats the value without decoding it again.
+    decoded_from: object | None = None
 
     def observe(self, value: Value, ts: float) -> list[Sample]:
         """Apply one good read; returns the samples worth storing (maybe none)."""
@@ -197,24 +201,11 @@ class TagState:
         """`observe`, appending the samples worth storing to `out` (the poller's hot path)."""
         stats = self.stats
         previous = stats.previous_value
-        if (
-            self.quality is Quality.GOOD
-            and value == previous
-            and type(value) is type(previous)
-            and self._stored_ts is not None
-        ):
-            # The same value again (NaN never equals itself, so never here): no
-            # event, no change beyond any deadband; a heartbeat at most.
-            self.value, self.ts, self.event = value, ts, False
-            stats.repeat(ts)
-            if ts - self._stored_ts >= self.max_staleness:
-                out.append(Sample(self.key, ts, value, _GOOD))
-                self._stored_value, self._stored_ts = value, ts
-                self.changed_ts = ts
-                self._held_ts = None
-            else:
-                self._held_value, self._held_ts, self._held_quality = value, ts, _GOOD
+        # The same value again (NaN never equals itself, so never here): no
+        # event, no change beyond any deadband; a heartbeat at most.
+        if value == previous and type(value) is type(previous) and self.repeat_into(ts, out):
             return
+        self.decoded_from = None  # a new value: not what a block read's registers said
         was_good = self.quality is Quality.GOOD
         nan = isinstance(value, float) and math.isnan(value)
         self.quality = Quality.BAD if nan else Quality.GOOD
@@ -240,6 +231,29 @@ class TagState:
             self._held_ts = None
         else:
             self._held_value, self._held_ts, self._held_quality = value, ts, quality
+
+    def repeat_into(self, ts: float, out: list[Sample]) -> bool:
+        """Apply a good read of the value the tag already holds, if that is all it takes.
+
+        Returns False, doing nothing, unless the tag is good and has a stored
+        sample (the caller then observes the value in full). Otherwise it
+        counts the read and appends a heartbeat to `out` once `max_staleness`
+        has passed since the last stored sample.
+        """
+        stored_ts = self._stored_ts
+        if self.quality is not Quality.GOOD or stored_ts is None:
+            return False
+        self.ts, self.event = ts, False
+        self.stats.repeat(ts)
+        value = self.value
+        if ts - stored_ts >= self.max_staleness:
+            out.append(Sample(self.key, ts, value, _GOOD))
+            self._stored_value, self._stored_ts = value, ts
+            self.changed_ts = ts
+            self._held_ts = None
+        else:
+            self._held_value, self._held_ts, self._held_quality = value, ts, _GOOD
+        return True
 
     def fail(self, reason: str, ts: float) -> list[Sample]:
         """Mark the tag bad after a failed read; stores one sample on the transition."""

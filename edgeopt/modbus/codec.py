@@ -786,3 +786,27 @@ class BlockDecoder:
         for i, encoding in self._strings:
             out[i] = out[i].decode(encoding, "replace").rstrip(_STRING_PAD)
         return out
+
+
+class BitBlockDecoder:
+    """Decodes the coils or discrete inputs of one block read: one bool per tag.
+
+    Args:
+        count: bits in the block read.
+        offsets: each tag's bit offset within the block; `decode` returns values in this order.
+    """
+
+    __slots__ = ("_count", "_offsets")
+
+    def __init__(self, count: int, offsets: Sequence[int]) -> None:
+        bad = [o for o in offsets if not 0 <= o < count]
+        if count < 1 or bad:
+            raise ValueError(f"bit offsets {bad} do not fit a block of {count} bits")
+        self._count = count
+        self._offsets = tuple(offsets)
+
+    def decode(self, bits: Sequence[int]) -> list[Value]:
+        """The tags' bits, in offset order; DecodeError when the block has the wrong length."""
+        if len(bits) != self._count:
+            raise _decode_error(bits, self._count, "bits")
+        return [bool(bits[o]) for o in self._offsets]

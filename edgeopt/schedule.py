@@ -12,9 +12,9 @@ import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from edgeopt.modbus.planner import Read
+from edgeopt.modbus.planner import Read, Table
 
-ReadKey = tuple[str, str, int, int]
+ReadKey = tuple[str, Table, int, int]
 
 # First reads are spread over at most this long, so a restart does not hit
 # every device at the same instant.
@@ -53,7 +53,7 @@ class ReadSchedule:
     def set_reads(self, reads: Iterable[Read], now: float) -> None:
         """Adopt a new plan. Reads kept from the old plan keep their phase;
         new ones are staggered over the first period (at most STAGGER_WINDOW)."""
-        wanted = {_key(r): r for r in reads}
+        wanted = {r.key: r for r in reads}
         for key in list(self._slots):
             if key not in wanted:
                 del self._slots[key]
@@ -66,8 +66,8 @@ class ReadSchedule:
                 self._push(key, min(slot.due, now + read.period))
         for i, read in enumerate(fresh):
             window = min(read.period, STAGGER_WINDOW)
-            self._slots[_key(read)] = _Slot(read, 0.0, 0)
-            self._push(_key(read), now + window * i / max(1, len(fresh)))
+            self._slots[read.key] = _Slot(read, 0.0, 0)
+            self._push(read.key, now + window * i / max(1, len(fresh)))
 
     def next_due(self) -> float | None:
         """The earliest deadline, or None if there is nothing to read."""
@@ -104,7 +104,7 @@ class ReadSchedule:
     def complete(self, read: Read, due: float, now: float) -> None:
         """Schedule the next run one period after the last deadline, skipping
         whole periods already missed rather than bursting to catch up."""
-        key = _key(read)
+        key = read.key
         slot = self._slots.get(key)
         if slot is None:
             return
@@ -119,7 +119,7 @@ class ReadSchedule:
 
     def postpone(self, read: Read, until: float) -> None:
         """Hold a read until `until` (an offline device waits for its probe)."""
-        key = _key(read)
+        key = read.key
         slot = self._slots.get(key)
         if slot is not None:
             slot.in_flight = False
@@ -127,13 +127,13 @@ class ReadSchedule:
 
     def run_now(self, read: Read, now: float) -> None:
         """Make a read due at once (e.g. a trigger read)."""
-        key = _key(read)
+        key = read.key
         if key in self._slots:
             self._push(key, now)
 
     def run_by(self, read: Read, when: float) -> None:
         """Make a read due at `when` at the latest (never later than it already is)."""
-        key = _key(read)
+        key = read.key
         slot = self._slots.get(key)
         if slot is None:
             return
@@ -147,7 +147,3 @@ class ReadSchedule:
         slot.version += 1
         slot.due = due
         heapq.heappush(self._heap, (due, next(self._seq), key, slot.version))
-
-
-def _key(read: Read) -> ReadKey:
-    return (read.device, read.table.value, read.start, read.count)

@@ -143,10 +143,12 @@ class Read:
     period: float
     tags: tuple[str, ...]
     priority: Priority = Priority.NORMAL
+    # (device, table, start, count): what the poller and the schedule file the
+    # read under, made once (the poll loop asks for it several times a read).
+    key: tuple[str, Table, int, int] = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> tuple[str, Table, int, int]:
-        return (self.device, self.table, self.start, self.count)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", (self.device, self.table, self.start, self.count))
 
     @property
     def end(self) -> int:

@@ -548,7 +548,7 @@ class PymodbusTransport:
         if error is ReadError.TIMEOUT and drops:
             # Something came, but not a valid answer: say what it was.
             (error, message), drops = drops[0], drops[1:]
-        kinds = tuple(str(k) for k, _ in drops)
+        kinds = tuple(str(k) for k, _ in drops) if drops else ()
         latency = self._clock.monotonic() - started
         if error is not None:
             return ReadResult(None, latency, error, None, message, kinds, reconnected=reconnected)

@@ -18,7 +18,7 @@ from test_optimizer_sim import MONDAY, Sim, config, constant, device, steps, tag
 
 from edgeopt.config import ResourcesConfig
 from edgeopt.optimizer import build_optimizer
-from edgeopt.optimizer import loop as loop_module
+from edgeopt.optimizer import memory as memory_module
 from edgeopt.optimizer.cluster_worker import ClusterRunner
 from edgeopt.optimizer.clustering import pack_indicators
 from edgeopt.optimizer.evaluation import Outcome
@@ -451,7 +451,7 @@ async def test_older_judged_records_keep_only_their_history_rows(
 ) -> None:
     # A record's snapshots and tag lists are the bulk of it; once judged and
     # saved, only its history row stays in memory, and the database keeps it whole.
-    monkeypatch.setattr(loop_module, "RECORDS_WHOLE", 1)  # this plant makes few changes
+    monkeypatch.setattr(memory_module, "RECORDS_WHOLE", 1)  # this plant makes few changes
     sim, opt = plant()
     await sim.run(2400.0, opt)
     assert len(opt.records) >= 2 and not opt.records[0].pending

@@ -17,6 +17,9 @@
   surprises the plan (snap-backs, broken triggers, anomaly bursts) is in
   `reactions`.
 
+What it learned (`memory`), the do-no-harm guard (`harm`) and its reports
+(`reports`) are parts of their own, over the shared state in `parts`.
+
 All time comes from the injected clock; nothing here sleeps.
 """
 
@@ -26,64 +29,59 @@ import asyncio
 import logging
 import math
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from edgeopt.clock import Clock
 from edgeopt.config import DEFAULT_COOLDOWNS, Config, OptimizerConfig, StrategyConfig
 from edgeopt.events import EventLog
-from edgeopt.forked import ChildLost, ForkedWork
+from edgeopt.forked import ForkedWork
 from edgeopt.modbus.planner import CostModel
 from edgeopt.optimizer.activity import ActivityTracker
-from edgeopt.optimizer.advice import recommendations
 from edgeopt.optimizer.cluster_worker import ClusterRunner
-from edgeopt.optimizer.costs import bus_budget_of, median_latency, refit_costs
+from edgeopt.optimizer.costs import refit_costs
 from edgeopt.optimizer.demand import (
-    ALLOCATION_DEFAULTS,
     allocation_plan,
-    configured_line_costs,
     plan_inputs,
     planned_bus,
 )
 from edgeopt.optimizer.evaluation import Outcome, Verdict
 from edgeopt.optimizer.experiment import AB, BEFORE_AFTER, MIN_UNITS, split_units
-from edgeopt.optimizer.guard import Breach, CostGuard
+from edgeopt.optimizer.guard import CostGuard
+from edgeopt.optimizer.harm import DoNoHarm
 from edgeopt.optimizer.judgement import MIN_WINDOWS, judge
 from edgeopt.optimizer.measure import ChangeMeter, fidelity_sample
-from edgeopt.optimizer.model import PlanModel, PlanSnapshot
+from edgeopt.optimizer.memory import HISTORY_KEEP, OptimizerMemory
+from edgeopt.optimizer.model import PlanModel
 from edgeopt.optimizer.probes import ProbeBook
 from edgeopt.optimizer.reactions import Reactions
-from edgeopt.optimizer.records import OptimizationRecord, WindowMetrics
-from edgeopt.optimizer.state import LearnedState, export_tags, restore_tags
+from edgeopt.optimizer.records import OptimizationRecord
+from edgeopt.optimizer.reports import OptimizerReports
+from edgeopt.optimizer.state import LearnedState
 from edgeopt.optimizer.strategies import (
     STRATEGIES,
     ClusterStrategy,
-    IntervalStrategy,
     Proposal,
     Strategy,
     StrategyContext,
 )
-from edgeopt.optimizer.strategies.base import trend_of
 from edgeopt.poller import Poller, default_cost
-from edgeopt.resources import Pressure, PressureMonitor, highest
+from edgeopt.resources import Pressure, PressureMonitor
 
 log = logging.getLogger(__name__)
 
 # Measurement windows: evaluate_after / 8, within these bounds.
 MIN_WINDOW = 5.0
 MAX_WINDOW = 60.0
-HISTORY_KEEP = 500
-RECORDS_WHOLE = 3  # the latest records kept whole; older judged ones keep their history row
 REFIT_EVERY = 10  # windows between cost-model refits
-DEVICE_TREND_KEEP = 48
 READS_KEPT = 1000  # planned reads listed per record (those of the devices it touched)
 # KMeans on a few hundred tags costs milliseconds: the cluster strategy is heavy
 # work (deferred under machine pressure) only above this many tags.
 CLUSTER_HEAVY_TAGS = 2000
 
 
-class Optimizer:
-    """Self-optimization for one poller."""
+class Optimizer(OptimizerMemory, DoNoHarm, OptimizerReports):
+    """Self-optimization for one poller: its cycles, evaluations and reactions."""
 
     def __init__(
         self,
@@ -139,118 +137,10 @@ class Optimizer:
             self.restore(state)
         self.activity.sample(poller, now, clock.now())
 
-    # -- plumbing ------------------------------------------------------------------
-
-    @property
-    def interval(self) -> IntervalStrategy:
-        s = self.strategies["interval"]
-        assert isinstance(s, IntervalStrategy)
-        return s
-
-    @property
-    def pressure(self) -> Pressure:
-        """The machine pressure: it defers optional work, and never slows a read."""
-        return self.resources.level if self.resources is not None else Pressure.NORMAL
-
-    def context(self, strategy: Strategy | None = None) -> StrategyContext:
-        return StrategyContext(
-            poller=self.poller,
-            model=self.model,
-            activity=self.activity,
-            now=self.clock.monotonic(),
-            wall=self.clock.now(),
-            pressure=self.pressure,
-            min_improvement=float(self.config.min_improvement),
-            max_fidelity_loss=float(self.config.max_fidelity_loss),
-            allocation_params={
-                k: v for k, v in self.interval.params.items() if k in ALLOCATION_DEFAULTS
-            },
-            aggressiveness=strategy.learning.aggressiveness if strategy else 1.0,
-            services=self.cluster_runner,
-        )
-
-    def attach(self, store: Any) -> None:
-        """Persist after every change through `store`: the learned state's one writer.
-
-        store: a `persistence.LearnedStateStore`, or an aiosqlite connection
-        (wrapped in one, which then owns it). Every save, whoever asks for it,
-        goes through the store's lock, so no two transactions interleave.
-        """
-        from edgeopt.optimizer.persistence import LearnedStateStore
-
-        self._store = store if isinstance(store, LearnedStateStore) else LearnedStateStore(store)
-
-    async def _persist(self) -> None:
-        if self._store is None:
-            return
-        try:
-            await self.save(profiles=False)
-        except Exception as exc:  # the loop goes on; the next save retries
-            log.warning("Failed to save optimization history: %s", exc)
-
-    async def save(self, conn: Any = None, *, profiles: bool = True) -> None:
-        """Write the learned state in one transaction, through the one writer.
-
-        conn: None (or the attached store's connection) saves through the
-        attached store; another aiosqlite connection is written directly.
-        Only records changed since the last save are written; `profiles=False`
-        skips the activity profiles (the bulk of it) and keeps the stored ones.
-        The state is exported once the writer is free, so a save never writes
-        an older state over a newer one.
-        """
-        from edgeopt.optimizer.persistence import writer_for
-
-        exported: list[OptimizationRecord] = []
-
-        def export() -> LearnedState:
-            return self.export_state(profiles=profiles, only_dirty=True, streamed=True)
-
-        def taken() -> None:
-            # Clean as of this export: a change while the write runs dirties them again.
-            for record in self.records:
-                if record.dirty:
-                    record.dirty = False
-                    exported.append(record)
-
-        try:
-            # Never beside a cycle: the state is taken between two of them.
-            async with self._lock:
-                await writer_for(self._store, conn).save(export, taken)
-        except BaseException:
-            for record in exported:
-                record.dirty = True
-            raise
-        self._settle_records()
-
-    def _settle_records(self) -> None:
-        """Older judged records, saved, keep only their history rows."""
-        for record in self.records[:-RECORDS_WHOLE]:
-            record.settle()
-
-    async def load(self, conn: Any = None) -> bool:
-        """Restore learned state (from the attached store, or `conn`); False if none was saved."""
-        from edgeopt.optimizer.persistence import writer_for
-
-        state = await writer_for(self._store, conn).load()
-        if state is None:
-            return False
-        self.restore(state)
-        return True
-
     async def close(self) -> None:
         """Stop the cluster worker and detach from the poller."""
         await self.cluster_runner.aclose()
         self._detach()
-
-    def _attach(self, poller: Poller) -> None:
-        poller.change_listeners.append(self.reactions.on_change)
-        poller.write_listeners.append(self.reactions.on_write)
-
-    def _detach(self) -> None:
-        if self.reactions.on_change in self.poller.change_listeners:
-            self.poller.change_listeners.remove(self.reactions.on_change)
-        if self.reactions.on_write in self.poller.write_listeners:
-            self.poller.write_listeners.remove(self.reactions.on_write)
 
     # -- scheduling ------------------------------------------------------------------
 
@@ -502,12 +392,6 @@ class Optimizer:
             if r.device in devices
         ][:READS_KEPT]
 
-    def _plan_changed(self) -> None:
-        # The window in progress straddles the change: neither side counts it.
-        self._plan_changed_at = self.activity.closed + 1
-        self._record_from = self.activity.closed + 1
-        self.guard.reset()
-
     def _meter(self) -> ChangeMeter:
         return ChangeMeter(self.activity, self.poller, self.reactions.leader_of)
 
@@ -568,104 +452,6 @@ class Optimizer:
         self._check_guard(now, wall)
         self._sample_device_trends()
 
-    # -- do no harm ----------------------------------------------------------------------
-
-    def configured_costs(self) -> dict[str, float]:
-        """Per line: what the plan at the configured intervals costs (cached until a refit)."""
-        if self._configured_costs is None:
-            params = self.context().allocation_params
-
-            def work() -> Iterator[dict[str, float]]:
-                yield configured_line_costs(plan_inputs(self.poller, params))
-
-            # Priced in a forked child: the plan's temporaries stay out of the heap.
-            try:
-                (self._configured_costs,) = ForkedWork(work).items_now()
-            except ChildLost:
-                (self._configured_costs,) = work()
-        return self._configured_costs
-
-    def _check_guard(self, now: float, wall: float) -> None:
-        """Put lines that cost more than their configured plan back on it."""
-        last = self.activity.recent_slots(1)
-        sample = self.activity.samples[last[0]] if last else None
-        if sample is None or not self.enabled:
-            return
-        breaches = self.guard.observe(sample.bus_by_line, self.configured_costs())
-        if not breaches:
-            return
-        # The bar may be stale (a refused read taught the plan a new barrier):
-        # price it again before acting on it.
-        self._configured_costs = None
-        fresh = self.configured_costs()
-        breaches = [
-            b
-            for b in breaches
-            if b.measured > fresh.get(b.line, 0.0) * (1.0 + self.guard.tolerance)
-        ]
-        # A line already on its configured plan has nothing to give back.
-        breaches = [b for b in breaches if self._learned_on(b.line)]
-        if breaches:
-            self._restore_configured(breaches, now, wall)
-
-    def _learned_on(self, line: str) -> bool:
-        """Whether any tag on `line` is read other than as configured (allocation or trigger)."""
-        followers = self.model.followers()
-        for key, tag in self.poller.tags.items():
-            if self.poller.devices[tag.device].line != line:
-                continue
-            if key in followers or key in self.model.triggers:
-                return True
-            if abs(self.model.allocated.get(key, tag.base_interval) - tag.base_interval) > 1e-9:
-                return True
-        return False
-
-    def _restore_configured(self, breaches: list[Breach], now: float, wall: float) -> None:
-        lines = {b.line for b in breaches}
-        keys = [
-            k for k, t in self.poller.tags.items() if self.poller.devices[t.device].line in lines
-        ]
-        chosen = set(keys)
-        record = self.pending
-        if record is not None and chosen & set(record.changed):
-            # The change under evaluation is part of the harm: it ends here.
-            strategy = self.strategies[record.strategy]
-            strategy.rollback(self.context(strategy), record.before)
-            record.outcome = Outcome.ROLLED_BACK
-            record.reason = "do-no-harm guard: " + "; ".join(b.describe() for b in breaches)
-            record.evaluated = wall
-            record.dirty = True
-            strategy.learning.learn(False, 0.0, now)
-            self.pending = None
-        triggers = {
-            leader: frozenset(f for f in followers if f not in chosen)
-            for leader, followers in self.model.triggers.items()
-            if leader not in chosen
-        }
-        self.model.adopt(
-            {k: self.poller.tags[k].base_interval for k in keys},
-            {k: v for k, v in triggers.items() if v},
-            None,
-            now,
-        )
-        for key in keys:
-            self.model.shed.pop(key, None)
-        self.model.push(now, keys)
-        self.reactions.follow_plan()
-        self._plan_changed()
-        self.guard.reset(sorted(lines))
-        self.guard_trips += 1
-        for breach in breaches:
-            log.warning("do-no-harm guard: %s; back to the configured plan", breach.describe())
-            self.events.emit(
-                wall,
-                "guard",
-                f"do-no-harm guard: {breach.describe()}; back to the configured plan",
-                line=breach.line,
-                measured=round(breach.measured, 6),
-                configured=round(breach.configured, 6),
-            )
-
     def _follow_pressure(self, now: float) -> None:
         """Follow the resources: machine pressure (no read changes) and acquisition shedding."""
         resources = self.resources
@@ -678,13 +464,6 @@ class Optimizer:
         if stages != self.model.shedding:
             self.model.shedding = stages
             self.model.push(now)  # only shedding, the daemon's own lag or memory, slows reads
-
-    def _sample_device_trends(self) -> None:
-        for name, device in self.poller.devices.items():
-            latency = median_latency(device)
-            if latency is not None:
-                series = self._device_trend.setdefault(name, deque(maxlen=DEVICE_TREND_KEEP))
-                series.append(latency)
 
     # -- evaluation ---------------------------------------------------------------------
 
@@ -773,236 +552,6 @@ class Optimizer:
         await self._persist()
         return {"strategy": name, "enabled": strategy.enabled, "was": before}
 
-    def strategy_list(self) -> list[dict[str, Any]]:
-        now, wall = self.clock.monotonic(), self.clock.now()
-        return [s.describe(now, wall) for s in self.strategies.values()]
-
-    # -- reporting ------------------------------------------------------------------------
-
-    def status(self) -> dict[str, Any]:
-        """CONTRACT.md status.optimizer (plus what the plan does now)."""
-        wall = self.clock.now()
-        return {
-            "enabled": self.enabled,
-            "last_quick": self.last_quick,
-            "last_full": self.last_full,
-            "pending_evaluations": 1 if self.pending is not None else 0,
-            "next_evaluation": None if self.pending is None else self.pending.evaluate_at,
-            "pressure": self.pressure.value,
-            "shedding": highest(self.model.shedding.values()).value,
-            "planned_bus_load": self.planned_line_loads(),
-            "configured_bus_load": {k: round(v, 5) for k, v in self.configured_costs().items()},
-            "guard_trips": self.guard_trips,
-            "shed": list(self.shed_reports),
-            "triggers": sum(len(v) for v in self.model.triggers.values()),
-            "trigger_reads": self.poller.trigger_reads,
-            "overrides": len(self.model.overrides),
-            "forecast": self.model.forecast,
-            "ts": wall,
-        }
-
-    def planned_line_loads(self) -> dict[str, float]:
-        loads: dict[str, float] = {}
-        for name, device in self.poller.devices.items():
-            load = self.poller.plan.bus_seconds_per_second(name)
-            loads[device.line] = round(loads.get(device.line, 0.0) + load, 5)
-        return loads
-
-    def get_statistics(self) -> dict[str, Any]:
-        """CONTRACT.md `stats`."""
-        now, wall = self.clock.monotonic(), self.clock.now()
-        done = [r for r in self.records if not r.pending]
-        kept = [r for r in done if r.outcome is Outcome.KEPT]
-        improvements = [r.improvement for r in kept if r.improvement is not None]
-        strategies: dict[str, Any] = {}
-        for name, s in self.strategies.items():
-            row = s.describe(now, wall)
-            strategies[name] = {
-                "runs": row["runs"],
-                "success_rate": row["success_rate"],
-                "cooldown_until": row["cooldown_until"],
-                "params": row["params"],
-                "enabled": row["enabled"],
-                "kept": row["kept"],
-                "rolled_back": row["rolled_back"],
-                "cooldown_s": row["cooldown_s"],
-                "aggressiveness": row["aggressiveness"],
-                "trend": row["trend"],
-            }
-        return {
-            "optimizations": len(self.records),
-            "successful": len(kept),
-            "rolled_back": sum(1 for r in done if r.outcome is Outcome.ROLLED_BACK),
-            "pending": 1 if self.pending is not None else 0,
-            "strategies": strategies,
-            "avg_improvement": round(sum(improvements) / len(improvements), 4)
-            if improvements
-            else 0.0,
-            "trend": trend_of([r.improvement or 0.0 for r in done]),
-            "devices": self.device_trends(),
-            "triggers": {k: sorted(v) for k, v in sorted(self.model.triggers.items())},
-            "trigger_reads": self.poller.trigger_reads,
-            "anomalies": len(self.reactions.anomalies),
-        }
-
-    def device_trends(self) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
-        for name in self.poller.devices:
-            series = list(self._device_trend.get(name, ()))
-            # Lower latency is better: the trend of its negation.
-            out[name] = {
-                "trend": trend_of([-x for x in series], tolerance=0.0005),
-                "latency_ms_p50": None if not series else round(series[-1] * 1000, 3),
-            }
-        return out
-
-    def history(self, limit: int = 20) -> list[dict[str, Any]]:
-        """CONTRACT.md `history`: the most recent changes first."""
-        if limit <= 0:
-            return []
-        return [r.to_history() for r in reversed(self.records[-limit:])]
-
-    def recommendations(self) -> list[dict[str, Any]]:
-        """Things an operator could change, most important first, each with its expected impact."""
-        return recommendations(self.poller, self.bus_budgets(), self.planned_line_loads())
-
-    # -- learned state ----------------------------------------------------------------------
-
-    def export_state(
-        self, profiles: bool = True, only_dirty: bool = False, *, streamed: bool = False
-    ) -> LearnedState:
-        """What `restore` takes back; `streamed`: the tags are built chunk by chunk (`tags_of`)."""
-        now, wall = self.clock.monotonic(), self.clock.now()
-        tags: dict[str, dict[str, Any]] = {}
-        if not streamed:
-            exported = self.activity.export_profiles() if profiles else {}
-            tags = export_tags(self.poller.tags, self.model, exported)
-
-        def tags_of(keys: Sequence[str]) -> dict[str, dict[str, Any]]:
-            exported = self.activity.export_profiles(keys) if profiles else {}
-            return export_tags(self.poller.tags, self.model, exported, keys)
-
-        return LearnedState(
-            meta={
-                "last_quick": self.last_quick,
-                "last_full": self.last_full,
-                "weight": self.model.weight,
-                "forecast": self.model.forecast,
-                "periods": self.model.periods,
-                "next_id": self._next_id,
-                "activity": self.activity.export_globals() if profiles else None,
-                "saved": wall,
-                "pending": None if self.pending is None else self.pending.id,
-            },
-            strategies={
-                name: {
-                    "enabled": s.enabled,
-                    "params": dict(s.params),
-                    "learning": s.learning.to_json(now, wall),
-                }
-                for name, s in self.strategies.items()
-            },
-            tags=tags,
-            triggers={k: sorted(v) for k, v in self.model.triggers.items()},
-            records=[
-                r.to_json() for r in self.records if not r.settled and (r.dirty or not only_dirty)
-            ],
-            tag_keys=list(self.poller.tags) if streamed else None,
-            tags_of=tags_of if streamed else None,
-        )
-
-    def restore(self, state: LearnedState) -> None:
-        """Take back learned state; tags whose config changed start afresh."""
-        now, wall = self.clock.monotonic(), self.clock.now()
-        meta = state.meta
-        self.last_quick = _opt_float(meta.get("last_quick"))
-        self.last_full = _opt_float(meta.get("last_full"))
-        weight = _opt_float(meta.get("weight"))
-        self.model.weight = weight
-        self.model.forecast = bool(meta.get("forecast", False))
-        periods = meta.get("periods") or {}
-        self.model.periods = {str(k): int(v) for k, v in dict(periods).items()}
-        self._next_id = int(meta.get("next_id", 1))
-        for name, saved in state.strategies.items():
-            strategy = self.strategies.get(name)
-            if strategy is None:
-                continue
-            strategy.enabled = bool(saved.get("enabled", strategy.enabled))
-            params = {
-                k: v for k, v in dict(saved.get("params", {})).items() if k in strategy.defaults
-            }
-            try:
-                strategy.update_parameters(**params)
-            except ValueError as exc:
-                log.warning("ignoring saved parameters of strategy %s: %s", name, exc)
-            strategy.learning.load_json(dict(saved.get("learning", {})), now, wall)
-        valid = restore_tags(self.poller.tags, self.model, state.tags, state.triggers)
-        self.reactions.follow_plan()
-        self.activity.sync(self.poller)
-        profiles = {
-            k: v["profile"] for k, v in state.tags.items() if k in valid and v.get("profile")
-        }
-        globals_ = meta.get("activity")
-        if isinstance(globals_, dict):
-            self.activity.import_profiles(profiles, globals_)
-        self.records = [OptimizationRecord.from_json(r) for r in state.records][-HISTORY_KEEP:]
-        pending = [r for r in self.records if r.pending]
-        for extra in pending[:-1]:  # at most one can be in flight; older ones are void
-            extra.outcome = Outcome.ROLLED_BACK
-            extra.reason = "interrupted by a restart"
-            extra.dirty = True
-        self.pending = pending[-1] if pending else None
-        if self.pending is not None:
-            # The after-windows start again: the old ones died with the process.
-            self.pending.after_metrics = WindowMetrics()
-            self.pending.dirty = True
-            self.pending.evaluate_at = max(
-                self.pending.evaluate_at, wall + float(self.config.evaluate_after) / 2
-            )
-        if self.records:
-            self._next_id = max(self._next_id, max(r.id for r in self.records) + 1)
-        self._settle_records()  # the loaded ones are saved already (the void ones are dirty)
-        self.model.push(now)
-        log.debug("Loaded %d optimization records from storage", len(self.records))
-
-    def reload(self, poller: Poller, state: LearnedState | None = None) -> None:
-        """After a config reload: keep what was learned about tags whose config is unchanged.
-
-        state: what `export_state()` returned *before* the poller took the new
-        config; its fingerprints are the old configs', so changed tags start
-        afresh. Without it the state is exported now, which is only right when
-        no tag's config changed.
-        """
-        if state is None:
-            state = self.export_state()
-        settled = [r for r in self.records if r.settled]  # not in an export: kept as they are
-        if poller is not self.poller:
-            self._detach()
-            self.poller = poller
-            self._attach(poller)
-        self.model = PlanModel(poller)
-        self.reactions.follow(poller, self.model)
-        self._default_costs = {n: default_cost(d.config) for n, d in poller.devices.items()}
-        self.restore(state)
-        if settled:
-            restored = {r.id for r in self.records}
-            kept = [r for r in settled if r.id not in restored]
-            self.records = sorted(kept + self.records, key=lambda r: r.id)[-HISTORY_KEEP:]
-
-    # -- knobs not in the config ------------------------------------------------------------
-
-    def bus_budgets(self) -> dict[str, float]:
-        default = float(self.interval.params["bus_budget"])
-        out: dict[str, float] = {}
-        for device in self.poller.devices.values():
-            budget = bus_budget_of(device, default)
-            out[device.line] = min(out.get(device.line, budget), budget)
-        return out
-
-    def tags_snapshot(self, keys: Iterable[str] | None = None) -> PlanSnapshot:
-        """The exact allocation and triggers now (tests and the history use it)."""
-        return self.model.snapshot(self.model.allocated if keys is None else keys)
-
     async def predicted(self) -> dict[str, float]:
         """The allocation the interval strategy would make now (changing nothing).
 
@@ -1030,10 +579,6 @@ class Optimizer:
         ((predicted, refreshed),) = await forked.items()
         references.update(refreshed)
         return predicted
-
-
-def _opt_float(value: object) -> float | None:
-    return float(value) if isinstance(value, int | float) else None
 
 
 def build_optimizer(

@@ -1,13 +1,15 @@
 """Where the daemon's CPU and memory go (issue 11), and what a change bought.
 
-`python -m benchmarks.footprint ab [--base REV] [--tags N --devices D] [--optimizer on|off]`
+`python -m benchmarks.footprint ab [--base REV] [--tags N --devices D] [--optimizer on|off]
+[--rounds R]`
     One simulator (the gap-free large plant, every tag at 1 s, the
     daemon's optimizer off unless `--optimizer on`); against it, one after
     the other: the daemon at REV (exported with `git archive` into a
     temporary folder), the daemon of this work tree, and the bare pymodbus
     loop making the same reads. Prints each one's CPU
     per register and the ratios to the bare loop: a before/after figure
-    measured in one run.
+    measured in one run. With `--rounds R`, the three take turns R times and
+    the table gives the medians, and each round's ratio.
 
 `python -m benchmarks.footprint startup [--base REV]`
     Start-up to first poll (spawn → the simulator's first request) of the
@@ -47,6 +49,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -99,11 +102,18 @@ def _daemon_at(src: Path, config: Path, log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def _row(name: str, m: Measured, bare: Measured) -> str:
-    ratio = bare.registers_per_cpu_s / m.registers_per_cpu_s
+def _row(name: str, runs: list[Measured], bares: list[Measured]) -> str:
+    """One process's line: medians over the rounds, and each round's ratio to its bare loop."""
+    ratios = [
+        b.registers_per_cpu_s / m.registers_per_cpu_s for m, b in zip(runs, bares, strict=True)
+    ]
+    each = ", ".join(f"{r:.2f}" for r in ratios)
     return (
-        f"| {name} | {m.reads_per_s:.1f} | {m.cpu_pct:.1f} % | {m.registers_per_cpu_s:,.0f} | "
-        f"{m.rss_mb:.0f} MB | {ratio:.2f}× |"
+        f"| {name} | {statistics.median(m.reads_per_s for m in runs):.1f} "
+        f"| {statistics.median(m.cpu_pct for m in runs):.1f} % "
+        f"| {statistics.median(m.registers_per_cpu_s for m in runs):,.0f} "
+        f"| {statistics.median(m.rss_mb for m in runs):.0f} MB "
+        f"| {statistics.median(ratios):.2f}× |" + (f" {each} |" if len(runs) > 1 else "")
     )
 
 
@@ -121,37 +131,57 @@ def _own_state(steady: SteadyPlant, optimizer: str, name: str) -> Path:
 
 
 def ab(
-    base: str, n_tags: int, n_devices: int, warmup: float, seconds: float, optimizer: str = "off"
+    base: str,
+    n_tags: int,
+    n_devices: int,
+    warmup: float,
+    seconds: float,
+    optimizer: str = "off",
+    rounds: int = 1,
 ) -> str:
+    """The daemon at `base`, this tree's and the bare loop, in turn, `rounds` times.
+
+    Each round measures all three one after the other, so a ratio compares
+    processes measured minutes apart at most; the median over the rounds is
+    what a busy or noisy machine moves least.
+    """
     with _steady_plant(n_tags, n_devices, "edgeopt-ab-") as steady, export_rev(base) as src:
-        config_a = _own_state(steady, optimizer, "a")
-        config_b = _own_state(steady, optimizer, "b")
-        measured: list[tuple[str, Measured]] = []
-        for name, spawn in (
-            (f"daemon at {base}", lambda: _daemon_at(src, config_a, steady.work / "a.log")),
-            ("daemon, work tree", lambda: start_daemon(config_b, steady.work / "b.log")),
-        ):
-            print(f"measuring {name} …", file=sys.stderr)
-            proc = spawn()
-            try:
-                measured.append((name, _measure(proc, steady.sim, warmup, seconds)))
-            finally:
-                stop_process(proc)
-        print("measuring the bare pymodbus loop …", file=sys.stderr)
-        bare = measure_bare(steady, warmup, seconds)
+        names = (f"daemon at {base}", "daemon, work tree")
+        runs: dict[str, list[Measured]] = {name: [] for name in names}
+        bares: list[Measured] = []
+        for round_ in range(rounds):
+            config_a = _own_state(steady, optimizer, f"a{round_}")
+            config_b = _own_state(steady, optimizer, f"b{round_}")
+            for name in names:
+                print(f"round {round_ + 1}/{rounds}: measuring {name} …", file=sys.stderr)
+                if name == names[0]:
+                    proc = _daemon_at(src, config_a, steady.work / "a.log")
+                else:
+                    proc = start_daemon(config_b, steady.work / "b.log")
+                try:
+                    runs[name].append(_measure(proc, steady.sim, warmup, seconds))
+                finally:
+                    stop_process(proc)
+            print(
+                f"round {round_ + 1}/{rounds}: measuring the bare pymodbus loop …", file=sys.stderr
+            )
+            bares.append(measure_bare(steady, warmup, seconds))
+    several = rounds > 1
     lines = [
         f"{n_tags} tags on {n_devices} TCP devices, every tag at 1 s, optimizer {optimizer}; "
         f"{seconds:.0f} s window after {warmup:.0f} s"
+        + (f"; {rounds} rounds, medians" if several else "")
         + (
             " (the bare loop makes the configured reads; the daemon's optimizer may make fewer)"
             if optimizer == "on"
             else ""
         ),
         "",
-        "| process | reads/s | CPU (one core) | registers per CPU-s | RSS | CPU/register vs bare |",
-        "|:--|--:|--:|--:|--:|--:|",
-        *(_row(name, m, bare) for name, m in measured),
-        _row("bare pymodbus loop", bare, bare),
+        "| process | reads/s | CPU (one core) | registers per CPU-s | RSS | CPU/register vs bare |"
+        + (" each round |" if several else ""),
+        "|:--|--:|--:|--:|--:|--:|" + ("--:|" if several else ""),
+        *(_row(name, runs[name], bares) for name in names),
+        _row("bare pymodbus loop", bares, bares),
     ]
     return "\n".join(lines)
 
@@ -484,6 +514,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--warmup", type=float, default=8.0)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="ab: rounds of (base, work tree, bare loop); the table gives the medians",
+    )
+    ap.add_argument(
         "--optimizer",
         choices=("on", "off"),
         default="off",
@@ -503,7 +539,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.what == "ab":
         base = args.base or "HEAD"
-        text = ab(base, args.tags, args.devices, args.warmup, args.seconds, args.optimizer)
+        text = ab(
+            base, args.tags, args.devices, args.warmup, args.seconds, args.optimizer, args.rounds
+        )
     elif args.what == "startup":
         text = startup(args.base or "HEAD", args.tags, args.devices)
     elif args.what == "profile":

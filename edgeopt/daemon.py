@@ -18,32 +18,27 @@ import os
 import pwd
 import signal
 from collections import Counter, deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from edgeopt.clock import Clock, SystemClock
 from edgeopt.config import Config, ConfigError, ConfigLoad
+from edgeopt.config.diff import diff_configs
 from edgeopt.control.commands import DaemonView, register
 from edgeopt.control.optimizer_commands import register_optimizer
 from edgeopt.control.server import ControlError, ControlServer, Peer
 from edgeopt.events import EventLog
 from edgeopt.jobs import MaintenanceJobs
+from edgeopt.lines import LineWorker, LineWorkers, TransportFactory
 from edgeopt.logs import library_log_levels
-from edgeopt.modbus.transport import Endpoint, PymodbusTransport, Transport
+from edgeopt.modbus.transport import PymodbusTransport
 from edgeopt.modbus.writeplan import WriteRefused
 from edgeopt.northbound import Northbound
 from edgeopt.northbound.payload import WriteCommand
 from edgeopt.optimizer import Optimizer, build_optimizer
 from edgeopt.optimizer.persistence import LearnedStateStore
-from edgeopt.poller import (
-    LineWork,
-    LineWorker,
-    Poller,
-    line_endpoint,
-    register_map_fingerprint,
-)
+from edgeopt.poller import Poller, register_map_fingerprint
 from edgeopt.resources import LagMeter, PressureMonitor, PsutilSampler, ResourceSample
 from edgeopt.storage import HotStore, TierManager
 from edgeopt.storage.device_memory import load_barriers, save_barriers
@@ -58,8 +53,6 @@ log = logging.getLogger(__name__)
 DB_NAME = "edgeopt.db"
 LOCK_NAME = "edgeopt.lock"
 RATE_WINDOW = 10.0  # seconds of history behind reads/s and bus load
-
-TransportFactory = Callable[[Endpoint, Clock], Transport]
 
 
 class DaemonError(RuntimeError):
@@ -132,15 +125,6 @@ class RateMeter:
 
 
 @dataclass
-class LineRunner:
-    """A line's worker, its task, and the endpoint its transport was built for."""
-
-    endpoint: Endpoint
-    worker: LineWorker
-    task: asyncio.Task[None]
-
-
-@dataclass
 class ReloadResult:
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
@@ -178,13 +162,12 @@ class Daemon:
         self.ready = asyncio.Event()
         self.store: HotStore | None = None
         self.control: ControlServer | None = None
-        self.lines: dict[str, LineRunner] = {}
         self.resources = PressureMonitor(config.resources, events=self.events)
         self.optimizer: Optimizer | None = None
         self.tiers: TierManager | None = None
         # MQTT targets: a sink like storage, with its own outbox database.
         self.northbound = Northbound(self.state_dir, self.clock, self.events)
-        self._transport_factory = transport_factory
+        self.lines = LineWorkers(self.poller, self.clock, transport_factory)
         self._handle_signals = handle_signals
         self._stop = asyncio.Event()
         self.jobs = MaintenanceJobs(stopping=self._stop.is_set)
@@ -201,7 +184,7 @@ class Daemon:
         # for other callers (e.g. a northbound command topic).
         self.writes = WriteService(
             poller=self.poller,
-            submit=self._submit_line_job,
+            submit=self.lines.submit,
             clock=self.clock,
             events=self.events,
             audit=self._write_audit,
@@ -215,7 +198,7 @@ class Daemon:
 
     @property
     def workers(self) -> dict[str, LineWorker]:
-        return {line: runner.worker for line, runner in self.lines.items()}
+        return self.lines.workers
 
     def stop(self) -> None:
         self._stop.set()
@@ -262,7 +245,7 @@ class Daemon:
         background: list[asyncio.Task[None]] = []
         try:
             await self.control.start()
-            self._sync_lines()
+            self.lines.sync()
             background.append(asyncio.create_task(self.store.run(), name="storage flush"))
             if self.notifier.watchdog_interval:
                 self._watchdog_task = asyncio.create_task(self._watchdog(), name="watchdog")
@@ -281,7 +264,7 @@ class Daemon:
         stop = asyncio.create_task(self._stop.wait())
         try:
             while not self._stop.is_set():
-                tasks = [stop, *background, *(r.task for r in self.lines.values())]
+                tasks = [stop, *background, *self.lines.tasks()]
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     if task is stop or task.cancelled():
@@ -300,8 +283,7 @@ class Daemon:
         await self.jobs.stop()
         if self._metrics is not None:
             self._metrics.stop()
-        for line in list(self.lines):
-            await self._stop_line(line)
+        await self.lines.stop_all()
         await asyncio.gather(*self._split_saves, return_exceptions=True)
         await self.northbound.close()  # `offline`, and the unacknowledged stay in the outbox
         if self.optimizer is not None:
@@ -342,42 +324,6 @@ class Daemon:
                 await self.reload()
 
         asyncio.get_running_loop().create_task(reload_logged(), name="reload")
-
-    # -- lines -----------------------------------------------------------------
-
-    def _sync_lines(self) -> None:
-        """Start, keep or stop one worker per line to match the poller's devices."""
-        wanted = {
-            line: line_endpoint([d.config for d in devs])
-            for line, devs in self.poller.lines().items()
-        }
-        for line in [line for line in self.lines if line not in wanted]:
-            asyncio.get_running_loop().create_task(self._stop_line(line))
-        for line, endpoint in wanted.items():
-            runner = self.lines.get(line)
-            if runner is not None and runner.endpoint == endpoint:
-                runner.worker.wake()  # the plan may have new reads due sooner
-                continue
-            if runner is not None:
-                asyncio.get_running_loop().create_task(self._stop_line(line))
-            transport = self._transport_factory(endpoint, self.clock)
-            worker = LineWorker(line, self.poller, transport, self.clock)
-            task = asyncio.create_task(worker.run(), name=f"line {line}")
-            self.lines[line] = LineRunner(endpoint, worker, task)
-
-    def _submit_line_job(self, line: str, work: LineWork) -> asyncio.Future[Any]:
-        """Run one-shot work on a line's worker, between its reads (KeyError: no such line)."""
-        return self.lines[line].worker.submit(work)
-
-    async def _stop_line(self, line: str) -> None:
-        runner = self.lines.pop(line, None)
-        if runner is None:
-            return
-        runner.worker.stop()
-        runner.task.cancel()
-        await asyncio.gather(runner.task, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await runner.worker.close()
 
     # -- what devices taught ---------------------------------------------------
 
@@ -450,30 +396,17 @@ class Daemon:
             )
             raise ControlError("invalid_config", str(exc)) from None
         old = self.config
-        result = ReloadResult()
+        diff = diff_configs(old, new)
+        result = ReloadResult(
+            diff.added, diff.removed, diff.changed, diff.unchanged, diff.restart_needed
+        )
         # Learned state is exported against the old tag configs, so the tags
         # that change below start afresh while the rest keep what they learned.
         learned = self.optimizer.export_state() if self.optimizer is not None else None
-        old_devices = {d.name: d for d in old.devices}
-        new_devices = {d.name: d for d in new.devices}
-        for name in old_devices.keys() - new_devices.keys():
+        for name in diff.removed:
             self.poller.remove_device(name)
-            result.removed.append(name)
-        for name, device in new_devices.items():
-            if name not in old_devices:
-                result.added.append(name)
-            elif old_devices[name] != device:
-                result.changed.append(name)
-            else:
-                result.unchanged.append(name)
-                continue
+        for device in diff.devices:
             self.poller.update_device(device)
-        for key in ("state_dir", "socket", "socket_group", "admin_group"):
-            if getattr(old.daemon, key) != getattr(new.daemon, key):
-                result.restart_needed.append(f"daemon.{key}")
-        for section in ("storage", "metrics"):
-            if getattr(old, section) != getattr(new, section):
-                result.restart_needed.append(section)
         if old.daemon.log_level != new.daemon.log_level:
             logging.getLogger().setLevel(new.daemon.log_level.upper())
             library_log_levels(new.daemon.log_level)
@@ -489,7 +422,7 @@ class Daemon:
             self.optimizer.enabled = bool(new.optimizer.enabled)
             self.optimizer.reload(self.poller, learned)
             plan = self.poller.plan
-        self._sync_lines()
+        self.lines.sync()
         message = f"config reloaded: {result.summary()}; plan: {plan.summary()}"
         if nb.added or nb.removed or nb.changed:
             message += (
@@ -578,7 +511,7 @@ class Daemon:
             return
         done = await self.optimizer.run_due()
         if done:
-            self._sync_lines()  # wake the workers: the plan changed
+            self.lines.sync()  # wake the workers: the plan changed
             log.debug("optimizer ran: %s", ", ".join(done))
 
     async def _start_optimizer(self) -> Optimizer:
@@ -598,13 +531,8 @@ class Daemon:
         if state is not None:
             log.info("restored learned state for %d tags", len(state.tags))
         optimizer.attach(store)
-        self.poller.wake_listeners.append(self._wake_line)
+        self.poller.wake_listeners.append(self.lines.wake)
         return optimizer
-
-    def _wake_line(self, line: str) -> None:
-        runner = self.lines.get(line)
-        if runner is not None:
-            runner.worker.wake()
 
     async def _save_learning(self) -> None:
         """The periodic (and final) save, with profiles: through the one writer."""
@@ -675,7 +603,7 @@ class Daemon:
         # Admin only like reload; the write service audits each attempt itself,
         # with the old and read-back values (a forbidden one is audited by the server).
         server.command("write", write, writes=True, audited=False)
-        register_optimizer(server, lambda: self.optimizer, self._sync_lines)
+        register_optimizer(server, lambda: self.optimizer, self.lines.sync)
         server.command("northbound", self._cmd_northbound)
         return server
 
@@ -695,29 +623,15 @@ class Daemon:
         return outcome.to_dict()
 
     async def _audit(self, peer: Peer, command: str, args: dict[str, Any], result: str) -> None:
-        if self.store is None:
-            return
-        async with self.store.transaction() as conn:
-            await conn.execute(
-                "INSERT INTO audit (ts, uid, pid, command, args, result) VALUES (?, ?, ?, ?, ?, ?)",
-                (self.clock.now(), peer.uid, peer.pid, command, json.dumps(args), result),
+        if self.store is not None:
+            await self.store.audit(
+                self.clock.now(), peer.uid, peer.pid, command, json.dumps(args), result
             )
 
     async def _write_audit(self, caller: Caller, details: dict[str, Any], result: str) -> None:
-        if self.store is None:
-            return
-        async with self.store.transaction() as conn:
-            await conn.execute(
-                "INSERT INTO audit (ts, uid, pid, command, args, result) VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    self.clock.now(),
-                    caller.uid,
-                    caller.pid,
-                    "write",
-                    json.dumps(details, default=str),
-                    result,
-                ),
-            )
+        if self.store is not None:
+            args = json.dumps(details, default=str)
+            await self.store.audit(self.clock.now(), caller.uid, caller.pid, "write", args, result)
 
     def _storage_tiers(self) -> dict[str, Any]:
         figures = self.tiers.figures() if self.tiers is not None else None

@@ -3,22 +3,16 @@
 `Poller` is the synchronous core: it owns the plan, one `ReadSchedule` per
 line, device health and tag state, and applies each `ReadResult`. It takes
 time as arguments, so the virtual-time benchmark drives the very same code.
-`LineWorker` is the thin async edge: one per line (a TCP device, or a serial
-port shared by its unit ids), so exactly one request is in flight per line and
-a slow or dead device never delays another line.
+The async edge that runs each line's reads is `edgeopt.lines`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
-from collections import deque
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
 
-from edgeopt.clock import Clock
 from edgeopt.config import DeviceConfig, TagConfig
 from edgeopt.events import EventLog
 from edgeopt.modbus.codec import BitBlockDecoder, BlockDecoder, DecodeError, TagCodec, codec_for
@@ -39,7 +33,6 @@ from edgeopt.modbus.transport import (
     Endpoint,
     ReadError,
     ReadResult,
-    Transport,
 )
 from edgeopt.rings import CostSamples
 from edgeopt.schedule import ReadSchedule
@@ -698,123 +691,6 @@ class _Block:
     registers: list[int] | list[bool] | None = None
 
 
-# One-shot work that needs the line to itself (a write and its read-back).
-LineWork = Callable[[Transport], Awaitable[Any]]
-
-
-@dataclass(slots=True)
-class _LineJob:
-    work: LineWork
-    done: asyncio.Future[Any]
-
-
 def _span(read: Read) -> str:
     """`holding 100+20`: a read's table, start and count, for messages."""
     return f"{read.table} {read.start}+{read.count}"
-
-
-def _wake_up(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
-class LineWorker:
-    """Runs one line's reads, one request in flight at a time.
-
-    One-shot jobs (`submit`) go before any read that is due, but never
-    while a read is in flight: the line keeps exactly one request out.
-    """
-
-    def __init__(self, line: str, poller: Poller, transport: Transport, clock: Clock) -> None:
-        self.line = line
-        self._poller = poller
-        self._transport = transport
-        self._clock = clock
-        # The sleeping worker's future (None while it works: it looks at the
-        # schedule again before it next sleeps, so a wake then needs no note).
-        self._waiter: asyncio.Future[None] | None = None
-        self._stopped = False
-        self._jobs: deque[_LineJob] = deque()
-
-    def stop(self) -> None:
-        """Finish after the read in flight (if any); `run` then returns."""
-        self._stopped = True
-        self.wake()
-        while self._jobs:  # nobody will run them: their callers must not wait forever
-            job = self._jobs.popleft()
-            if not job.done.done():
-                job.done.set_exception(RuntimeError(f"line {self.line} stopped"))
-
-    def submit(self, work: LineWork) -> asyncio.Future[Any]:
-        """Run `work(transport)` between reads, before the next due read; returns its result."""
-        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        if self._stopped:
-            done.set_exception(RuntimeError(f"line {self.line} stopped"))
-            return done
-        self._jobs.append(_LineJob(work, done))
-        self.wake()
-        return done
-
-    async def _run_job(self, job: _LineJob) -> None:
-        if job.done.done():  # its caller gave up
-            return
-        try:
-            result = await job.work(self._transport)
-        except asyncio.CancelledError:
-            job.done.cancel()
-            raise
-        except Exception as exc:  # the job's failure is its caller's, never the line's
-            if not job.done.done():
-                job.done.set_exception(exc)
-            return
-        if not job.done.done():
-            job.done.set_result(result)
-
-    def wake(self) -> None:
-        """Look at the schedule again now (after a re-plan)."""
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def run(self) -> None:
-        clock, poller = self._clock, self._poller
-        while not self._stopped:
-            if self._jobs:
-                await self._run_job(self._jobs.popleft())
-                continue
-            now = clock.monotonic()
-            item = poller.next_read(self.line, now)
-            if item is None:
-                await self._sleep_until_due(now)
-                continue
-            read, due = item
-            device = poller.devices.get(read.device)
-            if device is None:
-                continue
-            result = await self._transport.read(
-                read.table, read.start, read.count, device.config.unit
-            )
-            poller.apply(read, result, clock.now(), clock.monotonic(), due)
-
-    async def _sleep_until_due(self, now: float) -> None:
-        """Sleep until the line's next deadline, or until `wake`.
-
-        One future and one timer handle per sleep: cheaper than a task
-        waiting on an Event under `asyncio.wait` (the poll loop sleeps between
-        most reads), and a cancel simply raises out of the `await`.
-        """
-        schedule = self._poller.schedules.get(self.line)
-        due = schedule.next_due() if schedule else None
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        timer = None if due is None else loop.call_later(max(0.0, due - now), _wake_up, waiter)
-        self._waiter = waiter
-        try:
-            await waiter
-        finally:
-            self._waiter = None
-            if timer is not None:
-                timer.cancel()
-
-    async def close(self) -> None:
-        await self._transport.close()

@@ -17,6 +17,7 @@ from typing import Any
 from edgeopt.clock import Clock
 from edgeopt.config.durations import parse_duration
 from edgeopt.events import EventLog
+from edgeopt.lines import LineWork
 from edgeopt.modbus.health import DeviceState
 from edgeopt.modbus.transport import ReadError, ReadResult, Transport
 from edgeopt.modbus.writeplan import (
@@ -26,7 +27,7 @@ from edgeopt.modbus.writeplan import (
     WriteRequest,
     plan_write,
 )
-from edgeopt.poller import DeviceRuntime, LineWork, Poller, TagRuntime
+from edgeopt.poller import DeviceRuntime, Poller, TagRuntime
 from edgeopt.tags import Value
 
 __all__ = ["Caller", "WriteOutcome", "WriteRefused", "WriteService"]

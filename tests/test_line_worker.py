@@ -1,14 +1,16 @@
-"""The line worker's sleep: a wake or a stop ends it at once, and it leaves no timer behind."""
+"""Line workers: a wake or a stop ends a sleep at once, leaving no timer; one worker a line."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from edgeopt.clock import SystemClock
 from edgeopt.config import parse_config
+from edgeopt.lines import LineWorker, LineWorkers
 from edgeopt.modbus.planner import Table
 from edgeopt.modbus.transport import ReadResult
-from edgeopt.poller import LineWorker, Poller
+from edgeopt.poller import Poller
 
 CONFIG = """\
 devices:
@@ -97,3 +99,40 @@ def test_a_reconfigured_device_decodes_into_its_new_tags_before_any_replan() -> 
     poller.update_device(device)  # a new TagRuntime for the changed tag
     poller.apply(read, ReadResult(values=[7], latency=0.001), 101.0, 1.0, 1.0)
     assert poller.tags["meter1/power"].state.value == 70
+
+
+async def test_a_line_whose_endpoint_changes_runs_the_new_worker_only() -> None:
+    # A device's timeout changed on reload: same line, new transport. The old
+    # worker must stop and the new one must be the line's (it once went the
+    # other way: the stop, run later, found and stopped the new worker).
+    clock = SystemClock()
+    config = parse_config(CONFIG)
+    poller = Poller(config.devices)
+    poller.replan(clock.monotonic())
+    made: list[CountingTransport] = []
+
+    def factory(endpoint: object, clock: object) -> CountingTransport:
+        made.append(CountingTransport())
+        return made[-1]
+
+    lines = LineWorkers(poller, clock, factory)  # type: ignore[arg-type]
+    lines.sync()
+    (line,) = lines.runners
+    old = lines.runners[line]
+    await asyncio.sleep(0.05)
+    device = config.devices[0]
+    poller.update_device(dataclasses.replace(device, timeout=2.5))
+    poller.replan(clock.monotonic())
+    lines.sync()
+    new = lines.runners[line]
+    assert new is not old and new.endpoint.timeout == 2.5
+    await asyncio.sleep(0.05)
+    assert old.task.done() and not new.task.done()
+    assert lines.runners[line] is new
+    read = next(iter(poller.plan.reads))
+    poller.read_soon(read.tags[0], clock.monotonic())
+    lines.wake(line)
+    await asyncio.sleep(0.05)
+    assert [t.reads for t in made] == [1, 1]  # the new worker read; the old one is gone
+    await lines.stop_all()
+    assert new.task.done() and not lines.runners

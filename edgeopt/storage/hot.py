@@ -250,6 +250,16 @@ class HotStore:
         async with self._write_lock, _transaction(self._conn) as conn:
             yield conn
 
+    async def audit(
+        self, ts: float, uid: int, pid: int, command: str, args: str, result: str
+    ) -> None:
+        """One row of the audit trail: who ran which command, with what, and how it ended."""
+        async with self.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO audit (ts, uid, pid, command, args, result) VALUES (?, ?, ?, ?, ?, ?)",
+                (ts, uid, pid, command, args, result),
+            )
+
     @contextlib.asynccontextmanager
     async def locked(self) -> AsyncIterator[aiosqlite.Connection]:
         """`async with store.locked() as conn:` holds the write lock without a transaction.

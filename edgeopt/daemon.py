@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from edgeopt.clock import Clock, SystemClock
 from edgeopt.config import Config, ConfigError, ConfigLoad
-from edgeopt.config.diff import diff_configs
+from edgeopt.config.diff import ConfigDiff, diff_configs
 from edgeopt.control.commands import DaemonView, register
 from edgeopt.control.optimizer_commands import register_optimizer
 from edgeopt.control.server import ControlError, ControlServer, Peer
@@ -125,12 +125,9 @@ class RateMeter:
 
 
 @dataclass
-class ReloadResult:
-    added: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    changed: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
-    restart_needed: list[str] = field(default_factory=list)
+class ReloadResult(ConfigDiff):
+    """A reload's config diff, and what the northbound targets made of it."""
+
     # Northbound targets by fate: added, removed, changed (reconnected), unchanged.
     northbound: dict[str, list[str]] = field(default_factory=dict)
 
@@ -139,6 +136,11 @@ class ReloadResult:
             f"{len(self.added)} added, {len(self.removed)} removed, "
             f"{len(self.changed)} changed, {len(self.unchanged)} unchanged devices"
         )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The control socket's `reload` answer (CONTRACT.md): names only, and the summary."""
+        fates = ("added", "removed", "changed", "unchanged", "restart_needed", "northbound")
+        return {**{k: getattr(self, k) for k in fates}, "summary": self.summary()}
 
 
 class Daemon:
@@ -397,9 +399,7 @@ class Daemon:
             raise ControlError("invalid_config", str(exc)) from None
         old = self.config
         diff = diff_configs(old, new)
-        result = ReloadResult(
-            diff.added, diff.removed, diff.changed, diff.unchanged, diff.restart_needed
-        )
+        result = ReloadResult(**vars(diff))
         # Learned state is exported against the old tag configs, so the tags
         # that change below start afresh while the rest keep what they learned.
         learned = self.optimizer.export_state() if self.optimizer is not None else None
@@ -584,7 +584,7 @@ class Daemon:
 
         async def reload(args: dict[str, Any], peer: Peer) -> dict[str, Any]:
             result = await self.reload()
-            return {**result.__dict__, "summary": result.summary()}
+            return result.to_dict()
 
         async def write(args: dict[str, Any], peer: Peer) -> dict[str, Any]:
             try:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from edgeopt.config.model import Config, DeviceConfig
 
-__all__ = ["RESTART_ONLY", "ConfigDiff", "diff_configs"]
+__all__ = ["RESTART_ONLY", "ConfigDiff", "Fates", "diff_configs"]
 
 # daemon.* keys and whole sections a running daemon cannot take over.
 RESTART_ONLY = (
@@ -24,13 +24,19 @@ RESTART_ONLY = (
 
 
 @dataclass
-class ConfigDiff:
-    """Devices by fate (names), and what needs a restart to apply."""
+class Fates:
+    """Names (devices, northbound targets) by what a reload does to them."""
 
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ConfigDiff(Fates):
+    """Devices by fate, and what needs a restart to apply."""
+
     restart_needed: list[str] = field(default_factory=list)
     # The new configs of the added and changed devices, in the new file's order.
     devices: list[DeviceConfig] = field(default_factory=list)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgeopt.clock import Clock
 from edgeopt.config import Config, NorthboundTarget
+from edgeopt.config.diff import Fates
 from edgeopt.events import EventLog
 from edgeopt.northbound.outbox import Outbox
 from edgeopt.northbound.payload import (
@@ -57,11 +58,8 @@ class Route:
 
 
 @dataclass
-class NorthboundDiff:
-    added: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    changed: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
+class NorthboundDiff(Fates):
+    """Targets by fate (changed: reconnected)."""
 
 
 class Northbound:

@@ -257,11 +257,50 @@ def profile_summary(raw: Path, top: int = 25) -> str:
         own[names[-1]] += n
         for name in set(names):
             incl[name] += n
-    out = [f"{total} samples", "", "| self | function |", "|--:|:--|"]
+    out = [f"{total} samples", "", *_by_part(raw), "", "| self | function |", "|--:|:--|"]
     out += [f"| {100 * v / total:.1f} % | `{k}` |" for k, v in own.most_common(top)]
     out += ["", "| inclusive | function |", "|--:|:--|"]
     out += [f"| {100 * v / total:.1f} % | `{k}` |" for k, v in incl.most_common(top + 10)]
     return "\n".join(out)
+
+
+# Where a sample of the event loop's thread falls, by the first of these frames
+# on its stack (checked in this order).
+_PARTS = (
+    ("applying a read (decode, tag state, statistics, sinks)", ("Poller.apply",)),
+    (
+        "the request: edgeopt's transport and framer, pymodbus, the socket",
+        ("PymodbusTransport", "_StrictFraming", "_read_ready", "TransactionManager"),
+    ),
+    ("scheduling and sleeping between reads", ("_sleep_until_due", "next_read", "_wake_up")),
+    ("the line worker's own loop", ("LineWorker.run",)),
+    ("maintenance jobs (statistics, storage, resources)", ("MaintenanceJobs", "run_coroutine_job")),
+)
+
+
+def _by_part(raw: Path) -> list[str]:
+    """Shares of the event loop thread's busy samples (not waiting in select) by part."""
+    counts: collections.Counter[str] = collections.Counter()
+    for line in raw.read_text(encoding="utf-8").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack.startswith("<module>") or "EpollSelector.select" in stack.rsplit(";", 1)[-1]:
+            continue  # another thread, or the loop waiting
+        part = next(
+            (name for name, marks in _PARTS if any(m in stack for m in marks)),
+            "the event loop's own machinery, and the rest",
+        )
+        counts[part] += int(count)
+    busy = sum(counts.values())
+    if not busy:
+        return []
+    rows = [f"| {100 * n / busy:.1f} % | {part} |" for part, n in counts.most_common()]
+    return [
+        f"The event loop's thread, busy ({busy} samples):",
+        "",
+        "| share | part |",
+        "|--:|:--|",
+        *rows,
+    ]
 
 
 def profile(n_tags: int, n_devices: int, warmup: float, seconds: float) -> str:

@@ -22,7 +22,7 @@ from edgeopt.clock import SystemClock
 from edgeopt.config import load_config
 from edgeopt.modbus.health import ReadStats
 from edgeopt.modbus.planner import Table
-from edgeopt.modbus.transport import Endpoint, PymodbusTransport, ReadResult
+from edgeopt.modbus.transport import RECV_SIZE, Endpoint, PymodbusTransport, ReadResult
 from simulators.plant import Plant, PlantDevice, PlantTag
 from simulators.server import PlantServer
 from simulators.signals import Constant
@@ -187,6 +187,26 @@ async def test_tcp_reset_in_mid_frame_reconnects_and_resends() -> None:
     assert failed.latency < 2 * TIMEOUT  # the reset ends the wait; no timeout was spent
     assert again.ok and again.values == [2000, 2001] and again.reconnected
     assert server.connections["dev"] == 3  # the first, the resend's, and the next read's
+
+
+async def test_every_connection_reads_its_socket_in_small_pieces() -> None:
+    """asyncio's default, 256 KiB a recv(), is above the mmap threshold the daemon
+    pins: each reply cost an mmap and a munmap. Each new connection reads less."""
+    async with serve_plant(_plant(False)) as server:
+        transport = _transport(server, retries=1)
+        try:
+            assert (await transport.read(Table.HOLDING, 0, 4, 1)).ok
+            first = transport._client.ctx.transport
+            await server.set_fault("dev", "reset")
+            await transport.read(Table.HOLDING, 0, 2, 1)
+            await server.set_fault("dev", "none")
+            again = await transport.read(Table.INPUT, 0, 4, 1)
+            second = transport._client.ctx.transport
+        finally:
+            await transport.close()
+    assert first.max_size == RECV_SIZE and first.max_size < type(first).max_size
+    assert again.ok and again.values == [2000, 2001, 2002, 2003] and again.reconnected
+    assert second is not first and second.max_size == RECV_SIZE
 
 
 async def test_turnaround_keeps_the_line_quiet_after_a_slow_device(tmp_path: Path) -> None:

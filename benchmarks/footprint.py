@@ -11,6 +11,11 @@
     measured in one run. With `--rounds R`, the three take turns R times and
     the table gives the medians, and each round's ratio.
 
+`python -m benchmarks.footprint apply [--base REV] [--rounds R]`
+    The poller's own work per read (`Poller.apply`: decode, tag state,
+    statistics, sinks), in-process and without I/O (`benchmarks.applybench`),
+    for REV's poller and this tree's, alternately.
+
 `python -m benchmarks.footprint startup [--base REV]`
     Start-up to first poll (spawn → the simulator's first request) of the
     daemon at REV and of this work tree, alternately, three first starts each.
@@ -183,6 +188,45 @@ def ab(
         *(_row(name, runs[name], bares) for name in names),
         _row("bare pymodbus loop", bares, bares),
     ]
+    return "\n".join(lines)
+
+
+def apply_cost(base: str, n_tags: int, n_devices: int, rounds: int = 3) -> str:
+    """`benchmarks.applybench` for the poller at `base` and this tree's, alternately."""
+    results: dict[str, list[float]] = {f"poller at {base}": [], "poller, work tree": []}
+    with export_rev(base) as src, tempfile.TemporaryDirectory(prefix="edgeopt-shim-") as shim:
+        # Only the package comes from `base`: the plant and the timing are this tree's.
+        (Path(shim) / "edgeopt").symlink_to(src / "edgeopt")
+        # `python -m` puts its working directory first on the path.
+        cwds = {f"poller at {base}": shim, "poller, work tree": str(ROOT)}
+        size = ["--tags", str(n_tags), "--devices", str(n_devices)]
+        for _ in range(rounds):
+            for name, cwd in cwds.items():
+                out = subprocess.run(
+                    [sys.executable, "-m", "benchmarks.applybench", *size],
+                    cwd=cwd,
+                    env={**os.environ, "PYTHONPATH": str(ROOT)},
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
+                run = json.loads(out.splitlines()[-1])
+                want = (src if cwd == shim else ROOT) / "edgeopt"
+                if Path(run["edgeopt"]) != want.resolve():
+                    raise RuntimeError(f"{name} ran the poller in {run['edgeopt']}, not {want}")
+                # The first repetition warms the caches and the tags' histories.
+                results[name] += run["us_per_read"][1:]
+    lines = [
+        f"{n_tags} tags on {n_devices} devices, every tag at 1 s: `Poller.apply` alone, "
+        f"in-process, over 12 s of the plant's registers ({rounds} alternating runs)",
+        "",
+        "| poller | µs per read, median | fastest | slowest |",
+        "|:--|--:|--:|--:|",
+    ]
+    for name, values in results.items():
+        lines.append(
+            f"| {name} | {statistics.median(values):.1f} | {min(values):.1f} | {max(values):.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -541,7 +585,9 @@ def worker(n_tags: int, n_devices: int, seconds: float, full_every: float) -> st
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.footprint", description=__doc__)
-    ap.add_argument("what", choices=("ab", "startup", "profile", "memory", "rss", "worker"))
+    ap.add_argument(
+        "what", choices=("ab", "apply", "startup", "profile", "memory", "rss", "worker")
+    )
     ap.add_argument(
         "--base",
         default=None,
@@ -581,6 +627,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         text = ab(
             base, args.tags, args.devices, args.warmup, args.seconds, args.optimizer, args.rounds
         )
+    elif args.what == "apply":
+        text = apply_cost(args.base or "HEAD", args.tags, args.devices, max(1, args.rounds))
     elif args.what == "startup":
         text = startup(args.base or "HEAD", args.tags, args.devices)
     elif args.what == "profile":

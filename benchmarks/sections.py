@@ -555,8 +555,16 @@ _FOOTPRINT_PARTS = (
         "ab",
         "**Before and after, in one run** (issue 11): the daemon at the commit before the "
         "footprint work, the daemon of this tree, and the bare pymodbus loop, one after the "
-        "other against one simulator (each daemon with a state directory of its own). Only "
-        "the ratios carry from one run to another.",
+        "other against one simulator (each daemon with a state directory of its own), three "
+        "rounds of the three in turn: the medians, and each round's ratio. Only the ratios "
+        "carry from one run to another, and one round's moved by 0.1 between runs.",
+    ),
+    (
+        "apply",
+        "**The poller's own work per read** (`Poller.apply`: decode, tag state, statistics, "
+        "the sinks' queues), in-process with no I/O and no event loop, so it is what a "
+        "change to that code buys, apart from the machine's noise: the poller at the "
+        "seventh pass's start and this tree's, alternately.",
     ),
     (
         "startup",
@@ -566,11 +574,12 @@ _FOOTPRINT_PARTS = (
     (
         "profile",
         "**Where the daemon's CPU goes**: py-spy samples of the running daemon (as of "
-        "2026-11-30, the sixth pass), share of samples by function, self and inclusive. The "
-        "event loop's own machinery (`select`, handles, timers) and pymodbus are what the "
-        "bare loop pays too. py-spy gives pymodbus's `Log.transport_dump` a large share in "
-        "some runs; timed alone with pymodbus's logger at CRITICAL, as the daemon sets it, "
-        "it takes 0.56 µs a call, two calls a request.",
+        "2026-11-30, the seventh pass): the event loop thread's busy samples by part of the "
+        "daemon, then the share of all samples by function, self and inclusive. The event "
+        "loop's own machinery (`select`, handles, timers) and pymodbus are what the bare "
+        "loop pays too. Until the seventh pass pymodbus's `Log.transport_dump` took up to "
+        "9 % of the samples: dropping its oldest logged frame freed a reply's buffer, and "
+        "each reply's buffer was a 256 KiB mapping of its own (see the seventh pass).",
     ),
     (
         "memory",

@@ -536,7 +536,10 @@ def pin_mmap_threshold(size: int = MMAP_THRESHOLD) -> bool:
     size come from the heaps instead, and their freed pages stay in the
     process's RSS: the daemon's RSS stepped up at each of its first tier
     moves. A fixed threshold keeps large blocks out of the heaps, returned to
-    the system when freed. Returns False where there is no glibc (musl, macOS).
+    the system when freed. The price is a system call or two for each such
+    block, so nothing on the poll path may allocate one per read: asyncio's
+    256 KiB socket reads are cut to `modbus.transport.RECV_SIZE`. Returns
+    False where there is no glibc (musl, macOS).
     """
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt

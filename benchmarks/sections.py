@@ -607,16 +607,18 @@ _FOOTPRINT_PARTS = (
     ),
     (
         "rss",
-        "**RSS over an hour, defaults on, before and after in one run** (the optimizer "
-        "learning, re-planning and saving its state every 300 s): this tree's daemon (as of "
-        "3508eb9, the sixth pass: the config without pydantic, the tag statistics trimmed) "
-        "and the daemon at 9807b9d (the fifth pass) side by side, each against a simulator "
+        "**RSS over 70 minutes, defaults on** (the optimizer learning, re-planning and "
+        "saving its state every 300 s): this tree's daemon as of 97be4d3 (the seventh "
+        "pass's first half: the framer's own decoding, block repeats), against a simulator "
         "of its own. The histories fill over the first minutes, and the first quick cycle "
         "(300 s: most tags slowed, the reads re-planned) raises it once; the smaller steps "
-        "after it come with the next cycles. The last row is the moment of the first full "
-        "cycle (an hour); the worker table shows what a full cycle leaves. CPU seconds count "
-        "the forked children; this tree's daemon was started a few seconds before the other "
-        "(about 2 CPU-s of the first rows' difference).",
+        "after it come with the next cycles, and the slow rise after that is the tags' "
+        "event histories filling (512 times a tag, bounded). The first full cycle (the "
+        "cluster strategy, at 3,600 s) added 0.4 MB; the worker table shows what a full "
+        "cycle leaves. CPU seconds count the forked children. The sixth pass's run (the "
+        "daemon at 3508eb9 beside 9807b9d's) read 59.5 / 69.0 / 72.4 / 73.7 / 75.8 / 76.4 MB "
+        "at 30 / 300 / 630 / 1,200 / 2,400 / 3,600 s, against 69.5 / 74.2 / 82.9 / 84.4 / "
+        "87.6 / 88.5 MB at 9807b9d.",
     ),
 )
 
@@ -723,6 +725,60 @@ over plant sizes, the same config measured by another command):
   smaller (+4.5 MB at 1,230 s against +6.6 MB), not gone.
 - **The cluster worker** is a plain child process, not a multiprocessing
   pool (see its table).
+
+**The seventh pass** (2026-11-30, CPU): **1.36× → 1.12× the bare loop's
+CPU per register** at 10k tags (`python -m benchmarks.footprint ab --base
+271569e --rounds 3 --seconds 30`, the daemon at the pass's start beside
+this tree's, medians of three rounds: 14.2 % → 11.7 % of one core, each
+round 1.48 / 1.28 / 1.36× → 1.05 / 1.20 / 1.12×); the table above, against
+the commit before all the footprint work, reads 1.99× → 1.17×. What it
+found, largest first:
+
+- **Every reply cost an mmap and a munmap.** asyncio reads a socket 256 KiB
+  at a time: it allocates that much for each `recv()` and shrinks it to what
+  came. The fifth pass pinned glibc's mmap threshold at 128 KiB (a memory
+  fix, above), so each of those buffers became a mapping of its own: an
+  mmap, a page fault and, when the reply was freed (pymodbus keeps the last
+  20 frames in its frame log, which is where py-spy saw it), a munmap. The
+  bare loop, with glibc's sliding threshold long past 256 KiB, paid none of
+  it. Side by side under py-spy, the recv and the frame log took 20 % of
+  the daemon's busy samples and 7 % of the bare loop's; the daemon's system
+  CPU was 0.8–0.9 s a 30 s window, 0.3–0.4 s with the threshold unpinned.
+  Each connection now reads 16 KiB at a time (`RECV_SIZE` in
+  `edgeopt/modbus/transport.py`; a Modbus TCP reply is at most 260 bytes):
+  0.4 s of system CPU with the threshold still pinned, and `strace -c` over
+  10 s of the running daemon counts no mmap or munmap.
+- **pymodbus's reply decoding, skipped**: `DecodePDU.decode` formats every
+  reply into a debug string, registers and all, even with debug logging
+  off, and unpacks registers one at a time: 25 µs for 125 registers. The
+  strict framer has already checked the reply's shape, so it builds the
+  reply itself (one `array` byte swap): about 2 µs, with the same registers
+  and bits as pymodbus's (a property test). At the plant's mean of 16
+  registers a read, a few µs a read.
+- **A block read whose registers repeat its last read's is not decoded**:
+  at 1 s, 63 % of the large plant's block reads see the same registers as a
+  second before. Each tag still decoded from them counts the read in one
+  step (`TagState.repeat_into`, which `observe_into`'s fast path uses too);
+  only tags that took a value from elsewhere since (a verified write, a
+  failed read) are decoded. Coils and discrete inputs have a block decoder
+  of their own now, so they take the same path. A property test holds it
+  to decoding every tag, through fails, writes, stale checks and re-plans.
+  `Poller.apply` alone: the `apply` table above. Replays are unchanged: §5
+  re-run on this tree gives every plant's figures to the last digit.
+- **Smaller things**: a planned read makes its key once (the schedule and
+  the decoders looked it up several times a read); the transport builds no
+  tuple of discarded-frame kinds when there were none.
+- **Tried, not kept**: uvloop as the daemon's event loop (about 5 % less
+  CPU in one run, 3 MB more RSS: the memory goal is the tighter one);
+  skipping per-tag work for whole repeated blocks (the tags' read counts and
+  times would have to be settled lazily everywhere they are read).
+
+The same pass split the code the CPU work touched: the line workers moved
+to `edgeopt/lines.py` (fixing a line whose endpoint changed on a reload:
+the old worker's stop, run later, found and stopped the new worker instead);
+`optimizer/loop.py` (1,055 lines) into its learned state (`memory`), the
+do-no-harm guard (`harm`) and its reports (`reports`) over the shared state
+`parts` declares; and a reload's device diff into `config/diff.py` (pure).
 
 **The sixth pass** (2026-11-30, memory): **pydantic and PyYAML out of the
 daemon's process**, and **tag statistics that keep only what is read**. At

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -22,7 +21,6 @@ from edgeopt.poller import Poller, line_endpoint
 
 __all__ = ["LineRunner", "LineWork", "LineWorker", "LineWorkers", "TransportFactory"]
 
-log = logging.getLogger(__name__)
 
 TransportFactory = Callable[[Endpoint, Clock], Transport]
 

@@ -651,12 +651,13 @@ pymodbus and the transport 16 %; the APScheduler `stats` job about 2 %
 (`check_stale` over every tag every second). After: `Poller.apply` 11.5 %,
 `TagState.observe_into` 6.3 %, the sleep 3.3 %, of fewer samples.
 
-**Before and after, four runs** of `python -m benchmarks.footprint ab --base
-425bec5` at 10k tags on a shared machine (each run's absolute CPU differs):
-CPU per register over the bare loop went 1.74× → 1.20×, 1.96× → 1.30×,
-2.00× → 1.41× (2026-11-29) and 2.06× → 1.39× (the table above, with an
-hour-long RSS run of another 10k plant beside it): 29–33 % less CPU per
-register each time, and 1.20–1.41× the bare loop against the goal of 1.25×.
+**Before and after the first pass, four runs** of `python -m
+benchmarks.footprint ab --base 425bec5` at 10k tags on a shared machine
+(each run's absolute CPU differs): CPU per register over the bare loop went
+1.74× → 1.20×, 1.96× → 1.30×, 2.00× → 1.41× (2026-11-29) and 2.06× → 1.39×
+(with an hour-long RSS run of another 10k plant beside it): 29–33 % less
+CPU per register each time, and 1.20–1.41× the bare loop against the goal
+of 1.25×, until the seventh pass (below) brought it to 1.12–1.17×.
 
 What the footprint work changed (issue 11), first for CPU, in the order the
 profile pointed:

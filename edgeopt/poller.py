@@ -532,29 +532,23 @@ class Poller:
         block = self._block(read)
         members = block.members
         decoded: Sequence[Value] | None = None
-        if values == block.registers:
-            # The registers of the last read again (most blocks, most reads):
-            # each tag still decoded from them holds its value. Only the others
-            # need the block decoded.
-            for i, tag in enumerate(members):
-                state = tag.state
-                if state.decoded_from is block and state.repeat_into(wall, samples):
-                    continue
-                if decoded is None:
-                    decoded = block.decoder.decode(values)
-                state.observe_into(decoded[i], wall, samples)
-                state.decoded_from = block
-                if state.event:
-                    events.append(tag)
-            return samples
-        block.registers = None
-        try:
-            decoded = block.decoder.decode(values)
-        except (DecodeError, ValueError):
-            return self._decode_each(read, members, values, wall, events)
-        for tag, value in zip(members, decoded, strict=True):
+        # The registers of the last read again (most blocks, most reads): each
+        # tag still decoded from them holds its value, and only the others
+        # need the block decoded.
+        repeated = values == block.registers
+        if not repeated:
+            block.registers = None
+            try:
+                decoded = block.decoder.decode(values)
+            except (DecodeError, ValueError):
+                return self._decode_each(read, members, values, wall, events)
+        for i, tag in enumerate(members):
             state = tag.state
-            state.observe_into(value, wall, samples)
+            if repeated and state.decoded_from is block and state.repeat_into(wall, samples):
+                continue
+            if decoded is None:
+                decoded = block.decoder.decode(values)
+            state.observe_into(decoded[i], wall, samples)
             state.decoded_from = block
             if state.event:
                 events.append(tag)

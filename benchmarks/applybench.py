@@ -35,29 +35,23 @@ __all__ = ["main"]
 
 
 def _frames(plant: Plant, reads: Sequence[Read], steps: int) -> list[list[list[int] | list[bool]]]:
-    """Each step's registers (or bits) of every read, as the plant holds them at that second."""
+    """Each step's registers (or bits) of every read, as the simulator serves them then."""
+    slots = {
+        (d.name, table): d.slots(table)
+        for d in plant.devices
+        for table in ("holding", "input", "coil", "discrete")
+    }
     frames: list[list[list[int] | list[bool]]] = []
     for step in range(steps):
         t = 1000.0 + step
         frame: list[list[int] | list[bool]] = []
         for read in reads:
-            if read.table.is_bits:
-                bits = [False] * read.count
-                for key in read.tags:
-                    tag = plant.tag(key)
-                    bits[int(tag.address) - read.start] = bool(tag.value(t))
-                frame.append(bits)
-                continue
-            words = [0] * read.count
-            for key in read.tags:
-                tag = plant.tag(key)
-                encoded = tag.encode(t)
-                offset = int(tag.address) - read.start
-                if tag.is_bit:
-                    words[offset] = (words[offset] & ~tag.mask) | (encoded[0] & tag.mask)
-                else:
-                    words[offset : offset + len(encoded)] = encoded
-            frame.append(words)
+            words = [0] * read.count  # gaps are served as zeros
+            for slot in slots[(read.device, read.table.value)]:
+                offset = slot.address - read.start
+                if offset >= 0 and offset + slot.width <= read.count:
+                    words[offset : offset + slot.width] = slot.words(t)[0]
+            frame.append([w != 0 for w in words] if read.table.is_bits else words)
         frames.append(frame)
     return frames
 

@@ -213,6 +213,23 @@ class Slot:
     width: int
     tags: list[PlantTag]
 
+    def words(self, t: float) -> tuple[list[int], float, float]:
+        """Its registers at plant time t (on a bit table, [0] or [1]), and the span
+        [lo, hi) of plant time over which they hold."""
+        if len(self.tags) == 1 and not self.tags[0].is_bit:
+            tag = self.tags[0]
+            lo, hi = tag.segment(t)
+            return tag.encode(t), lo, hi
+        word, lo, hi = 0, float("-inf"), float("inf")
+        for tag in self.tags:  # bits of one register, or one coil
+            if tag.table in BIT_TABLES:
+                word = int(bool(tag.value(t)))
+            else:
+                word |= tag.encode(t)[0]
+            a, b = tag.segment(t)
+            lo, hi = max(lo, a), min(hi, b)
+        return [word], lo, hi
+
 
 @dataclass
 class PlantDevice:

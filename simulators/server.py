@@ -290,22 +290,7 @@ class _DeviceSim:
         cached = self._cache[table][i]
         if cached is not None and cached[0] <= t < cached[1]:
             return cached[2]
-        slot = self._slots[table][i]
-        lo, hi = float("-inf"), float("inf")
-        if len(slot.tags) == 1 and not slot.tags[0].is_bit:
-            tag = slot.tags[0]
-            words = tag.encode(t)
-            lo, hi = tag.segment(t)
-        else:
-            word = 0
-            for tag in slot.tags:
-                if tag.table in BIT_TABLES:
-                    word = int(bool(tag.value(t)))
-                else:
-                    word |= tag.encode(t)[0]
-                a, b = tag.segment(t)
-                lo, hi = max(lo, a), min(hi, b)
-            words = [word]
+        words, lo, hi = self._slots[table][i].words(t)
         self._cache[table][i] = (lo, hi, words)
         return words
 
